@@ -1,0 +1,1 @@
+"""Classifying insect crops with a TFLite model bundle (no TensorFlow on the device)."""

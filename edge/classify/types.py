@@ -1,0 +1,45 @@
+"""What the classifier says about one crop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+UNSURE = "unsure"
+
+
+@dataclass(frozen=True, slots=True)
+class LevelPrediction:
+    """The answer of one output head (e.g. "species").
+
+    label: the top-1 label, or None when the score is below that class's abstention
+        threshold ("unsure").
+    top_label / score: the top-1 label and its probability, kept even when abstaining.
+    top_k: the k best (label, probability) pairs, best first.
+    """
+
+    level: str
+    label: str | None
+    top_label: str
+    score: float
+    top_k: tuple[tuple[str, float], ...]
+
+    @property
+    def abstained(self) -> bool:
+        return self.label is None
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """All heads for one crop plus the deepest answer consistent with the taxonomy.
+
+    levels: per level name, ordered from coarse to fine (e.g. order, family, species).
+    level / label / score: the deepest level whose answer is confident and consistent with
+        every coarser confident answer; level is None when every head abstained.
+    probs: per level, the full probability vector (float32, in label order) for tracking votes.
+    """
+
+    levels: dict[str, LevelPrediction]
+    level: str | None
+    label: str | None
+    score: float
+    probs: dict[str, list[float]] = field(default_factory=dict, repr=False)

@@ -1,0 +1,335 @@
+"""The trap's configuration: one YAML file, validated by a typed schema.
+
+Unknown keys are errors (a typo such as `treshold` must not silently fall back to a
+default for a whole season). Every error names the file, the line, the key path, the bad
+value and what was expected, on one line. `trapcam validate-config FILE` runs exactly this
+code without starting anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys forbidden, values validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- sources
+
+
+class CaptureSettings(Section):
+    """How the capture thread feeds the pipeline."""
+
+    queue_size: int = Field(4, ge=1, le=256, description="frames buffered; the oldest is dropped when full")
+    stall_timeout_s: float = Field(
+        300.0, gt=0, description="no frame for this long: exit non-zero so systemd restarts the service"
+    )
+    reopen_backoff_s: tuple[float, float] = Field(
+        (1.0, 60.0), description="first and longest wait between attempts to reopen a failing camera"
+    )
+    interval_s: float = Field(
+        0.0, ge=0, description="seconds between captures for live cameras (0 = as fast as possible)"
+    )
+
+
+class SyntheticSource(CaptureSettings):
+    """A generated trap night with ground truth (tests, demo, benchmarks)."""
+
+    kind: Literal["synthetic"]
+    scene: Literal["sheet", "flowers"] = "sheet"
+    seed: int = 0
+    width: int = Field(1280, ge=160, le=8192)
+    height: int = Field(720, ge=120, le=8192)
+    frames: int = Field(300, ge=1)
+    frame_interval_s: float = Field(5.0, gt=0, description="simulated seconds between frames")
+    insects: int = Field(12, ge=0, description="insects that visit during the night")
+    start: str = Field("2026-07-01T21:30:00+00:00", description="ISO time of the first frame")
+    realtime: bool = Field(False, description="pace frames at frame_interval_s like a real camera")
+
+
+class FolderSource(CaptureSettings):
+    """Replay of a folder of images (a recorded night)."""
+
+    kind: Literal["folder"]
+    path: Path
+    pattern: str = Field("*.jpg", description="glob, matched case-insensitively, e.g. '*.jpg'")
+    recursive: bool = False
+    timestamps: Literal["exif", "filename", "exif_then_filename", "mtime"] = "exif_then_filename"
+    filename_format: str | None = Field(
+        None, description="strptime format found in the file name, e.g. '%Y%m%d-%H%M%S'"
+    )
+    timezone: str = Field("UTC", description="zone of EXIF/file-name times, which carry none (IANA name)")
+    loop: bool = False
+
+
+class OpenCVSource(CaptureSettings):
+    """USB camera index, RTSP/HTTP URL, or a video file."""
+
+    kind: Literal["opencv"]
+    device: int | str = Field(0, description="USB index, rtsp://... / http://... URL, or video file path")
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+
+
+class Picamera2Source(CaptureSettings):
+    """The Raspberry Pi camera through picamera2 (from the OS: apt install python3-picamera2)."""
+
+    kind: Literal["picamera2"]
+    width: int = 2028
+    height: int = 1520
+    camera_index: int = 0
+    autofocus: Literal["continuous", "manual", "none"] = "none"
+    lens_position: float | None = Field(None, description="dioptres for manual focus")
+    exposure_us: int | None = None
+    analogue_gain: float | None = None
+
+
+SourceConfig = Annotated[
+    SyntheticSource | FolderSource | OpenCVSource | Picamera2Source, Field(discriminator="kind")
+]
+
+# ---------------------------------------------------------------- detection
+
+
+class DetectorConfig(Section):
+    """Finding insects. `static_screen` for a sheet or board, `motion` for natural scenes."""
+
+    kind: Literal["static_screen", "motion"] = "static_screen"
+    detect_width: int = Field(960, ge=160, description="frames are downscaled to this width to detect")
+    polarity: Literal["dark", "bright", "both"] = Field(
+        "both", description="insects darker/brighter than the screen, or either"
+    )
+    threshold: float = Field(18.0, gt=0, description="minimum difference from the background (0-255 scale)")
+    min_area_px: int = Field(150, ge=1, description="smallest insect, in full-resolution pixels")
+    max_area_px: int = Field(400_000, ge=1, description="largest insect, in full-resolution pixels")
+    max_aspect: float = Field(6.0, ge=1, description="longest/shortest side of an insect's box")
+    min_solidity: float = Field(0.3, ge=0, le=1, description="blob area / convex hull area")
+    background_rate: float = Field(
+        0.02, gt=0, le=1, description="how fast the background follows light where no insect is"
+    )
+    warmup_frames: int = Field(1, ge=1, description="frames used to build the first background")
+    mog2_history: int = Field(500, ge=10)
+    mog2_var_threshold: float = Field(16.0, gt=0)
+
+    @model_validator(mode="after")
+    def _areas_ordered(self) -> DetectorConfig:
+        if self.min_area_px >= self.max_area_px:
+            raise ValueError(f"min_area_px ({self.min_area_px}) must be below max_area_px ({self.max_area_px})")
+        return self
+
+
+class CropConfig(Section):
+    """Cutting insects out at full resolution."""
+
+    padding: float = Field(0.15, ge=0, le=2, description="margin around the box, as a fraction of its size")
+    square: bool = True
+    min_size_px: int = Field(32, ge=1, description="crops are at least this large before resizing")
+
+
+# ---------------------------------------------------------------- classification
+
+
+class ClassifierConfig(Section):
+    """The model bundle (or a plain model.tflite + labels.txt) and how to run it."""
+
+    enabled: bool = True
+    model: Path | None = Field(None, description="bundle directory, model.json, or a .tflite file")
+    labels: Path | None = Field(None, description="labels.txt for a plain .tflite (one label per line)")
+    backend: Literal["cpu"] = "cpu"
+    num_threads: int = Field(2, ge=1, le=64)
+    top_k: int = Field(3, ge=1, le=20)
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="abstain below this score when the bundle gives no per-class threshold"
+    )
+
+    @model_validator(mode="after")
+    def _model_when_enabled(self) -> ClassifierConfig:
+        if self.enabled and self.model is None:
+            raise ValueError("model is required when the classifier is enabled (or set enabled: false)")
+        return self
+
+
+# ---------------------------------------------------------------- tracking
+
+
+class TrackerConfig(Section):
+    """Following each insect across frames so it is counted once."""
+
+    confirm_hits: int = Field(2, ge=1, description="detections before a track counts")
+    max_misses: int = Field(3, ge=1, description="frames without a detection before a track ends")
+    max_gap_s: float = Field(60.0, gt=0, description="a track also ends after this long unseen")
+    max_cost: float = Field(0.8, gt=0, le=1, description="matches costlier than this start a new track")
+    max_distance: float = Field(
+        1.5, gt=0, description="largest jump between frames, in box diagonals (time-lapse needs more)"
+    )
+    weight_iou: float = Field(0.4, ge=0)
+    weight_distance: float = Field(0.3, ge=0)
+    weight_size: float = Field(0.15, ge=0)
+    weight_appearance: float = Field(0.15, ge=0)
+
+
+# ---------------------------------------------------------------- storage and logging
+
+
+class StorageConfig(Section):
+    """SQLite database and crop images."""
+
+    database: Path | None = Field(None, description="default: <data_dir>/trapcam.db")
+    crops_dir: Path | None = Field(None, description="default: <data_dir>/crops")
+    save_crops: bool = True
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    batch_size: int = Field(200, ge=1, description="rows per write transaction")
+    flush_interval_s: float = Field(1.0, gt=0, description="longest time a row waits before it is written")
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "text"
+    stats_interval_s: float = Field(60.0, gt=0, description="how often frame rate, queue and timings are logged")
+
+
+class TrapConfig(Section):
+    """The whole configuration file."""
+
+    device_id: str = Field("trap-01", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    data_dir: Path = Path("trapcam-data")
+    source: SourceConfig
+    detector: DetectorConfig = DetectorConfig()
+    crop: CropConfig = CropConfig()
+    classifier: ClassifierConfig = ClassifierConfig(enabled=False)
+    tracker: TrackerConfig = TrackerConfig()
+    storage: StorageConfig = StorageConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @property
+    def database_path(self) -> Path:
+        return self.storage.database or self.data_dir / "trapcam.db"
+
+    @property
+    def crops_path(self) -> Path:
+        return self.storage.crops_dir or self.data_dir / "crops"
+
+
+# ---------------------------------------------------------------- loading with line numbers
+
+
+def _line_index(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    """Record the 1-based line of every key path in a composed YAML tree."""
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _line_index(value_node, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), out)
+
+
+def _expected(error: dict[str, Any]) -> str:
+    """Turn one pydantic error into 'what was expected' words."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "no such key (check its spelling and the section it is in)"
+    if kind == "missing":
+        return "this key is required"
+    if kind == "literal_error":
+        return f"one of {ctx.get('expected')}"
+    if kind == "union_tag_invalid":
+        return f"kind must be one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"a '{ctx.get('discriminator', 'kind').strip(chr(39))}' key"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _lookup(value: Any, loc: tuple[Any, ...]) -> tuple[bool, Any]:
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            return False, None
+    return True, value
+
+
+def _clean_loc(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
+    """Drop pydantic's union branch names (e.g. 'folder') that are not keys in the file."""
+    out: list[Any] = []
+    for part in loc:
+        found, _ = _lookup(raw, (*out, part))
+        parent_found, parent = _lookup(raw, tuple(out))
+        if found or not parent_found or not isinstance(parent, dict) or part in parent:
+            out.append(part)
+        elif isinstance(part, str) and part not in parent and isinstance(parent, dict):
+            # Either a missing key (keep it) or a union tag (skip it).
+            is_tag = isinstance(parent.get("kind"), str) and parent.get("kind") == part
+            if not is_tag:
+                out.append(part)
+    return tuple(out)
+
+
+def format_validation_error(
+    exc: ValidationError, raw: Any, lines: dict[tuple[Any, ...], int], filename: str
+) -> str:
+    """One line per problem: `file:line: key.path: got X; expected Y`."""
+    messages = []
+    for error in exc.errors():
+        loc = _clean_loc(tuple(error["loc"]), raw)
+        key_path = ".".join(str(p) for p in loc) or "(top level)"
+        line = lines.get(loc)
+        probe = loc
+        while line is None and probe:
+            probe = probe[:-1]
+            line = lines.get(probe)
+        found, value = _lookup(raw, loc)
+        got = f"got {value!r}" if found and error["type"] != "missing" else "not set"
+        where = f"{filename}:{line}" if line else filename
+        messages.append(f"{where}: {key_path}: {got}; expected {_expected(error)}")
+    return messages[0] if len(messages) == 1 else " | ".join(messages)
+
+
+def parse_config(text: str, filename: str = "<config>") -> TrapConfig:
+    """Validate YAML text into a TrapConfig; raise ConfigError with file, line, key and value."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{filename}{line}: not valid YAML: {problem}") from None
+    if raw is None:
+        raise ConfigError(f"{filename}: the file is empty; expected at least a 'source' section")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{filename}:1: expected a mapping of keys at the top level, got {type(raw).__name__}")
+    lines: dict[tuple[Any, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    try:
+        return TrapConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, raw, lines, filename)) from None
+
+
+def load_config(path: str | Path) -> TrapConfig:
+    """Read and validate a config file. Relative paths inside stay relative to the working dir."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    return parse_config(text, str(path))

@@ -1,0 +1,1 @@
+"""Finding insects in frames and cutting them out."""

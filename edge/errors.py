@@ -1,0 +1,33 @@
+"""Errors that reach the user as one clear line.
+
+Every failure caused by input (config, model file, frames, labels) raises a subclass of
+`TrapcamError` whose message names the problem: which key, which file, what was expected.
+The CLI prints `str(error)` on one line and exits non-zero; it never prints a traceback
+for these.
+"""
+
+
+class TrapcamError(Exception):
+    """Base class: the message is meant for the person running the trap."""
+
+    exit_code = 2
+
+
+class ConfigError(TrapcamError):
+    """The configuration file is invalid (message names file, line, key path, value)."""
+
+
+class ModelError(TrapcamError):
+    """The model bundle or model file cannot be used (missing, checksum, labels, shape)."""
+
+
+class SourceError(TrapcamError):
+    """A frame source cannot be opened or has stopped delivering frames."""
+
+    exit_code = 3
+
+
+class StorageError(TrapcamError):
+    """The database or crop storage is unusable (integrity check failed, not writable)."""
+
+    exit_code = 4

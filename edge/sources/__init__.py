@@ -1,0 +1,1 @@
+"""Frame sources: cameras, video, image folders and the synthetic scene."""
