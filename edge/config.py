@@ -287,6 +287,8 @@ def format_validation_error(
     messages = []
     for error in exc.errors():
         loc = _clean_loc(tuple(error["loc"]), raw)
+        if error["type"] == "union_tag_invalid":
+            loc = (*loc, "kind")  # point at the bad tag itself, not the whole section
         key_path = ".".join(str(p) for p in loc) or "(top level)"
         line = lines.get(loc)
         probe = loc

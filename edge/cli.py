@@ -1,0 +1,163 @@
+"""The `trapcam` command line.
+
+Every input error is printed as one line (`trapcam: error: ...`) with a non-zero exit;
+tracebacks are only for bugs. Heavy modules are imported inside each subcommand so that
+`trapcam --help` and `validate-config` stay instant on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.errors import ConfigError, TrapcamError
+
+log = logging.getLogger("trapcam")
+
+
+def _source_override(text: str, cfg: Any) -> Any:
+    """Turn `--source` into a source section: folder, video file, USB index, URL or a kind name."""
+    from edge.config import FolderSource, OpenCVSource, Picamera2Source, SyntheticSource
+
+    keep = cfg.source.model_dump(include={"queue_size", "stall_timeout_s", "reopen_backoff_s", "interval_s"})
+    if text == "synthetic":
+        return SyntheticSource(kind="synthetic", **keep)
+    if text == "picamera2":
+        return Picamera2Source(kind="picamera2", **keep)
+    if text.isdigit():
+        return OpenCVSource(kind="opencv", device=int(text), **keep)
+    if "://" in text:
+        return OpenCVSource(kind="opencv", device=text, **keep)
+    path = Path(text)
+    if path.is_dir():
+        base = cfg.source.model_dump(exclude={"kind", "path"}) if cfg.source.kind == "folder" else keep
+        return FolderSource(kind="folder", path=path, **base)
+    if path.is_file():
+        return OpenCVSource(kind="opencv", device=str(path), **keep)
+    raise ConfigError(
+        f"--source {text!r}: not a folder, video file, camera index, URL, 'synthetic' or 'picamera2'"
+    )
+
+
+def cmd_validate_config(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: ok (source: {cfg.source.kind}, detector: {cfg.detector.kind}, "
+          f"classifier: {cfg.classifier.model if cfg.classifier.enabled else 'off'})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.logs import setup_logging
+
+    cfg = load_config(args.config)
+    if args.source:
+        cfg.source = _source_override(args.source, cfg)
+    if args.data_dir:
+        cfg.data_dir = Path(args.data_dir)
+    setup_logging(args.log_level or cfg.logging.level, cfg.logging.format)
+
+    from edge.pipeline import Pipeline  # after config checks: imports OpenCV and the interpreter
+
+    pipeline = Pipeline(cfg, record_tracks=cfg.source.kind == "synthetic")
+
+    def _graceful(signum: int, _frame: Any) -> None:
+        log.info("signal %s: finishing the current frame and shutting down", signal.Signals(signum).name)
+        pipeline.stop()
+
+    signal.signal(signal.SIGTERM, _graceful)
+    signal.signal(signal.SIGINT, _graceful)
+    result = pipeline.run(max_frames=args.max_frames)
+
+    from edge.summary import print_run_summary
+
+    print_run_summary(cfg, pipeline, result)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from edge.synth.scene import SceneParams, SyntheticNight
+    from edge.synth.writer import write_night, write_video
+
+    params = SceneParams(
+        scene=args.scene,
+        width=args.width,
+        height=args.height,
+        frames=args.frames,
+        frame_interval_s=args.interval,
+        insects=args.insects,
+        seed=args.seed,
+        start=datetime.fromisoformat(args.start),
+    )
+    night = SyntheticNight(params)
+    out = Path(args.out)
+    if args.video:
+        write_video(night, out, fps=args.fps)
+    else:
+        write_night(night, out, fmt=args.format)
+    print(f"wrote {len(night)} frames with ground truth to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trapcam",
+        description="Automated insect monitoring: run the camera trap, check configs, make synthetic nights.",
+    )
+    parser.add_argument("--version", action="version", version=f"trapcam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the trap: capture, detect, classify, track and store")
+    p.add_argument("--config", required=True, help="YAML configuration file")
+    p.add_argument("--source", help="override the source: folder, video file, camera index, URL, "
+                   "'synthetic' or 'picamera2'")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--data-dir", help="override data_dir (database and crops)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate-config", help="check a configuration file without starting anything")
+    p.add_argument("config", help="YAML configuration file")
+    p.set_defaults(func=cmd_validate_config)
+
+    p = sub.add_parser("synth", help="write a synthetic trap night (frames or video) with ground truth")
+    p.add_argument("--out", required=True, help="output folder (frames) or file (with --video)")
+    p.add_argument("--scene", choices=["sheet", "flowers"], default="sheet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--insects", type=int, default=12)
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between frames")
+    p.add_argument("--start", default="2026-07-01T21:30:00+00:00", help="ISO time of the first frame")
+    p.add_argument("--format", choices=["jpg", "png"], default="jpg")
+    p.add_argument("--video", action="store_true", help="write one video file instead of frames")
+    p.add_argument("--fps", type=float, default=10.0)
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except TrapcamError as exc:
+        print(f"trapcam: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

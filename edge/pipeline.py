@@ -1,0 +1,323 @@
+"""The device loop: frames -> detections -> crops -> classes -> tracks -> SQLite.
+
+Threads: the capture thread decodes frames into a bounded queue; this loop detects,
+crops, classifies and tracks; the database writer thread stores rows and crop JPEGs in
+batched transactions. Counts come from tracks, never from frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from edge import __version__
+from edge.classify.classifier import Classifier
+from edge.classify.taxonomy import Taxonomy
+from edge.classify.types import Classification
+from edge.config import TrapConfig
+from edge.detect.crop import crop_batch
+from edge.detect.factory import make_detector
+from edge.errors import SourceError
+from edge.frames import Frame
+from edge.sources.base import FrameSource
+from edge.sources.capture import CaptureThread
+from edge.sources.factory import make_source
+from edge.store.db import Database, DetectionRow, RunInfo, TrackRow
+from edge.track.appearance import appearance_descriptor
+from edge.track.tracker import Tracker, TrackInput, TrackState
+
+log = logging.getLogger("trapcam.loop")
+
+# Crops are cut at this size for appearance and storage when no classifier sets the size.
+DEFAULT_CROP_SIZE = 128
+
+
+@dataclass
+class RunResult:
+    """What a run did, for the CLI's summary and for tests."""
+
+    run_id: int
+    frames: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    detections: int = 0
+    confirmed_tracks: list[TrackState] = field(default_factory=list)
+    exit_reason: str = "completed"
+    first_frame_s: float | None = None
+    elapsed_s: float = 0.0
+    # Per frame: [(track_id, box)] for evaluation against ground truth.
+    track_boxes: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        """Finished, confirmed tracks per label ("unsure" where the vote abstained)."""
+        out: dict[str, int] = {}
+        for track in self.confirmed_tracks:
+            key = track.label or "unsure"
+            out[key] = out.get(key, 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class _Timer:
+    """Rolling timings for the periodic stats log (bounded memory)."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.samples: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+
+    def mean_ms(self) -> float:
+        return 1000.0 * float(np.mean(self.samples)) if self.samples else 0.0
+
+
+class Pipeline:
+    """Wires source, detector, cropper, classifier, tracker and database for one run."""
+
+    def __init__(self, cfg: TrapConfig, source: FrameSource | None = None, record_tracks: bool = False) -> None:
+        self.cfg = cfg
+        self.source = source or make_source(cfg.source)
+        self.detector = make_detector(cfg.detector)
+        self.classifier: Classifier | None = Classifier.from_config(cfg.classifier) if cfg.classifier.enabled else None
+        taxonomy: Taxonomy | None = self.classifier.bundle.taxonomy if self.classifier else None
+        self.crop_size = self.classifier.input_size[0] if self.classifier else DEFAULT_CROP_SIZE
+        self.db = Database(
+            cfg.database_path,
+            crops_root=cfg.crops_path,
+            jpeg_quality=cfg.storage.jpeg_quality,
+            batch_size=cfg.storage.batch_size,
+            flush_interval_s=cfg.storage.flush_interval_s,
+        )
+        next_track_id, self._next_detection_id = self.db.next_ids()
+        self.tracker = Tracker(cfg.tracker, taxonomy=taxonomy, first_track_id=next_track_id)
+        self.record_tracks = record_tracks
+        self.stop_event = threading.Event()
+        # Per track: (time of the last saved crop, best score saved) - limits crops on disk.
+        self._crop_memory: dict[int, tuple[datetime, float]] = {}
+
+    # ------------------------------------------------------------ run
+
+    def run(self, max_frames: int | None = None) -> RunResult:
+        started = time.monotonic()
+        run_id = self.db.start_run(self._run_info())
+        result = RunResult(run_id=run_id)
+        capture = CaptureThread(self.source, self.cfg.source)
+        capture.start()
+        detect_t, classify_t, frame_t = _Timer(), _Timer(), _Timer()
+        last_stats = time.monotonic()
+        last_frame_time: datetime | None = None
+        try:
+            while not self.stop_event.is_set():
+                if max_frames is not None and result.frames >= max_frames:
+                    result.exit_reason = "max-frames"
+                    break
+                frame = capture.get(timeout=0.5)
+                if frame is None:
+                    if capture.finished():
+                        result.exit_reason = "end-of-source"
+                        break
+                    if capture.stalled():
+                        result.exit_reason = "stalled"
+                        raise SourceError(
+                            f"no frame from {self.source.name} for {self.cfg.source.stall_timeout_s:.0f} s "
+                            f"(camera state: {capture.state}, last error: {capture.last_error}); "
+                            "exiting so the service manager restarts trapcam"
+                        )
+                    continue
+                if result.first_frame_s is None:
+                    result.first_frame_s = time.monotonic() - started
+                t0 = time.perf_counter()
+                self._process(frame, result, detect_t, classify_t)
+                frame_t.add(time.perf_counter() - t0)
+                last_frame_time = frame.timestamp
+                result.frames += 1
+                if time.monotonic() - last_stats >= self.cfg.logging.stats_interval_s:
+                    self._log_stats(result, capture, detect_t, classify_t, frame_t, time.monotonic() - last_stats)
+                    result_frames_at = result.frames
+                    self._frames_at_last_stats = result_frames_at
+                    last_stats = time.monotonic()
+                    self.db.update_run(run_id, **self._counters(result, capture))
+        except KeyboardInterrupt:
+            result.exit_reason = "interrupted"
+        except BaseException as exc:
+            if result.exit_reason not in ("stalled",):
+                result.exit_reason = f"error: {type(exc).__name__}"
+            raise
+        finally:
+            capture.stop()
+            end_time = last_frame_time or datetime.now(timezone.utc)
+            for track in self.tracker.finish(end_time):
+                self._store_track(run_id, track, result)
+            result.dropped, result.corrupt = capture.dropped_frames, capture.corrupt_frames
+            self.db.update_run(run_id, **self._counters(result, capture))
+            self.db.end_run(run_id, result.exit_reason)
+            self.db.close()
+            self.source.close()
+            result.elapsed_s = time.monotonic() - started
+        return result
+
+    def stop(self) -> None:
+        """Ask the loop to finish the current frame and shut down cleanly (signal handlers call this)."""
+        self.stop_event.set()
+
+    # ------------------------------------------------------------ one frame
+
+    def _process(self, frame: Frame, result: RunResult, detect_t: _Timer, classify_t: _Timer) -> None:
+        t0 = time.perf_counter()
+        detections = self.detector.detect(frame.image)
+        detect_t.add(time.perf_counter() - t0)
+        crops = crop_batch(frame.image, [d.box for d in detections], self.cfg.crop, self.crop_size)
+        classifications: list[Classification | None] = [None] * len(detections)
+        if self.classifier is not None and len(detections):
+            t1 = time.perf_counter()
+            classifications = list(self.classifier.classify(crops))
+            classify_t.add((time.perf_counter() - t1) / len(detections))
+        inputs = []
+        for i, detection in enumerate(detections):
+            inputs.append(
+                TrackInput(
+                    detection=detection,
+                    detection_id=self._next_detection_id,
+                    classification=classifications[i],
+                    appearance=appearance_descriptor(crops[i]),
+                )
+            )
+            self._next_detection_id += 1
+        update = self.tracker.update(frame.timestamp, inputs)
+        for i, (item, track_id) in enumerate(zip(inputs, update.assignments, strict=True)):
+            classification = item.classification
+            crop = crops[i] if self._keep_crop(track_id, frame.timestamp, classification) else None
+            self.db.add_detection(self._detection_row(result.run_id, frame, item, track_id), crop)
+        for track in update.confirmed:
+            self._store_track(result.run_id, track, result, finished=False)
+        for track in update.ended:
+            self._store_track(result.run_id, track, result)
+        result.detections += len(detections)
+        if self.record_tracks:
+            result.track_boxes[frame.index] = [
+                (track_id, item.detection.box) for item, track_id in zip(inputs, update.assignments, strict=True)
+            ]
+
+    def _keep_crop(self, track_id: int, ts: datetime, classification: Classification | None) -> bool:
+        """Save a track's first crop, any better-scored one, and one per `crop_every_s` otherwise."""
+        if not self.cfg.storage.save_crops:
+            return False
+        score = classification.score if classification is not None else 0.0
+        seen = self._crop_memory.get(track_id)
+        if seen is None or score > seen[1] or (ts - seen[0]).total_seconds() >= self.cfg.storage.crop_every_s:
+            self._crop_memory[track_id] = (ts, max(score, seen[1] if seen else 0.0))
+            return True
+        return False
+
+    def _detection_row(self, run_id: int, frame: Frame, item: TrackInput, track_id: int) -> DetectionRow:
+        c = item.classification
+        box = item.detection.box
+        predictions = (
+            {lvl: [[lab, round(p, 4)] for lab, p in pred.top_k] for lvl, pred in c.levels.items()} if c else None
+        )
+        return DetectionRow(
+            detection_id=item.detection_id,
+            run_id=run_id,
+            track_id=track_id,
+            frame_index=frame.index,
+            ts_utc=frame.timestamp,
+            x0=box.x0,
+            y0=box.y0,
+            x1=box.x1,
+            y1=box.y1,
+            area_px=item.detection.area_px,
+            det_score=item.detection.score,
+            level=c.level if c else None,
+            label=c.label if c else None,
+            score=c.score if c else None,
+            predictions_json=json.dumps(predictions) if predictions else None,
+        )
+
+    def _store_track(self, run_id: int, track: TrackState, result: RunResult, finished: bool = True) -> None:
+        self.db.upsert_track(
+            TrackRow(
+                track_id=track.track_id,
+                run_id=run_id,
+                status=track.status,
+                first_utc=track.first_seen,
+                last_utc=track.last_seen,
+                hits=track.hits,
+                level=track.level,
+                label=track.label,
+                score=track.score,
+                votes_json=json.dumps(track.votes) if track.votes else None,
+                best_detection_id=track.best_detection_id,
+                x0=track.box.x0,
+                y0=track.box.y0,
+                x1=track.box.x1,
+                y1=track.box.y1,
+                moved_px=track.moved_px,
+            )
+        )
+        if finished:
+            self._crop_memory.pop(track.track_id, None)
+            if track.status == "ended":
+                result.confirmed_tracks.append(track)
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _run_info(self) -> RunInfo:
+        describe = self.classifier.describe() if self.classifier else {}
+        return RunInfo(
+            device_id=self.cfg.device_id,
+            started_utc=datetime.now(timezone.utc),
+            software_version=__version__,
+            config_json=self.cfg.model_dump_json(),
+            model_sha256=describe.get("sha256"),
+            model_name=describe.get("name"),
+            source=self.source.name,
+            host=platform.node(),
+        )
+
+    @staticmethod
+    def _counters(result: RunResult, capture: CaptureThread) -> dict[str, int]:
+        return {
+            "frames_processed": result.frames,
+            "frames_dropped": capture.dropped_frames,
+            "frames_corrupt": capture.corrupt_frames,
+            "detections": result.detections,
+            "tracks_confirmed": len(result.confirmed_tracks),
+        }
+
+    def _log_stats(
+        self,
+        result: RunResult,
+        capture: CaptureThread,
+        detect_t: _Timer,
+        classify_t: _Timer,
+        frame_t: _Timer,
+        window_s: float,
+    ) -> None:
+        frames_before = getattr(self, "_frames_at_last_stats", 0)
+        log.info(
+            "stats",
+            extra={
+                "fields": {
+                    "fps": (result.frames - frames_before) / window_s if window_s > 0 else 0.0,
+                    "frames": result.frames,
+                    "queue": capture.queue_depth(),
+                    "dropped": capture.dropped_frames,
+                    "corrupt": capture.corrupt_frames,
+                    "camera": capture.state,
+                    "frame_ms": frame_t.mean_ms(),
+                    "detect_ms": detect_t.mean_ms(),
+                    "classify_ms_per_crop": classify_t.mean_ms(),
+                    "active_tracks": len(self.tracker.active_tracks()),
+                    "confirmed_total": len(result.confirmed_tracks),
+                    "db_pending": self.db.pending(),
+                }
+            },
+        )
