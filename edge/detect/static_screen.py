@@ -1,0 +1,383 @@
+"""Background-difference detector for a light-trap sheet, sticky board or yellow board.
+
+The camera and the screen do not move; insects land and mostly sit still. So the detector
+keeps a reference image of the empty screen and reports what differs from it. The hard
+part is keeping that reference right for a whole night:
+
+* Light drifts (lamp warming up, dusk, dawn, colour shift). Each frame a per-channel gain
+  (median of frame/background over pixels that are not foreground) is applied to the whole
+  background, including under insects, so a global change never becomes foreground. Slow
+  local changes are followed by blending the frame in at `background_rate`.
+* Insects that sit still for hours must not fade into the background (a moth on the sheet
+  for an hour is one track, not 180 counts). Pixels under foreground (dilated) are never
+  blended, so a still insect stays exactly as different from the background as on arrival.
+  Only blobs larger than `max_area_px` (a shadow, a fold: not an insect) are blended away.
+* Insects may already sit on the screen in the first frame. The first background is the
+  (median of the) warm-up frame(s) with insect-like blobs painted out: each blob that
+  differs from a large median blur of the frame (kernel about twice `init_insect_px`)
+  is replaced by that blur. A smooth screen becomes correct at once; the first frame's
+  insects are detected in that same frame. (A per-pixel median over frames would not remove
+  an insect that sits through all of them.)
+* A real permanent change (lamp moved, camera bumped, a light switched on beside the
+  trap) covers much of the frame with foreground. After `reinit_after_frames` such frames
+  in a row the background is rebuilt as at start, a warning is logged and `reinits` counts
+  it; a single flash frame is skipped (no detections, background untouched).
+
+Detection runs at `detect_width` (INTER_AREA downscale: averages noise, keeps thin parts);
+boxes and areas are reported at full resolution. The threshold rises above `threshold`
+on noisy frames (`noise_factor` x the median difference). Blobs grow by hysteresis over
+pixels above `grow_fraction` x threshold, are opened (noise specks) and closed (wings
+split by pale patterns), and filtered by area, aspect and solidity. The functions that turn
+a foreground mask into detections are shared with the motion detector.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import cv2
+import numpy as np
+
+from edge.config import DetectorConfig
+from edge.detect.base import Box, Detection
+from edge.detect.crop import check_frame
+
+log = logging.getLogger(__name__)
+
+# Morphology at detection resolution. Opening with 3x3 removes one- and two-pixel noise;
+# closing with 5x5 joins an insect's parts separated by pale wing patches; the 9x9 guard
+# keeps an insect's soft edge (and its shadow) out of the background blend.
+_OPEN = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+_CLOSE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+_GUARD = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
+_RING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (13, 13))
+_HEAL_EVERY = 5  # frames between checks for ghosts (see _heal_ghosts)
+_SAMPLE_STEP = 6  # gain and noise are estimated on every 6th pixel in each direction
+_MIN_SAMPLES = 64  # fewer background samples than this: keep the gain at 1
+
+
+def downscale(image: np.ndarray, detect_width: int) -> tuple[np.ndarray, float]:
+    """Shrink to `detect_width` with INTER_AREA; return it and the scale (small / full), <= 1."""
+    h, w = image.shape[:2]
+    if w <= detect_width:
+        return image, 1.0
+    scale = detect_width / w
+    small_h = max(1, round(h * scale))
+    return cv2.resize(image, (detect_width, small_h), interpolation=cv2.INTER_AREA), scale
+
+
+def colour_distance(frame: np.ndarray, background: np.ndarray, polarity: str) -> np.ndarray:
+    """Per-pixel difference (float32, 0-255 scale): the largest change in any colour channel.
+
+    Taking the largest channel change (not the grey-level change) finds a green insect on a
+    yellow board as well as a dark moth on a white sheet. `polarity` keeps only darker
+    ("dark"), brighter ("bright") or either ("both") changes.
+    """
+    if polarity == "both":
+        diff = cv2.absdiff(frame, background)
+    elif polarity == "dark":
+        diff = cv2.subtract(background, frame)
+    elif polarity == "bright":
+        diff = cv2.subtract(frame, background)
+    else:
+        raise ValueError(f"polarity must be 'dark', 'bright' or 'both', got {polarity!r}")
+    b, g, r = cv2.split(diff)
+    dist = cv2.max(cv2.max(b, g), r)
+    if polarity != "both":
+        dist = cv2.max(dist, 0.0)
+    return dist
+
+
+def clean_mask(mask: np.ndarray) -> np.ndarray:
+    """Open (remove specks) then close (join an insect's parts) a 0/255 uint8 mask."""
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _OPEN)
+    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _CLOSE)
+
+
+def to_full_box(x: int, y: int, w: int, h: int, scale: float, full_w: int, full_h: int) -> Box:
+    """Map a box at detection resolution to full resolution (outward rounding, clamped)."""
+    x0 = max(0, math.floor(x / scale))
+    y0 = max(0, math.floor(y / scale))
+    x1 = min(full_w, math.ceil((x + w) / scale))
+    y1 = min(full_h, math.ceil((y + h) / scale))
+    return Box(x0, y0, x1, y1)
+
+
+def blobs(mask: np.ndarray) -> list[tuple[int, int, int, int, np.ndarray]]:
+    """Outer blobs of a 0/255 mask as (x, y, w, h, filled 0/255 ROI of its own pixels).
+
+    Contours rather than connectedComponentsWithStats: on a mostly empty mask tracing the few
+    blob outlines is dozens of times faster than labelling every pixel.
+    """
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)
+        roi = np.zeros((h, w), np.uint8)
+        cv2.drawContours(roi, [contour], -1, 255, cv2.FILLED, offset=(-x, -y))
+        cv2.bitwise_and(roi, mask[y : y + h, x : x + w], dst=roi)  # holes stay holes
+        out.append((x, y, w, h, roi))
+    return out
+
+
+def shape_ok(component: np.ndarray, area: int, cfg: DetectorConfig) -> bool:
+    """Aspect (of the rotated bounding rectangle) and solidity checks of one 0/255 blob ROI."""
+    contours, _ = cv2.findContours(component, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return False
+    contour = max(contours, key=cv2.contourArea)
+    (_, _), (rw, rh), _ = cv2.minAreaRect(contour)
+    short, long = sorted((max(rw, 1.0), max(rh, 1.0)))
+    if long / short > cfg.max_aspect:
+        return False
+    hull_area = cv2.contourArea(cv2.convexHull(contour))
+    if hull_area <= 0:
+        return True  # a blob a pixel or two thick: its area filter decides
+    return area / hull_area >= cfg.min_solidity
+
+
+def extract_detections(
+    mask: np.ndarray,
+    scale: float,
+    full_size: tuple[int, int],
+    cfg: DetectorConfig,
+    strength: np.ndarray | None = None,
+    seed_threshold: float = 0.0,
+) -> tuple[list[Detection], np.ndarray]:
+    """Turn a cleaned foreground mask (detection resolution) into full-resolution detections.
+
+    With `strength` (the colour distance) a blob must contain a pixel above `seed_threshold`
+    (hysteresis) and its score is its mean strength s mapped to s / (s + seed_threshold):
+    0.5 at the threshold, towards 1 for strong contrast. Without it every score is 1.0.
+
+    Also returns the "held" mask: every blob that is real foreground (has a seed, is not
+    larger than max_area_px), whatever its shape. The static detector never blends those
+    pixels into its background, so an insect that is sometimes rejected by a shape filter
+    is not slowly absorbed either.
+    """
+    full_w, full_h = full_size
+    px_per_small = 1.0 / (scale * scale)  # full-resolution pixels per detection pixel
+    held = mask.copy()
+    detections: list[Detection] = []
+    for x, y, w, h, component in blobs(mask):
+        area = cv2.countNonZero(component)
+        full_area = area * px_per_small
+        if strength is not None:
+            roi = strength[y : y + h, x : x + w]
+            seeded = cv2.minMaxLoc(roi, mask=component)[1] > seed_threshold
+        else:
+            seeded = True
+        if not seeded or full_area > cfg.max_area_px:
+            held_roi = held[y : y + h, x : x + w]
+            held_roi[component > 0] = 0
+            continue
+        if full_area < cfg.min_area_px or not shape_ok(component, area, cfg):
+            continue
+        score = 1.0
+        if strength is not None and seed_threshold > 0:
+            mean = float(cv2.mean(roi, mask=component)[0])
+            score = mean / (mean + seed_threshold)
+        box = to_full_box(x, y, w, h, scale, full_w, full_h)
+        detections.append(Detection(box=box, area_px=round(full_area), score=round(score, 4)))
+    return detections, held
+
+
+class StaticScreenDetector:
+    """Detector for a fixed screen (sheet or board) against a drift-following background.
+
+    `foreground_mask` is the last frame's cleaned foreground at detection resolution (0/255
+    uint8), `background` the current reference (float32 BGR at detection resolution), and
+    `reinits` how many times the background was rebuilt after a sudden change.
+    """
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        self.cfg = cfg
+        self.reinits = 0
+        self.skipped_frames = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the background: the next `warmup_frames` frames build a new one."""
+        self.background: np.ndarray | None = None
+        self.foreground_mask: np.ndarray | None = None
+        self._held: np.ndarray | None = None
+        self._warmup: list[np.ndarray] = []
+        self._full_size: tuple[int, int] | None = None
+        self._changed_run = 0
+        self._since_init = 0
+        self.healed = 0
+        self.last_threshold = self.cfg.threshold
+        self.last_gain = np.ones(3, dtype=np.float32)
+
+    # ------------------------------------------------------------ per frame
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Return the insects in `image` (H x W x 3 uint8 BGR) in full-resolution coordinates."""
+        check_frame(image, "static_screen detector")
+        full_size = (image.shape[1], image.shape[0])
+        if self._full_size is not None and full_size != self._full_size:
+            log.warning(
+                "frame size changed from %dx%d to %dx%d: rebuilding the background",
+                *self._full_size,
+                *full_size,
+            )
+            self.reset()
+        self._full_size = full_size
+        small, scale = downscale(image, self.cfg.detect_width)
+        small = cv2.GaussianBlur(small, (3, 3), 0).astype(np.float32)
+
+        if self.background is None:
+            self._warmup.append(small)
+            if len(self._warmup) < self.cfg.warmup_frames:
+                return []
+            self.background = self._initial_background(np.median(np.stack(self._warmup), axis=0))
+            self._warmup = []
+            self._held = None
+
+        self._follow_gain(small)
+        dist, threshold, mask = self._foreground(small)
+        if cv2.countNonZero(mask) > self.cfg.reinit_fraction * mask.size:
+            self._changed_run += 1
+            self.foreground_mask = mask
+            if self._changed_run < self.cfg.reinit_after_frames:
+                self.skipped_frames += 1
+                return []
+            self.reinits += 1
+            log.warning(
+                "static_screen: %.0f%% of the frame differs from the background for %d frames "
+                "(light or camera changed): rebuilding the background (rebuild #%d)",
+                100.0 * cv2.countNonZero(mask) / mask.size,
+                self._changed_run,
+                self.reinits,
+            )
+            self.background = self._initial_background(small)
+            self._since_init = 0
+            self.last_gain = np.ones(3, dtype=np.float32)
+            dist, threshold, mask = self._foreground(small)
+        self._changed_run = 0
+
+        detections, held = extract_detections(mask, scale, full_size, self.cfg, dist, threshold)
+        self._since_init += 1
+        if self._since_init % _HEAL_EVERY == 1 and self._heal_ghosts(small, held) > 0:
+            dist, threshold, mask = self._foreground(small)
+            detections, held = extract_detections(mask, scale, full_size, self.cfg, dist, threshold)
+        held = cv2.dilate(held, _GUARD)
+        cv2.accumulateWeighted(small, self.background, self.cfg.background_rate, mask=cv2.bitwise_not(held))
+        self.foreground_mask = mask
+        self._held = held
+        return detections
+
+    def _follow_gain(self, small: np.ndarray) -> None:
+        """Scale the background per channel to the frame's light, judged on background pixels."""
+        assert self.background is not None
+        step = _SAMPLE_STEP
+        frame_s = small[::step, ::step].reshape(-1, 3)
+        bg_s = self.background[::step, ::step].reshape(-1, 3)
+        usable = (bg_s > 8.0).all(axis=1)
+        if self._held is not None:
+            usable &= self._held[::step, ::step].reshape(-1) == 0
+        if int(usable.sum()) < _MIN_SAMPLES:
+            return
+        gain = np.median(frame_s[usable] / bg_s[usable], axis=0).astype(np.float32)
+        self.last_gain = gain
+        cv2.multiply(self.background, (float(gain[0]), float(gain[1]), float(gain[2]), 0.0), self.background)
+
+    def _foreground(self, small: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """Colour distance, this frame's threshold and the cleaned (hysteresis-low) mask."""
+        assert self.background is not None
+        dist = colour_distance(small, self.background, self.cfg.polarity)
+        threshold = self.cfg.threshold
+        if self.cfg.noise_factor > 0:
+            noise = float(np.median(dist[::_SAMPLE_STEP, ::_SAMPLE_STEP]))
+            threshold = max(threshold, self.cfg.noise_factor * noise)
+        self.last_threshold = threshold
+        _, low = cv2.threshold(dist, threshold * self.cfg.grow_fraction, 255, cv2.THRESH_BINARY)
+        return dist, threshold, clean_mask(low.astype(np.uint8))
+
+    def _heal_ghosts(self, small: np.ndarray, held: np.ndarray) -> int:
+        """Repair the background where a held blob is not an object in the current frame.
+
+        A still insect always stands out from the screen around it; a "ghost" does not: an
+        insect that sat in the first frame and left, or a spot the first background got
+        wrong. For each held blob the frame inside it is compared with the median colour of
+        a ring around it (in the frame). If the blob differs from its ring less than half as
+        much as from the background (and less than the threshold), the background there is
+        wrong and is replaced by the frame. Returns how many blobs were repaired.
+        """
+        assert self.background is not None
+        height, width = held.shape
+        repaired = 0
+        for bx, by, bw, bh, component in blobs(held):
+            x0, y0 = max(0, bx - 8), max(0, by - 8)
+            x1, y1 = min(width, bx + bw + 8), min(height, by + bh + 8)
+            blob = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            blob[by - y0 : by - y0 + bh, bx - x0 : bx - x0 + bw] = component
+            outer = cv2.dilate(blob, _RING)
+            ring = cv2.bitwise_and(outer, cv2.bitwise_not(cv2.dilate(held[y0:y1, x0:x1], _OPEN)))
+            if cv2.countNonZero(ring) < 16:
+                continue
+            frame_roi = small[y0:y1, x0:x1]
+            ring_colour = np.median(frame_roi[ring > 0], axis=0)
+            vs_ring = cv2.mean(
+                colour_distance(frame_roi, np.full_like(frame_roi, ring_colour), "both"), blob
+            )[0]
+            bg_roi = self.background[y0:y1, x0:x1]
+            vs_bg = cv2.mean(colour_distance(frame_roi, bg_roi, "both"), blob)[0]
+            if vs_ring < 0.5 * vs_bg and vs_ring < self.last_threshold:
+                np.copyto(bg_roi, frame_roi, where=outer[:, :, None] > 0)
+                repaired += 1
+        if repaired:
+            self.healed += repaired
+            log.info("static_screen: repaired the background under %d ghost blob(s)", repaired)
+        return repaired
+
+    # ------------------------------------------------------------ background building
+
+    def _initial_background(self, small: np.ndarray) -> np.ndarray:
+        """The frame with insect-like blobs painted out by a large median blur (see module doc).
+
+        Blobs are found against the blur with the detector's own threshold and shape rules,
+        then each (dilated) is replaced by the blur. Larger structures (sheet edges, folds)
+        keep the frame's own pixels, so they never show up as differences later.
+        """
+        assert self._full_size is not None
+        scale = small.shape[1] / self._full_size[0]
+        k = round(2 * self.cfg.init_insect_px * scale) | 1
+        # A kernel much larger than the frame's features would flatten the lamp's light falloff
+        # itself (the median of a curved surface is biased): keep it below a quarter of the frame.
+        k = max(3, min(k, (min(small.shape[:2]) // 4) | 1))
+        # Odd reflection continues brightness gradients (the lamp's vignette) past the frame
+        # edge, so the median near edges and corners is not biased towards the centre.
+        r = k // 2
+        padded = np.pad(small, ((r, r), (r, r), (0, 0)), mode="reflect", reflect_type="odd")
+        padded8 = np.clip(padded + 0.5, 0, 255).astype(np.uint8)
+        smooth = cv2.medianBlur(padded8, k)[r:-r, r:-r].astype(np.float32)
+        dist = colour_distance(small, smooth, self.cfg.polarity)
+        _, low = cv2.threshold(dist, self.cfg.threshold * self.cfg.grow_fraction, 255, cv2.THRESH_BINARY)
+        mask = clean_mask(low.astype(np.uint8))
+        detections, _ = extract_detections(
+            mask, 1.0, (small.shape[1], small.shape[0]), self._init_rules(scale), dist, self.cfg.threshold
+        )
+        # Paint only blobs whose mean contrast reaches the threshold (score >= 0.5): the
+        # blur's small errors along sharp edges of the screen are faint, insects are not.
+        detections = [d for d in detections if d.score >= 0.5]
+        background = small.copy()
+        if detections:
+            paint = np.zeros(mask.shape, dtype=np.uint8)
+            for det in detections:
+                b = det.box
+                paint[b.y0 : b.y1, b.x0 : b.x1] = mask[b.y0 : b.y1, b.x0 : b.x1]
+            paint = cv2.dilate(paint, _GUARD)
+            np.copyto(background, smooth, where=paint[:, :, None] > 0)
+        log.info("static_screen: background built, %d insect-like blob(s) painted out", len(detections))
+        return background
+
+    def _init_rules(self, scale: float) -> DetectorConfig:
+        """Filters for painting out: the detector's, in detection pixels, capped at init_insect_px."""
+        px = 1.0 / (scale * scale)
+        max_area = min(self.cfg.max_area_px, self.cfg.init_insect_px**2) / px
+        min_area = max(1, int(self.cfg.min_area_px / px))
+        return self.cfg.model_copy(
+            update={"min_area_px": min_area, "max_area_px": max(min_area + 1, math.ceil(max_area))}
+        )
