@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.errors import ConfigError
 
@@ -79,6 +79,13 @@ class OpenCVSource(CaptureSettings):
     width: int | None = None
     height: int | None = None
     fps: float | None = None
+    timeout_s: float = Field(
+        10.0, gt=0, description="longest wait for a network stream to open or to deliver a frame"
+    )
+    start: AwareDatetime | None = Field(
+        None,
+        description="ISO time, with UTC offset, of a video file's first frame (default: mtime - duration)",
+    )
 
 
 class Picamera2Source(CaptureSettings):
@@ -118,13 +125,43 @@ class DetectorConfig(Section):
         0.02, gt=0, le=1, description="how fast the background follows light where no insect is"
     )
     warmup_frames: int = Field(1, ge=1, description="frames used to build the first background")
+    grow_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="a blob grows over pixels above this fraction of the threshold (faint wings, legs)",
+    )
+    noise_factor: float = Field(
+        4.0,
+        ge=0,
+        description="threshold rises to this many times the frame's median background difference "
+        "on noisy frames (0 = fixed threshold)",
+    )
+    init_insect_px: int = Field(
+        128,
+        ge=8,
+        description="widest insect (full-resolution pixels) that may already sit on the screen when "
+        "the background is built; such insects are painted out of it",
+    )
+    reinit_fraction: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="foreground covering more of the frame than this means the scene changed "
+        "(light moved, camera bumped): the background is rebuilt",
+    )
+    reinit_after_frames: int = Field(
+        2, ge=1, description="consecutive such frames before rebuilding (a single flash is skipped)"
+    )
     mog2_history: int = Field(500, ge=10)
     mog2_var_threshold: float = Field(16.0, gt=0)
 
     @model_validator(mode="after")
     def _areas_ordered(self) -> DetectorConfig:
         if self.min_area_px >= self.max_area_px:
-            raise ValueError(f"min_area_px ({self.min_area_px}) must be below max_area_px ({self.max_area_px})")
+            raise ValueError(
+                f"min_area_px ({self.min_area_px}) must be below max_area_px ({self.max_area_px})"
+            )
         return self
 
 
@@ -151,6 +188,19 @@ class ClassifierConfig(Section):
     threshold: float = Field(
         0.5, ge=0, le=1, description="abstain below this score when the bundle gives no per-class threshold"
     )
+    level: str | None = Field(
+        None,
+        min_length=1,
+        description="level name of a plain .tflite's single head (default 'species'); not for bundles",
+    )
+    input_range: tuple[float, float] | None = Field(
+        None,
+        description="float range a plain .tflite expects pixels 0..255 as, e.g. [-1, 1]; required for a plain"
+        " float model, optional for a quantized one (default: raw pixels); not for bundles",
+    )
+    colour_order: Literal["RGB", "BGR"] | None = Field(
+        None, description="channel order a plain .tflite expects (default RGB); not for bundles"
+    )
 
     @model_validator(mode="after")
     def _model_when_enabled(self) -> ClassifierConfig:
@@ -163,11 +213,16 @@ class ClassifierConfig(Section):
 
 
 class TrackerConfig(Section):
-    """Following each insect across frames so it is counted once."""
+    """Following each insect across frames so it is counted once (see edge/track/tracker.py)."""
 
     confirm_hits: int = Field(2, ge=1, description="detections before a track counts")
-    max_misses: int = Field(3, ge=1, description="frames without a detection before a track ends")
-    max_gap_s: float = Field(60.0, gt=0, description="a track also ends after this long unseen")
+    max_misses: int = Field(
+        5, ge=1, description="a track is lost at this many consecutive frames without a detection"
+    )
+    tentative_max_misses: int = Field(
+        1, ge=1, description="an unconfirmed track is discarded at this many consecutive misses"
+    )
+    max_gap_s: float = Field(60.0, gt=0, description="a track is also lost after this long unseen")
     max_cost: float = Field(0.8, gt=0, le=1, description="matches costlier than this start a new track")
     max_distance: float = Field(
         1.5, gt=0, description="largest jump between frames, in box diagonals (time-lapse needs more)"
@@ -176,6 +231,42 @@ class TrackerConfig(Section):
     weight_distance: float = Field(0.3, ge=0)
     weight_size: float = Field(0.15, ge=0)
     weight_appearance: float = Field(0.15, ge=0)
+    velocity_smoothing: float = Field(
+        0.5, gt=0, le=1, description="weight of the newest step in the velocity estimate (1 = no smoothing)"
+    )
+    velocity_decay: float = Field(
+        0.7, ge=0, le=1, description="the predicted velocity shrinks by this factor per missed frame"
+    )
+    occlusion_overlap: float = Field(
+        0.6, gt=0, le=1, description="share of an unmatched track's box inside another detection: occluded"
+    )
+    occluded_miss_weight: float = Field(
+        0.2, ge=0, le=1, description="a missed frame while occluded counts as this fraction of a miss"
+    )
+    reid_window_s: float = Field(
+        300.0, ge=0, description="a lost track can be revived at its place for this long (0 = off)"
+    )
+    reid_max_distance: float = Field(
+        0.5, gt=0, description="a revived track's detection is at most this far away, in box diagonals"
+    )
+    hop_max_distance: float = Field(
+        10.0,
+        ge=0,
+        description="a counted insect that vanishes as a new one appears this far away (box diagonals) "
+        "keeps its track when they are each other's only candidate (0 = off)",
+    )
+    hop_wait_frames: int = Field(
+        3,
+        ge=1,
+        description="a hop is linked once the old place stayed empty this many frames "
+        "(and the new insect appeared at most this many frames after the old one vanished)",
+    )
+    reid_max_tracks: int = Field(
+        256, ge=1, description="lost tracks kept for re-identification (bounds memory)"
+    )
+    vote_min_share: float = Field(
+        0.5, gt=0, le=1, description="a level's winning label needs this share of the vote, else it abstains"
+    )
 
 
 # ---------------------------------------------------------------- storage and logging
@@ -190,12 +281,32 @@ class StorageConfig(Section):
     jpeg_quality: int = Field(90, ge=10, le=100)
     batch_size: int = Field(200, ge=1, description="rows per write transaction")
     flush_interval_s: float = Field(1.0, gt=0, description="longest time a row waits before it is written")
+    max_queue_items: int = Field(
+        100_000, ge=1, description="rows kept in memory while the disk is unusable; then the pipeline waits"
+    )
+    max_queue_mb: float = Field(
+        64.0, gt=0, description="memory for queued rows and crops; then the pipeline waits"
+    )
+    max_db_mb: float | None = Field(
+        None, gt=0, description="cap on the database file (room for the OS); reaching it acts as a full disk"
+    )
+    startup_check: Literal["full", "quick"] = Field(
+        "full", description="integrity_check at start ('quick' is faster on databases of many GB)"
+    )
+    fsync_crops: bool = Field(
+        False, description="fsync every crop file (survives power loss; slower on SD cards)"
+    )
+    crop_every_s: float = Field(
+        10.0, ge=0, description="besides a track's first and better-scored crops, save one at most this often"
+    )
 
 
 class LoggingConfig(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "text"
-    stats_interval_s: float = Field(60.0, gt=0, description="how often frame rate, queue and timings are logged")
+    stats_interval_s: float = Field(
+        60.0, gt=0, description="how often frame rate, queue and timings are logged"
+    )
 
 
 class TrapConfig(Section):
@@ -315,7 +426,9 @@ def parse_config(text: str, filename: str = "<config>") -> TrapConfig:
     if raw is None:
         raise ConfigError(f"{filename}: the file is empty; expected at least a 'source' section")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{filename}:1: expected a mapping of keys at the top level, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{filename}:1: expected a mapping of keys at the top level, got {type(raw).__name__}"
+        )
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
         _line_index(node, (), lines)

@@ -121,7 +121,7 @@ class Pipeline:
                     break
                 frame = capture.get(timeout=0.5)
                 if frame is None:
-                    if capture.finished():
+                    if capture.done:
                         result.exit_reason = "end-of-source"
                         break
                     if capture.stalled():
@@ -308,7 +308,7 @@ class Pipeline:
                 "fields": {
                     "fps": (result.frames - frames_before) / window_s if window_s > 0 else 0.0,
                     "frames": result.frames,
-                    "queue": capture.queue_depth(),
+                    "queue": capture.queue_depth,
                     "dropped": capture.dropped_frames,
                     "corrupt": capture.corrupt_frames,
                     "camera": capture.state,

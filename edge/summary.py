@@ -1,0 +1,57 @@
+"""The summary `trapcam run` prints at the end: what was counted, and against ground truth
+when the night was synthetic (so the demo shows whether the counts can be trusted)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import TYPE_CHECKING
+
+from edge.config import TrapConfig
+
+if TYPE_CHECKING:
+    from edge.evaluation.counting import CountReport
+    from edge.pipeline import Pipeline, RunResult
+
+
+def synthetic_count_report(pipeline: Pipeline, result: RunResult) -> CountReport | None:
+    """Compare the run's confirmed tracks with the synthetic night's ground truth."""
+    night = getattr(pipeline.source, "night", None)
+    if night is None or not result.track_boxes:
+        return None
+    from edge.evaluation.counting import evaluate_counts
+
+    processed = sorted(result.track_boxes)
+    ground_truth = {
+        i: [(o.insect_id, o.species, o.box) for o in night.ground_truth(i)] for i in range(processed[-1] + 1)
+    }
+    confirmed = {t.track_id for t in result.confirmed_tracks}
+    labels = {t.track_id: t.label for t in result.confirmed_tracks}
+    return evaluate_counts(
+        ground_truth,
+        result.track_boxes,
+        confirmed,
+        labels=labels,
+        mot_metrics=importlib.util.find_spec("motmetrics") is not None,
+    )
+
+
+def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) -> None:
+    """Human-readable end-of-run report on stdout."""
+    fps = result.frames / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    print()
+    print(f"run {result.run_id} on {cfg.device_id}: {result.exit_reason}")
+    print(
+        f"  frames {result.frames} ({fps:.1f}/s), dropped {result.dropped}, corrupt {result.corrupt}, "
+        f"detections {result.detections}"
+    )
+    if result.first_frame_s is not None:
+        print(f"  first frame after {result.first_frame_s:.2f} s")
+    counts = result.counts()
+    print(f"  insects counted (finished tracks): {sum(counts.values())}")
+    for label, n in counts.items():
+        print(f"    {n:5d}  {label}")
+    report = synthetic_count_report(pipeline, result)
+    if report is not None:
+        print(f"  against ground truth: {report.summary()}")
+    print(f"  database: {cfg.database_path}")
+    print(f"  crops:    {cfg.crops_path}")
