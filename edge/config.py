@@ -241,7 +241,7 @@ class TrackerConfig(Section):
         0.6, gt=0, le=1, description="share of an unmatched track's box inside another detection: occluded"
     )
     occluded_miss_weight: float = Field(
-        0.2, ge=0, le=1, description="a missed frame while occluded counts as this fraction of a miss"
+        0.1, ge=0, le=1, description="a missed frame while occluded counts as this fraction of a miss"
     )
     reid_window_s: float = Field(
         300.0, ge=0, description="a lost track can be revived at its place for this long (0 = off)"
@@ -366,9 +366,9 @@ def _expected(error: dict[str, Any]) -> str:
 
 def _lookup(value: Any, loc: tuple[Any, ...]) -> tuple[bool, Any]:
     for part in loc:
-        if isinstance(value, dict) and part in value:
-            value = value[part]
-        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and part < len(value)
+        if in_dict or in_list:
             value = value[part]
         else:
             return False, None
