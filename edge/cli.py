@@ -48,8 +48,10 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
     from edge.config import load_config
 
     cfg = load_config(args.config)
-    print(f"{args.config}: ok (source: {cfg.source.kind}, detector: {cfg.detector.kind}, "
-          f"classifier: {cfg.classifier.model if cfg.classifier.enabled else 'off'})")
+    print(
+        f"{args.config}: ok (source: {cfg.source.kind}, detector: {cfg.detector.kind}, "
+        f"classifier: {cfg.classifier.model if cfg.classifier.enabled else 'off'})"
+    )
     return 0
 
 
@@ -118,8 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the trap: capture, detect, classify, track and store")
     p.add_argument("--config", required=True, help="YAML configuration file")
-    p.add_argument("--source", help="override the source: folder, video file, camera index, URL, "
-                   "'synthetic' or 'picamera2'")
+    p.add_argument(
+        "--source",
+        help="override the source: folder, video file, camera index, URL, 'synthetic' or 'picamera2'",
+    )
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--data-dir", help="override data_dir (database and crops)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

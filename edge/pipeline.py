@@ -50,17 +50,22 @@ class RunResult:
     dropped: int = 0
     corrupt: int = 0
     detections: int = 0
-    confirmed_tracks: list[TrackState] = field(default_factory=list)
+    # Finished, confirmed tracks by id (a revived track replaces its earlier state, never adds).
+    finished_tracks: dict[int, TrackState] = field(default_factory=dict)
     exit_reason: str = "completed"
     first_frame_s: float | None = None
     elapsed_s: float = 0.0
     # Per frame: [(track_id, box)] for evaluation against ground truth.
     track_boxes: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
 
+    @property
+    def confirmed_tracks(self) -> list[TrackState]:
+        return list(self.finished_tracks.values())
+
     def counts(self) -> dict[str, int]:
         """Finished, confirmed tracks per label ("unsure" where the vote abstained)."""
         out: dict[str, int] = {}
-        for track in self.confirmed_tracks:
+        for track in self.finished_tracks.values():
             key = track.label or "unsure"
             out[key] = out.get(key, 0) + 1
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -82,11 +87,15 @@ class _Timer:
 class Pipeline:
     """Wires source, detector, cropper, classifier, tracker and database for one run."""
 
-    def __init__(self, cfg: TrapConfig, source: FrameSource | None = None, record_tracks: bool = False) -> None:
+    def __init__(
+        self, cfg: TrapConfig, source: FrameSource | None = None, record_tracks: bool = False
+    ) -> None:
         self.cfg = cfg
         self.source = source or make_source(cfg.source)
         self.detector = make_detector(cfg.detector)
-        self.classifier: Classifier | None = Classifier.from_config(cfg.classifier) if cfg.classifier.enabled else None
+        self.classifier: Classifier | None = (
+            Classifier.from_config(cfg.classifier) if cfg.classifier.enabled else None
+        )
         taxonomy: Taxonomy | None = self.classifier.bundle.taxonomy if self.classifier else None
         self.crop_size = self.classifier.input_size[0] if self.classifier else DEFAULT_CROP_SIZE
         self.db = Database(
@@ -112,7 +121,7 @@ class Pipeline:
         capture = CaptureThread(self.source, self.cfg.source)
         capture.start()
         detect_t, classify_t, frame_t = _Timer(), _Timer(), _Timer()
-        last_stats = time.monotonic()
+        last_stats, frames_at_last_stats = time.monotonic(), 0
         last_frame_time: datetime | None = None
         try:
             while not self.stop_event.is_set():
@@ -139,11 +148,11 @@ class Pipeline:
                 frame_t.add(time.perf_counter() - t0)
                 last_frame_time = frame.timestamp
                 result.frames += 1
-                if time.monotonic() - last_stats >= self.cfg.logging.stats_interval_s:
-                    self._log_stats(result, capture, detect_t, classify_t, frame_t, time.monotonic() - last_stats)
-                    result_frames_at = result.frames
-                    self._frames_at_last_stats = result_frames_at
-                    last_stats = time.monotonic()
+                window_s = time.monotonic() - last_stats
+                if window_s >= self.cfg.logging.stats_interval_s:
+                    fps = (result.frames - frames_at_last_stats) / window_s
+                    self._log_stats(result, capture, fps, detect_t, classify_t, frame_t)
+                    frames_at_last_stats, last_stats = result.frames, time.monotonic()
                     self.db.update_run(run_id, **self._counters(result, capture))
         except KeyboardInterrupt:
             result.exit_reason = "interrupted"
@@ -198,12 +207,16 @@ class Pipeline:
             self.db.add_detection(self._detection_row(result.run_id, frame, item, track_id), crop)
         for track in update.confirmed:
             self._store_track(result.run_id, track, result, finished=False)
+        for track in update.revived:  # re-identified: open again, no longer a finished count
+            result.finished_tracks.pop(track.track_id, None)
+            self._store_track(result.run_id, track, result, finished=False)
         for track in update.ended:
             self._store_track(result.run_id, track, result)
         result.detections += len(detections)
         if self.record_tracks:
             result.track_boxes[frame.index] = [
-                (track_id, item.detection.box) for item, track_id in zip(inputs, update.assignments, strict=True)
+                (track_id, item.detection.box)
+                for item, track_id in zip(inputs, update.assignments, strict=True)
             ]
 
     def _keep_crop(self, track_id: int, ts: datetime, classification: Classification | None) -> bool:
@@ -221,7 +234,9 @@ class Pipeline:
         c = item.classification
         box = item.detection.box
         predictions = (
-            {lvl: [[lab, round(p, 4)] for lab, p in pred.top_k] for lvl, pred in c.levels.items()} if c else None
+            {lvl: [[lab, round(p, 4)] for lab, p in pred.top_k] for lvl, pred in c.levels.items()}
+            if c
+            else None
         )
         return DetectionRow(
             detection_id=item.detection_id,
@@ -265,7 +280,7 @@ class Pipeline:
         if finished:
             self._crop_memory.pop(track.track_id, None)
             if track.status == "ended":
-                result.confirmed_tracks.append(track)
+                result.finished_tracks[track.track_id] = track
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -289,24 +304,23 @@ class Pipeline:
             "frames_dropped": capture.dropped_frames,
             "frames_corrupt": capture.corrupt_frames,
             "detections": result.detections,
-            "tracks_confirmed": len(result.confirmed_tracks),
+            "tracks_confirmed": len(result.finished_tracks),
         }
 
     def _log_stats(
         self,
         result: RunResult,
         capture: CaptureThread,
+        fps: float,
         detect_t: _Timer,
         classify_t: _Timer,
         frame_t: _Timer,
-        window_s: float,
     ) -> None:
-        frames_before = getattr(self, "_frames_at_last_stats", 0)
         log.info(
             "stats",
             extra={
                 "fields": {
-                    "fps": (result.frames - frames_before) / window_s if window_s > 0 else 0.0,
+                    "fps": fps,
                     "frames": result.frames,
                     "queue": capture.queue_depth,
                     "dropped": capture.dropped_frames,
@@ -316,7 +330,7 @@ class Pipeline:
                     "detect_ms": detect_t.mean_ms(),
                     "classify_ms_per_crop": classify_t.mean_ms(),
                     "active_tracks": len(self.tracker.active_tracks()),
-                    "confirmed_total": len(result.confirmed_tracks),
+                    "confirmed_total": len(result.finished_tracks),
                     "db_pending": self.db.pending(),
                 }
             },

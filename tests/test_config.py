@@ -30,20 +30,38 @@ def test_defaults_fill_in_and_paths_derive_from_data_dir() -> None:
     ("text", "expected_parts"),
     [
         # a typo in a key: named with its line and the section it is in
-        ("source: {kind: synthetic}\ndetector:\n  treshold: 3\n", ["x.yaml:3", "detector.treshold", "got 3", "no such key"]),
+        (
+            "source: {kind: synthetic}\ndetector:\n  treshold: 3\n",
+            ["x.yaml:3", "detector.treshold", "got 3", "no such key"],
+        ),
         # unknown source kind: the kind key, its value and the choices
         ("source:\n  kind: webcam\n", ["x.yaml:2", "source.kind", "'webcam'", "'folder'"]),
         # a required key missing inside a union branch
         ("source:\n  kind: folder\n", ["x.yaml:1", "source.path", "required"]),
         # a number out of range
-        ("source:\n  kind: synthetic\n  width: 20\n", ["x.yaml:3", "source.width", "got 20", "greater than or equal to 160"]),
+        (
+            "source:\n  kind: synthetic\n  width: 20\n",
+            ["x.yaml:3", "source.width", "got 20", "greater than or equal to 160"],
+        ),
         # a wrong type
-        ("source: {kind: synthetic}\ntracker:\n  max_misses: many\n", ["x.yaml:3", "tracker.max_misses", "'many'", "integer"]),
+        (
+            "source: {kind: synthetic}\ntracker:\n  max_misses: many\n",
+            ["x.yaml:3", "tracker.max_misses", "'many'", "integer"],
+        ),
         # cross-field rule
-        ("source: {kind: synthetic}\nclassifier:\n  enabled: true\n", ["x.yaml:2", "classifier", "model is required"]),
-        ("source: {kind: synthetic}\ndetector:\n  min_area_px: 900\n  max_area_px: 100\n", ["detector", "min_area_px (900)"]),
+        (
+            "source: {kind: synthetic}\nclassifier:\n  enabled: true\n",
+            ["x.yaml:2", "classifier", "model is required"],
+        ),
+        (
+            "source: {kind: synthetic}\ndetector:\n  min_area_px: 900\n  max_area_px: 100\n",
+            ["detector", "min_area_px (900)"],
+        ),
         # bad literal
-        ("source: {kind: synthetic}\ndetector:\n  kind: yolo\n", ["x.yaml:3", "detector.kind", "'yolo'", "'motion'"]),
+        (
+            "source: {kind: synthetic}\ndetector:\n  kind: yolo\n",
+            ["x.yaml:3", "detector.kind", "'yolo'", "'motion'"],
+        ),
         # an invalid device id (goes into MQTT topics later)
         ("device_id: 'trap one/1'\nsource: {kind: synthetic}\n", ["x.yaml:1", "device_id", "'trap one/1'"]),
         # not YAML at all
@@ -69,5 +87,5 @@ def test_several_errors_are_all_reported() -> None:
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
