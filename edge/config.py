@@ -261,6 +261,13 @@ class TrackerConfig(Section):
         description="a hop is linked once the old place stayed empty this many frames "
         "(and the new insect appeared at most this many frames after the old one vanished)",
     )
+    link_max_appearance: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="re-identification and hop linking need colour histograms closer than this "
+        "(Bhattacharyya distance): a different insect landing on a lost one's spot is a new count",
+    )
     reid_max_tracks: int = Field(
         256, ge=1, description="lost tracks kept for re-identification (bounds memory)"
     )

@@ -154,6 +154,8 @@ class Pipeline:
                     self._log_stats(result, capture, fps, detect_t, classify_t, frame_t)
                     frames_at_last_stats, last_stats = result.frames, time.monotonic()
                     self.db.update_run(run_id, **self._counters(result, capture))
+            if self.stop_event.is_set():
+                result.exit_reason = "stopped"
         except KeyboardInterrupt:
             result.exit_reason = "interrupted"
         except BaseException as exc:

@@ -441,6 +441,15 @@ class Tracker:
         ) / weight
         return np.where(dnorm > 1.0, _GATED, cost)
 
+    def _gate_unlike(self, cost: np.ndarray, app_cost: np.ndarray, app_mask: np.ndarray) -> np.ndarray:
+        """Forbid linking across a gap (re-identification, hops) when the colours differ.
+
+        Frame-to-frame matching may lean on geometry, but a link across a gap asserts that a
+        *lost* insect is back; an insect of another colour at that spot is a new count.
+        """
+        unlike = (app_mask > 0) & (app_cost > self.cfg.link_max_appearance)
+        return np.where(unlike, _GATED, cost)
+
     def _appearance_cost(
         self, tracks: Sequence[_Track], appearances: Sequence[np.ndarray | None]
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -470,8 +479,15 @@ class Tracker:
         last = _boxes([t.state.box for t in tracks])
         predicted = _boxes([self._reference_box(t, timestamp) for t in tracks])
         # The gate widens slowly with missed frames: an unseen insect may have moved further.
+        # Capped at max_misses: a track hidden under another insect for many frames must not
+        # end up claiming an arrival anywhere on the screen.
         radius = np.array(
-            [self.cfg.max_distance * _diagonal(t.state.box) * math.sqrt(1.0 + t.state.misses) for t in tracks]
+            [
+                self.cfg.max_distance
+                * _diagonal(t.state.box)
+                * math.sqrt(1.0 + min(t.state.misses, self.cfg.max_misses))
+                for t in tracks
+            ]
         )
         app_cost, app_mask = self._appearance_cost(tracks, appearances)
         cost = np.minimum(
@@ -479,6 +495,9 @@ class Tracker:
             self._cost_terms(predicted, radius, det_boxes, app_cost, app_mask),
         )
         cost = np.where(cost > self.cfg.max_cost, _GATED, cost)
+        # After a gap of two or more frames a match is a link across the gap: colours must agree.
+        unseen = np.array([t.state.misses >= 2 for t in tracks])
+        cost = np.where(unseen[:, None], self._gate_unlike(cost, app_cost, app_mask), cost)
         tentative = np.array([t.state.status == "tentative" for t in tracks])
         cost = np.where(tentative[:, None] & (cost < _GATED), cost + _TENTATIVE_PENALTY, cost)
         rows, cols = linear_sum_assignment(cost)
@@ -517,6 +536,7 @@ class Tracker:
         app_cost, app_mask = self._appearance_cost(candidates, [appearances[d] for d in free])
         cost = self._cost_terms(anchors, radius, det_boxes, app_cost, app_mask)
         cost = np.where(cost > self.cfg.max_cost, _GATED, cost)
+        cost = self._gate_unlike(cost, app_cost, app_mask)
         rows, cols = linear_sum_assignment(cost)
         return {
             free[int(c)]: candidates[int(r)] for r, c in zip(rows, cols, strict=True) if cost[r, c] < _GATED
@@ -547,6 +567,7 @@ class Tracker:
         radius = np.array([self.cfg.hop_max_distance * _diagonal(t.anchor_box) for t in olds])
         app_cost, app_mask = self._appearance_cost(olds, [t.appearance for t in news])
         cost = self._cost_terms(anchors, radius, firsts, app_cost, app_mask)
+        cost = self._gate_unlike(cost, app_cost, app_mask)
         for i, old in enumerate(olds):
             for j, new in enumerate(news):
                 frames = new.first_frame - old.last_frame
