@@ -250,7 +250,7 @@ class TrackerConfig(Section):
         0.5, gt=0, description="a revived track's detection is at most this far away, in box diagonals"
     )
     hop_max_distance: float = Field(
-        10.0,
+        3.0,
         ge=0,
         description="a counted insect that vanishes as a new one appears this far away (box diagonals) "
         "keeps its track when they are each other's only candidate (0 = off)",
@@ -262,7 +262,7 @@ class TrackerConfig(Section):
         "(and the new insect appeared at most this many frames after the old one vanished)",
     )
     link_max_appearance: float = Field(
-        0.25,
+        0.45,
         ge=0,
         le=1,
         description="re-identification and hop linking need colour histograms closer than this "

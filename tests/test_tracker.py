@@ -391,7 +391,9 @@ def _long_hop(run: Run, missed_frames: int = 0) -> None:
 
 def test_long_hop_keeps_track_when_it_is_the_only_candidate() -> None:
     for missed in (0, 1):  # also when the detector missed the moth on the frame it landed
-        run = Run(TrackerConfig(reid_window_s=0), interval_s=10)
+        # A 400 px hop is beyond the default reach (3 diagonals); a trap whose moths fly
+        # further between frames raises hop_max_distance.
+        run = Run(TrackerConfig(reid_window_s=0, hop_max_distance=10), interval_s=10)
         _long_hop(run, missed)
         assert len(run.counted()) == 2, f"missed {missed}"
         moth = next(t for t in run.counted() if t.track_id == run.ids["moth"][0])
@@ -402,10 +404,11 @@ def test_long_hop_keeps_track_when_it_is_the_only_candidate() -> None:
 
 
 def test_long_hop_without_hop_linking_is_two_tracks() -> None:
-    """Control: the same scene with hop_max_distance 0 counts the moth twice."""
-    run = Run(TrackerConfig(reid_window_s=0, hop_max_distance=0), interval_s=10)
-    _long_hop(run)
-    assert len(run.counted()) == 3
+    """Controls: hop linking off, or a hop beyond its reach (the default 3 diagonals), counts twice."""
+    for reach in (0.0, TrackerConfig().hop_max_distance):
+        run = Run(TrackerConfig(reid_window_s=0, hop_max_distance=reach), interval_s=10)
+        _long_hop(run)
+        assert len(run.counted()) == 3, f"hop_max_distance {reach}"
 
 
 def test_arrival_while_a_sitter_is_missed_is_not_a_hop() -> None:

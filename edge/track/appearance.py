@@ -1,10 +1,17 @@
-"""A cheap appearance cue for the tracker: a hue-saturation histogram of the crop.
+"""A cheap appearance cue for the tracker: a colour histogram of the insect in the crop.
 
-Position and size decide most matches; colour breaks the ties that matter for counting,
-when two insects come close or cross (a pale moth and a dark beetle should not swap
-tracks). A 16 x 4 hue-saturation histogram costs well under a millisecond per crop on a Pi,
-ignores brightness (the attractant light flickers, clouds pass the moon) and is compared
-with the Bhattacharyya distance, which is 0 for identical and 1 for disjoint histograms.
+Position and size decide most matches; colour breaks the ties that matter for counting:
+when two insects come close or cross, and when an insect vanishes from one spot as another
+appears nearby (a hop, or one leaving as another lands). The histogram describes the
+insect, not the sheet: only pixels that differ from the crop border's median colour (the
+sheet or board around the insect) by more than sensor noise are counted, so a brown moth
+and a grey one on the same white sheet differ clearly. Hue, saturation and a coarse brightness make 8 x 3 x 4 bins; compared with
+the Bhattacharyya distance, 0 for identical and 1 for disjoint histograms.
+
+Measured on synthetic sheet nights (1920x1080, seeds 1-3, crops 11 frames apart): the same
+insect 0.05 median, 0.28 at the 95th percentile; different species 0.47 at the 1st
+percentile, 0.81 median. A hue-saturation histogram of the whole crop separated them far
+less (0.29 vs 0.10 at the same percentiles): the sheet dominated it.
 """
 
 from __future__ import annotations
@@ -14,13 +21,18 @@ import numpy as np
 
 from edge.track import TrackingError
 
-HUE_BINS = 16
-SAT_BINS = 4
-DESCRIPTOR_SIZE = HUE_BINS * SAT_BINS
+HUE_BINS = 8
+SAT_BINS = 3
+VAL_BINS = 4
+DESCRIPTOR_SIZE = HUE_BINS * SAT_BINS * VAL_BINS
+# Pixels further than this from the border colour (0-255, any channel) belong to the insect.
+_FOREGROUND_DIFFERENCE = 10.0
+# Crops are shrunk to this size first; a histogram needs no detail.
+_SIZE = 48
 
 
 def appearance_descriptor(crop_bgr: np.ndarray) -> np.ndarray:
-    """L1-normalised float32 hue-saturation histogram (DESCRIPTOR_SIZE bins) of a BGR uint8 crop."""
+    """L1-normalised float32 HSV histogram (DESCRIPTOR_SIZE bins) of the insect in a BGR uint8 crop."""
     if not isinstance(crop_bgr, np.ndarray):
         raise TrackingError(f"appearance crop: expected a numpy array, got {type(crop_bgr).__name__}")
     if crop_bgr.ndim != 3 or crop_bgr.shape[2] != 3 or crop_bgr.dtype != np.uint8:
@@ -30,8 +42,16 @@ def appearance_descriptor(crop_bgr: np.ndarray) -> np.ndarray:
         )
     if crop_bgr.shape[0] == 0 or crop_bgr.shape[1] == 0:
         raise TrackingError(f"appearance crop: the crop is empty (shape {crop_bgr.shape})")
-    hsv = cv2.cvtColor(np.ascontiguousarray(crop_bgr), cv2.COLOR_BGR2HSV)
-    hist = cv2.calcHist([hsv], [0, 1], None, [HUE_BINS, SAT_BINS], [0, 180, 0, 256]).ravel()
+    crop = np.ascontiguousarray(crop_bgr)
+    if crop.shape[0] > _SIZE or crop.shape[1] > _SIZE:  # colours need no detail: keep it cheap
+        crop = cv2.resize(crop, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA)
+    border = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]).astype(np.float32)
+    difference = np.abs(crop.astype(np.float32) - np.median(border, axis=0)).max(axis=2)
+    foreground = (difference > _FOREGROUND_DIFFERENCE).astype(np.uint8)
+    mask = foreground if foreground.any() else None  # nothing stands out: describe the whole crop
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    bins = [HUE_BINS, SAT_BINS, VAL_BINS]
+    hist = cv2.calcHist([hsv], [0, 1, 2], mask, bins, [0, 180, 0, 256, 0, 256]).ravel()
     total = float(hist.sum())
     return (hist / total).astype(np.float32)
 

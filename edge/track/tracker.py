@@ -495,9 +495,14 @@ class Tracker:
             self._cost_terms(predicted, radius, det_boxes, app_cost, app_mask),
         )
         cost = np.where(cost > self.cfg.max_cost, _GATED, cost)
-        # After a gap of two or more frames a match is a link across the gap: colours must agree.
+        # A jump (no overlap with where the track was or was heading) or a match after two or
+        # more missed frames links across a gap: then the colours must agree, because an insect
+        # leaving as another lands nearby is common on a busy sheet.
+        iou_last, _, _ = _geometry(last, det_boxes)
+        iou_predicted, _, _ = _geometry(predicted, det_boxes)
         unseen = np.array([t.state.misses >= 2 for t in tracks])
-        cost = np.where(unseen[:, None], self._gate_unlike(cost, app_cost, app_mask), cost)
+        across_gap = unseen[:, None] | (np.maximum(iou_last, iou_predicted) <= 0.0)
+        cost = np.where(across_gap, self._gate_unlike(cost, app_cost, app_mask), cost)
         tentative = np.array([t.state.status == "tentative" for t in tracks])
         cost = np.where(tentative[:, None] & (cost < _GATED), cost + _TENTATIVE_PENALTY, cost)
         rows, cols = linear_sum_assignment(cost)
