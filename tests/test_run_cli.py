@@ -1,0 +1,254 @@
+"""`trapcam` as a user runs it: a real process, real files, real signals.
+
+Each bad input must end in one clear line on stderr and a non-zero exit, and must leave what
+was already stored untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from helpers import query
+
+from edge.synth.scene import SceneParams, SyntheticNight
+from edge.synth.writer import write_night
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trapcam(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def synthetic_yaml(data_dir: Path, extra: str = "", **source: object) -> str:
+    fields = {"kind": "synthetic", "width": 640, "height": 360, "frames": 40, "insects": 6} | source
+    inline = ", ".join(f"{k}: {v}" for k, v in fields.items())
+    return f"data_dir: {data_dir}\nsource: {{{inline}}}\n{extra}"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("trapcam: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------------ help and validation
+
+
+def test_help_lists_the_subcommands() -> None:
+    out = trapcam("--help")
+    assert out.returncode == 0
+    for command in ("run", "validate-config", "synth"):
+        assert command in out.stdout
+
+
+def test_validate_config_accepts_the_examples_and_names_a_bad_key(tmp_path: Path) -> None:
+    for name in ("demo.yaml", "light-trap.yaml", "flower-camera.yaml"):
+        out = trapcam("validate-config", str(ROOT / "examples" / name))
+        assert out.returncode == 0, out.stderr
+        assert ": ok" in out.stdout
+    bad = write_config(tmp_path / "bad.yaml", "source:\n  kind: synthetic\n  frmes: 10\n")
+    out = trapcam("validate-config", str(bad))
+    assert out.returncode == 2
+    line = one_error_line(out.stderr)
+    assert f"{bad}:3: source.frmes: got 10; expected no such key" in line
+
+
+def test_invalid_config_starts_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cfg = write_config(tmp_path / "c.yaml", synthetic_yaml(data, "detector:\n  threshold: -4\n"))
+    out = trapcam("run", "--config", str(cfg))
+    assert out.returncode == 2
+    assert "detector.threshold: got -4" in one_error_line(out.stderr)
+    assert not data.exists()
+
+
+# ------------------------------------------------------------------ sources
+
+
+def test_folder_replay_skips_corrupt_and_truncated_jpegs(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    frames = tmp_path / "night"
+    night = SyntheticNight(
+        SceneParams(
+            scene="sheet",
+            width=640,
+            height=360,
+            frames=30,
+            frame_interval_s=10.0,
+            insects=5,
+            seed=5,
+            start=datetime(2026, 7, 1, 22, 0, tzinfo=timezone.utc),
+        )
+    )
+    write_night(night, frames, fmt="jpg")
+    names = sorted(p.name for p in frames.glob("*.jpg"))
+    # A garbage file and a truncated copy of a real frame, sorted among the others.
+    (frames / (names[10][:-4] + "a-corrupt.jpg")).write_bytes(os.urandom(5000))
+    real = (frames / names[20]).read_bytes()
+    (frames / (names[20][:-4] + "a-truncated.jpg")).write_bytes(real[: len(real) // 2])
+
+    data = tmp_path / "data"
+    extra = "detector:\n  min_area_px: 60\n"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        f"data_dir: {data}\nsource:\n  kind: folder\n  path: {frames}\n"
+        "  timestamps: filename\n  filename_format: '%Y%m%d-%H%M%S'\n" + extra,
+    )
+    out = trapcam("run", "--config", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "corrupt" in out.stderr and "a-corrupt.jpg" in out.stderr and "a-truncated.jpg" in out.stderr
+    db = data / "trapcam.db"
+    assert query(db, "SELECT frames_processed, frames_corrupt, exit_reason FROM runs") == [
+        (30, 2, "end-of-source")
+    ]
+    # Timestamps come from the file names (the night's real times), not from the clock.
+    first, last = query(db, "SELECT MIN(ts_utc), MAX(ts_utc) FROM detections")[0]
+    assert first >= "2026-07-01T22:00:00" and last <= "2026-07-01T22:05:00"
+    counted = query(db, "SELECT COUNT(*) FROM tracks WHERE status = 'ended'")[0][0]
+    assert counted == len(night.visits)
+
+
+def test_source_override_and_max_frames(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cfg = write_config(tmp_path / "c.yaml", synthetic_yaml(data, frames=500))
+    out = trapcam("run", "--config", str(cfg), "--max-frames", "12")
+    assert out.returncode == 0, out.stderr
+    assert query(data / "trapcam.db", "SELECT frames_processed, exit_reason FROM runs") == [
+        (12, "max-frames")
+    ]
+    assert "frames 12" in out.stdout
+
+
+def test_camera_that_cannot_be_opened_exits_non_zero_for_systemd(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        f"data_dir: {data}\nsource:\n  kind: opencv\n  device: 97\n"
+        "  stall_timeout_s: 1.5\n  reopen_backoff_s: [0.1, 0.3]\n",
+    )
+    started = time.monotonic()
+    out = trapcam("run", "--config", str(cfg), timeout=60)
+    assert out.returncode == 3, out.stderr
+    assert time.monotonic() - started < 30
+    line = one_error_line(out.stderr)
+    assert "no frame from" in line and "97" in line and "reconnecting" in line
+    assert query(data / "trapcam.db", "SELECT exit_reason, frames_processed FROM runs") == [("stalled", 0)]
+
+
+# ------------------------------------------------------------------ models
+
+
+def test_bad_model_is_one_line_and_harms_no_stored_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    good = write_config(tmp_path / "good.yaml", synthetic_yaml(data))
+    assert trapcam("run", "--config", str(good)).returncode == 0
+    db = data / "trapcam.db"
+    before = sha256(db)
+
+    fake = tmp_path / "model.tflite"
+    _, jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    fake.write_bytes(jpeg.tobytes())
+    (tmp_path / "labels.txt").write_text("a\nb\n", encoding="utf-8")
+    bad = write_config(
+        tmp_path / "bad.yaml", synthetic_yaml(data, f"classifier:\n  enabled: true\n  model: {fake}\n")
+    )
+    out = trapcam("run", "--config", str(bad))
+    assert out.returncode == 2
+    line = one_error_line(out.stderr)
+    assert str(fake) in line and "TFLite" in line
+    assert sha256(db) == before
+
+    missing = write_config(
+        tmp_path / "missing.yaml",
+        synthetic_yaml(data, f"classifier:\n  enabled: true\n  model: {tmp_path / 'nope'}\n"),
+    )
+    out = trapcam("run", "--config", str(missing))
+    assert out.returncode == 2 and "nope" in one_error_line(out.stderr)
+    assert sha256(db) == before
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+def test_sigterm_stops_gracefully_and_ends_open_tracks(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        synthetic_yaml(
+            data,
+            "logging:\n  stats_interval_s: 0.5\n",
+            frames=100000,
+            frame_interval_s=0.05,
+            realtime="true",
+            insects=200,
+        ),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(cfg)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = data / "trapcam.db"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if db.exists() and query(db, "SELECT COUNT(*) FROM tracks WHERE status = 'confirmed'")[0][0] > 0:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "SIGTERM" in stderr
+    assert "stats" in stderr and "fps=" in stderr and "queue=" in stderr  # the periodic structured log
+    runs = query(db, "SELECT exit_reason, ended_utc IS NOT NULL FROM runs")
+    assert runs == [("stopped", 1)]
+    # Every open track was ended (confirmed) or discarded (tentative) and written.
+    statuses = dict(query(db, "SELECT status, COUNT(*) FROM tracks GROUP BY status"))
+    assert statuses.get("ended", 0) > 0
+    assert "confirmed" not in statuses and "tentative" not in statuses
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert "insects counted" in stdout
+
+
+def test_the_loop_never_imports_tensorflow(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from edge.cli import main\n"
+        f"rc = main(['run', '--config', {str(write_config(tmp_path / 'c.yaml', synthetic_yaml(tmp_path)))!r},"
+        " '--max-frames', '5'])\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules]\n"
+        "assert rc == 0 and not heavy, (rc, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
+def test_synth_command_writes_frames_with_ground_truth(tmp_path: Path) -> None:
+    out = trapcam("synth", "--out", str(tmp_path / "n"), "--frames", "5", "--width", "320", "--height", "240")
+    assert out.returncode == 0, out.stderr
+    assert len(list((tmp_path / "n").glob("*.jpg"))) == 5
+    assert (tmp_path / "n" / "ground_truth.csv").is_file()
