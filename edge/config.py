@@ -137,11 +137,12 @@ class DetectorConfig(Section):
         description="threshold rises to this many times the frame's median background difference "
         "on noisy frames (0 = fixed threshold)",
     )
-    init_insect_px: int = Field(
-        128,
+    init_insect_px: int | None = Field(
+        None,
         ge=8,
         description="widest insect (full-resolution pixels) that may already sit on the screen when "
-        "the background is built; such insects are painted out of it",
+        "the background is built (after a restart mid-night the sheet is full); such insects are "
+        "painted out of it. Default: the side of a square of max_area_px",
     )
     reinit_fraction: float = Field(
         0.3,
@@ -155,6 +156,11 @@ class DetectorConfig(Section):
     )
     mog2_history: int = Field(500, ge=10)
     mog2_var_threshold: float = Field(16.0, gt=0)
+
+    @property
+    def initial_insect_px(self) -> int:
+        """init_insect_px, or the largest insect the area filter lets through."""
+        return self.init_insect_px or max(8, round(self.max_area_px**0.5))
 
     @model_validator(mode="after")
     def _areas_ordered(self) -> DetectorConfig:

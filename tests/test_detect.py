@@ -362,3 +362,40 @@ def test_synthetic_sheet_night_recall_and_precision(seed: int) -> None:
     recall, precision = night_recall_precision(seed)
     assert recall >= 0.95, f"seed {seed}: recall {recall:.3f}"
     assert precision >= 0.95, f"seed {seed}: precision {precision:.3f}"
+
+
+def test_restart_mid_night_finds_every_insect_already_on_the_sheet() -> None:
+    """After a restart the first frame is full of moths: none may vanish into the background.
+
+    4K frames as on AMI traps, so the large moths are 150-250 px wide.
+    """
+    from datetime import datetime, timezone
+
+    from edge.synth.scene import SceneParams, SyntheticNight
+
+    night = SyntheticNight(
+        SceneParams(
+            scene="sheet",
+            width=1920,
+            height=1080,
+            frames=300,
+            frame_interval_s=5.0,
+            insects=24,
+            seed=11,
+            start=datetime(2026, 7, 1, 22, 0, tzinfo=timezone.utc),
+        )
+    )
+    busiest = max(range(len(night)), key=lambda i: len(night.ground_truth(i)))
+    detector = StaticScreenDetector(DetectorConfig())
+    for offset in range(3):  # the restart frame and the two after it
+        image, truth = night.render(busiest + offset)
+        found = detector.detect(image)
+        assert len(truth) >= 8
+        for insect in truth:
+            assert any(d.box.iou(insect.box) >= 0.3 or _contains(d.box, insect.box) for d in found), (
+                f"frame {busiest + offset}: insect {insect.insect_id} ({insect.box.width} px wide) missed"
+            )
+
+
+def _contains(outer, inner) -> bool:
+    return outer.x0 <= inner.x0 and outer.y0 <= inner.y0 and outer.x1 >= inner.x1 and outer.y1 >= inner.y1

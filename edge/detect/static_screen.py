@@ -343,7 +343,7 @@ class StaticScreenDetector:
         """
         assert self._full_size is not None
         scale = small.shape[1] / self._full_size[0]
-        k = round(2 * self.cfg.init_insect_px * scale) | 1
+        k = round(2 * self.cfg.initial_insect_px * scale) | 1
         # A kernel much larger than the frame's features would flatten the lamp's light falloff
         # itself (the median of a curved surface is biased): keep it below a quarter of the frame.
         k = max(3, min(k, (min(small.shape[:2]) // 4) | 1))
@@ -376,7 +376,7 @@ class StaticScreenDetector:
     def _init_rules(self, scale: float) -> DetectorConfig:
         """Filters for painting out: the detector's, in detection pixels, capped at init_insect_px."""
         px = 1.0 / (scale * scale)
-        max_area = min(self.cfg.max_area_px, self.cfg.init_insect_px**2) / px
+        max_area = min(self.cfg.max_area_px, self.cfg.initial_insect_px**2) / px
         min_area = max(1, int(self.cfg.min_area_px / px))
         return self.cfg.model_copy(
             update={"min_area_px": min_area, "max_area_px": max(min_area + 1, math.ceil(max_area))}
