@@ -246,12 +246,21 @@ def test_plain_model_with_labels_file_styles(tmp_path: Path, style: str) -> None
     assert bundle.model_sha256 == hashlib.sha256(model.tflite).hexdigest()
 
 
-@pytest.mark.parametrize("labels_name", ["labels.txt", "classifier.txt", "classifier_labels.txt"])
+@pytest.mark.parametrize(
+    "labels_name", ["labels.txt", "classifier.txt", "classifier_labels.txt", "inat_insect_labels.txt"]
+)
 def test_labels_file_is_found_beside_the_model(tmp_path: Path, labels_name: str) -> None:
     path = mk.write_plain(
         tmp_path, mk.third_party_model(), filename="classifier.tflite", labels_name=labels_name
     )
     assert load_bundle(path).labels_path == tmp_path / labels_name
+
+
+def test_two_candidate_labels_files_are_never_guessed_between(tmp_path: Path) -> None:
+    path = mk.write_plain(tmp_path, mk.third_party_model(), filename="m.tflite", labels_name="a_labels.txt")
+    (tmp_path / "b_labels.txt").write_bytes((tmp_path / "a_labels.txt").read_bytes())
+    with pytest.raises(ModelError, match=r"none found beside it"):
+        load_bundle(path)
 
 
 def test_plain_model_level_name_and_explicit_labels(tmp_path: Path) -> None:

@@ -410,12 +410,18 @@ def read_labels(path: Path) -> list[str]:
 
 
 def find_labels(model_path: Path) -> Path | None:
-    """The labels file next to a plain model: labels.txt, <stem>.txt or <stem>_labels.txt."""
+    """The labels file next to a plain model.
+
+    labels.txt, <stem>.txt or <stem>_labels.txt; failing those, the one and only `*labels*.txt`
+    in the folder (model zoos ship e.g. `inat_insect_labels.txt` beside a differently named
+    model). Two or more candidates are never guessed between.
+    """
     folder, stem = model_path.parent, model_path.stem
     for name in ("labels.txt", f"{stem}.txt", f"{stem}_labels.txt"):
         if (folder / name).is_file():
             return folder / name
-    return None
+    candidates = sorted(p for p in folder.glob("*labels*.txt") if p.is_file())
+    return candidates[0] if len(candidates) == 1 else None
 
 
 # ---------------------------------------------------------------- loading
@@ -493,7 +499,8 @@ def _load_plain(
     if labels_path is None:
         raise ModelError(
             f"{model_path}: no labels file given and none found beside it"
-            f" (looked for labels.txt, {model_path.stem}.txt, {model_path.stem}_labels.txt)"
+            f" (looked for labels.txt, {model_path.stem}.txt, {model_path.stem}_labels.txt"
+            " and a single *labels*.txt)"
         )
     label_list = read_labels(labels_path)
     sha = sha256_file(model_path)
