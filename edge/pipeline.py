@@ -7,6 +7,7 @@ batched transactions. Counts come from tracks, never from frames.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -52,6 +53,7 @@ class RunResult:
     detections: int = 0
     # Finished, confirmed tracks by id (a revived track replaces its earlier state, never adds).
     finished_tracks: dict[int, TrackState] = field(default_factory=dict)
+    not_insects: int = 0  # finished tracks the classifier voted a "not insect" label (not counted)
     exit_reason: str = "completed"
     first_frame_s: float | None = None
     elapsed_s: float = 0.0
@@ -259,6 +261,10 @@ class Pipeline:
         )
 
     def _store_track(self, run_id: int, track: TrackState, result: RunResult, finished: bool = True) -> None:
+        not_insect = track.status == "ended" and track.label in self.cfg.classifier.not_insect_labels
+        if not_insect:  # the model says this was no insect: keep the record, do not count it
+            track = dataclasses.replace(track, status="discarded")
+            result.not_insects += 1
         self.db.upsert_track(
             TrackRow(
                 track_id=track.track_id,

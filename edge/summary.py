@@ -50,6 +50,9 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
     print(f"  insects counted (finished tracks): {sum(counts.values())}")
     for label, n in counts.items():
         print(f"    {n:5d}  {label}")
+    if result.not_insects:
+        labels = ", ".join(cfg.classifier.not_insect_labels)
+        print(f"  not counted: {result.not_insects} track(s) the model called {labels}")
     report = synthetic_count_report(pipeline, result)
     if report is not None:
         print(f"  against ground truth: {report.summary()}")

@@ -118,3 +118,24 @@ def test_detection_rows_carry_the_boxes_the_detector_found(tmp_path: Path) -> No
     truth = source.boxes[0]
     for x0, y0, x1, y1 in rows:
         assert Box(x0, y0, x1, y1).iou(truth) > 0.8
+
+
+def test_tracks_the_model_calls_background_are_kept_but_not_counted(tmp_path: Path) -> None:
+    """Third-party models often have a 'background' class: such tracks are not insects."""
+    model = mk.flat_model(size=32, quant="int8", io="uint8")
+    path = mk.write_plain(tmp_path / "plain", model)
+    labels = list(model.heads[0].labels)
+    cyan = list(mk.COLOURS).index("cyan")
+    labels[cyan] = "background"
+    (tmp_path / "plain" / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+
+    cfg = synthetic_config(tmp_path / "data", "detector:\n  min_area_px: 100\n")
+    cfg.classifier = ClassifierConfig(enabled=True, model=path, num_threads=1, threshold=0.3)
+    colours = [mk.COLOURS["yellow"], mk.COLOURS["cyan"]]
+    result = Pipeline(cfg, source=_ColourPatches(colours, frames=8)).run()
+
+    assert [t.label for t in result.confirmed_tracks] == [labels[list(mk.COLOURS).index("yellow")]]
+    assert result.not_insects == 1
+    stored = query(cfg.database_path, "SELECT status, label FROM tracks WHERE hits > 1 ORDER BY status")
+    assert stored == [("discarded", "background"), ("ended", labels[list(mk.COLOURS).index("yellow")])]
+    assert query(cfg.database_path, "SELECT tracks_confirmed FROM runs") == [(1,)]
