@@ -194,6 +194,11 @@ class ClassifierConfig(Section):
     threshold: float = Field(
         0.5, ge=0, le=1, description="abstain below this score when the bundle gives no per-class threshold"
     )
+    not_insect_labels: list[str] = Field(
+        ["background"],
+        description="labels that mean 'no insect here' (e.g. the 'background' class of many third-party "
+        "models): a track voted to one of them is stored as discarded and not counted",
+    )
     level: str | None = Field(
         None,
         min_length=1,
