@@ -48,8 +48,11 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
         print(f"  first frame after {result.first_frame_s:.2f} s")
     counts = result.counts()
     print(f"  insects counted (finished tracks): {sum(counts.values())}")
-    for label, n in counts.items():
-        print(f"    {n:5d}  {label}")
+    if not cfg.classifier.enabled:
+        print("    (no classifier configured: counts are not split by taxon)")
+    else:
+        for label, n in counts.items():
+            print(f"    {n:5d}  {label}")
     if result.not_insects:
         labels = ", ".join(cfg.classifier.not_insect_labels)
         print(f"  not counted: {result.not_insects} track(s) the model called {labels}")
