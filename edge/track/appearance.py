@@ -29,7 +29,7 @@ DESCRIPTOR_SIZE = HUE_BINS * SAT_BINS * VAL_BINS
 # Pixels further than this from the border colour (0-255, any channel) belong to the insect.
 _FOREGROUND_DIFFERENCE = 10.0
 # Crops are shrunk to this size first; a histogram needs no detail.
-_SIZE = 48
+_SIZE = 32
 
 
 def appearance_descriptor(crop_bgr: np.ndarray) -> np.ndarray:
@@ -46,8 +46,9 @@ def appearance_descriptor(crop_bgr: np.ndarray) -> np.ndarray:
     crop = np.ascontiguousarray(crop_bgr)
     if crop.shape[0] > _SIZE or crop.shape[1] > _SIZE:  # colours need no detail: keep it cheap
         crop = cv2.resize(crop, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA)
-    border = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]]).astype(np.float32)
-    difference = np.abs(crop.astype(np.float32) - np.median(border, axis=0)).max(axis=2)
+    border = np.concatenate([crop[0], crop[-1], crop[:, 0], crop[:, -1]])
+    border_colour = np.median(border, axis=0).round().astype(np.uint8)
+    difference = cv2.absdiff(crop, np.broadcast_to(border_colour, crop.shape).copy()).max(axis=2)
     foreground = (difference > _FOREGROUND_DIFFERENCE).astype(np.uint8)
     mask = foreground if foreground.any() else None  # nothing stands out: describe the whole crop
     hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
