@@ -355,11 +355,11 @@ class Classifier:
         for crop in crops:
             raw = self._run(crop)
             levels: dict[str, LevelPrediction] = {}
-            probs: dict[str, list[float]] = {}
+            probs: dict[str, np.ndarray] = {}
             for head in self._heads:
                 prediction, vector = self._predict(head, raw[head.key])
                 levels[head.spec.level] = prediction
-                probs[head.spec.level] = vector.tolist()
+                probs[head.spec.level] = np.array(vector, dtype=np.float32)  # own copy, no list boxing
             level, label = self.bundle.taxonomy.deepest_consistent({k: v.label for k, v in levels.items()})
             score = levels[level].score if level is not None else 0.0
             results.append(Classification(levels=levels, level=level, label=label, score=score, probs=probs))

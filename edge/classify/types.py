@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 UNSURE = "unsure"
 
 
@@ -35,11 +37,13 @@ class Classification:
     levels: per level name, ordered from coarse to fine (e.g. order, family, species).
     level / label / score: the deepest level whose answer is confident and consistent with
         every coarser confident answer; level is None when every head abstained.
-    probs: per level, the full probability vector (float32, in label order) for tracking votes.
+    probs: per level, the full probability vector (float32 numpy array, in label order); kept as
+        an array because turning 1,000 classes into a Python list per crop cost more than the
+        rest of the classifier's own work.
     """
 
     levels: dict[str, LevelPrediction]
     level: str | None
     label: str | None
     score: float
-    probs: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    probs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
