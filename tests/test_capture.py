@@ -244,3 +244,27 @@ def test_a_source_returning_none_is_counted_as_corrupt() -> None:
         while (frame := capture.get(timeout=2)) is not None:
             got.append(frame.index)
     assert got == [0, 2, 4, 6, 8] and capture.corrupt_frames == 5
+
+
+def test_prepare_runs_in_the_capture_thread_and_bad_frames_are_skipped() -> None:
+    """The pipeline detects in the capture thread; a frame its detector refuses is counted, not fatal."""
+    from edge.errors import TrapcamError
+
+    threads: set[str] = set()
+
+    def prepare(frame: Frame) -> tuple[int, str]:
+        threads.add(threading.current_thread().name)
+        if frame.index % 4 == 3:
+            raise TrapcamError(f"frame {frame.index}: not a usable image")
+        return frame.index, "prepared"
+
+    capture = CaptureThread(
+        CountingSource(live=False, limit=12), CaptureSettings(queue_size=2), prepare=prepare
+    )
+    with capture:
+        items = []
+        while (item := capture.get(timeout=2.0)) is not None:
+            items.append(item)
+    assert items == [(i, "prepared") for i in range(12) if i % 4 != 3]
+    assert capture.corrupt_frames == 3
+    assert threads == {"capture[counting]"}

@@ -18,6 +18,11 @@ every retry. A replay that fails is "failed" and `get()` re-raises its error. Wh
 has arrived for `stall_timeout_s`, `stalled()` is True and the run loop exits non-zero so
 systemd restarts the service.
 
+Work on each frame can run here too (`prepare`): the pipeline detects insects in the capture
+thread, so detection (OpenCV) of the next frame overlaps classification (TFLite) of this
+one; both release the GIL. `prepare` raising a TrapcamError (e.g. a frame of the wrong
+shape) skips that frame and counts it as corrupt.
+
 Consumer loop::
 
     with CaptureThread(source, settings) as capture:
@@ -37,10 +42,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from edge.config import CaptureSettings
-from edge.errors import SourceError
+from edge.errors import SourceError, TrapcamError
 from edge.frames import Frame
 from edge.sources.base import EndOfStream, FrameSource
 
@@ -61,12 +66,14 @@ class CaptureThread:
         source: FrameSource,
         settings: CaptureSettings,
         clock: Callable[[], float] = time.monotonic,
+        prepare: Callable[[Frame], Any] | None = None,
     ) -> None:
         self.source = source
         self.settings = settings
         self.clock = clock
+        self.prepare = prepare
         self.live = bool(source.live)
-        self._queue: deque[Frame] = deque()
+        self._queue: deque[Any] = deque()
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture[{source.name}]", daemon=True)
@@ -122,8 +129,9 @@ class CaptureThread:
         """True once the source has ended, failed or been stopped and the queue is drained."""
         return self._state in ("ended", "failed", "stopped") and not self._queue
 
-    def get(self, timeout: float | None = None) -> Frame | None:
-        """Next frame, oldest first; None on timeout or once the stream has ended and drained.
+    def get(self, timeout: float | None = None) -> Any:
+        """Next frame (or what `prepare` made of it), oldest first; None on timeout or once the
+        stream has ended and drained.
 
         Re-raises the source's error when a replay has failed (after the queued frames).
         """
@@ -161,7 +169,7 @@ class CaptureThread:
         level = logging.WARNING if state in ("reconnecting", "failed") else logging.INFO
         log.log(level, "capture %s: %s%s", self.source.name, state, f" ({message})" if message else "")
 
-    def _put(self, frame: Frame) -> None:
+    def _put(self, frame: Any) -> None:
         with self._cond:
             if self.live:
                 if len(self._queue) >= self.settings.queue_size:
@@ -242,9 +250,17 @@ class CaptureThread:
             if frame is None:
                 self.corrupt_frames += 1
                 continue
+            item: Any = frame
+            if self.prepare is not None:
+                try:
+                    item = self.prepare(frame)
+                except TrapcamError as exc:
+                    self.corrupt_frames += 1
+                    log.warning("capture %s: skipped frame %s: %s", self.source.name, frame.name, exc)
+                    continue
             if self._state != "ok":
                 since = self._down_since
                 self._set_state("ok", None if since is None else f"back after {self.clock() - since:.1f} s")
                 self._down_since = None
                 backoff = first_wait
-            self._put(frame)
+            self._put(item)
