@@ -10,7 +10,7 @@ from edge.errors import ConfigError
 
 
 def make_detector(cfg: DetectorConfig) -> Detector:
-    """Build the detector for `cfg.kind`: a sheet/board background model or MOG2 motion."""
+    """Build the detector for `cfg.kind`: a sheet/board background model, or motion for natural scenes."""
     if cfg.kind == "static_screen":
         return StaticScreenDetector(cfg)
     if cfg.kind == "motion":

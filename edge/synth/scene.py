@@ -10,6 +10,12 @@ Rendering is built for speed (the benchmarks render full-HD nights): the backgro
 light falloff and a sensor-noise field are made once per (scene, size, seed); a frame is the lit
 background scaled by the night's slow light drift (one cv2.transform), the insects composited in
 their own small regions from cached sprites, and the noise field added at a per-frame offset.
+
+The flower scene is outdoors, so its background is not still (see `FlowerWeather`): wind sways
+leaves and flower heads by a few pixels (one cv2.remap through a smooth displacement field) and
+passing clouds dim it unevenly (their soft shadows drift across the frame). Both are functions of
+the frame's time only, so any frame still renders alone and identically. Insects do not sway and
+the ground truth holds insects only: a detector has to tell their motion from the scene's.
 """
 
 from __future__ import annotations
@@ -232,6 +238,105 @@ def background_texture(scene: str, width: int, height: int, seed: int) -> tuple[
     return texture8, light
 
 
+def _periodic_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Smooth noise that wraps around at the edges (features about `cell` px), unit std."""
+    white = rng.standard_normal((h, w))
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :]
+    smooth = np.fft.ifft2(np.fft.fft2(white) * np.exp(-((fx * fx + fy * fy) * (cell * np.pi) ** 2) / 2)).real
+    return ((smooth - smooth.mean()) / max(float(smooth.std()), 1e-9)).astype(np.float32)
+
+
+class FlowerWeather:
+    """Wind sway and cloud shadows of the flower scene as pure functions of time.
+
+    Outdoors nothing stands still: a detector built for a fixed screen sees swaying leaves and
+    drifting shadows as foreground. Both are computed on a coarse grid (one cell per `_CELL` px,
+    they are smooth) and upsampled per frame:
+
+    * Sway: each region shifts by up to `sway_px` (a few px) along x and y, as two sinusoids
+      whose phases vary smoothly over the frame (neighbouring flowers sway out of step) and
+      whose strength follows slow gusts. `remap` moves the lit background through it.
+    * Clouds: a wrap-around noise field drifts with the wind; where it rises above a threshold
+      a soft shadow dims the scene by up to `cloud_depth`. Its edges sweep across the frame
+      over a few frames, so the light changes unevenly, not by one global gain.
+    """
+
+    _CELL = 8
+
+    def __init__(self, rng: np.random.Generator, width: int, height: int) -> None:
+        s = max(width / REFERENCE_WIDTH, 0.15)
+        self.width, self.height = width, height
+        lw, lh = max(2, -(-width // self._CELL)), max(2, -(-height // self._CELL))
+        cell = 180 * s / self._CELL  # sway regions about 180 px wide at 1920
+        amp = np.clip(0.55 + 0.35 * _smooth_noise(rng, lh, lw, cell), 0.15, 1.0)
+        self.sway_px = float(rng.uniform(2.5, 4.0) * max(s, 0.5))
+        phases = [2 * np.pi * (0.5 + 0.5 * np.tanh(_smooth_noise(rng, lh, lw, cell))) for _ in range(2)]
+        self._amp = (self.sway_px * amp).astype(np.float32)
+        self._cos = [np.cos(p).astype(np.float32) for p in phases]
+        self._sin = [np.sin(p).astype(np.float32) for p in phases]
+        self._omega = 2 * np.pi / rng.uniform(6.0, 20.0, 2)  # sway periods, seconds
+        self._gust = (2 * np.pi / rng.uniform(60.0, 240.0, 2), rng.uniform(0, 2 * np.pi, 2))
+        # Clouds: a field three frames wide and two high, drifting about one frame width per 4-10 min.
+        self._cloud = _periodic_noise(rng, 2 * lh, 3 * lw, 0.35 * lw)
+        speed = lw / rng.uniform(240.0, 600.0)  # coarse cells per second
+        heading = rng.uniform(-0.4, 0.4)
+        self._cloud_v = (speed * math.cos(heading), speed * math.sin(heading))
+        self.cloud_depth = float(rng.uniform(0.15, 0.3))
+        self._cloud_level = float(rng.uniform(0.0, 0.6))
+        self._size = (lw, lh)
+        grid_y, grid_x = np.mgrid[0:height, 0:width].astype(np.float32)
+        self._grid = (grid_x, grid_y)
+
+    def gust(self, t: float) -> float:
+        """Wind strength in [0.25, 1] at time t (s): slow gusts."""
+        (w1, w2), (p1, p2) = self._gust
+        return 0.625 + 0.375 * (0.6 * math.sin(w1 * t + p1) + 0.4 * math.sin(w2 * t + p2))
+
+    def displacement(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Coarse-grid x and y shift (px, float32) of the background at time t."""
+        g = self.gust(t)
+        out = []
+        for k in range(2):
+            wt = self._omega[k] * t
+            out.append(self._amp * g * (math.sin(wt) * self._cos[k] + math.cos(wt) * self._sin[k]))
+        return out[0], out[1]
+
+    def light(self, t: float) -> np.ndarray:
+        """Coarse-grid brightness factor in [1 - cloud_depth, 1] at time t (cloud shadows)."""
+        lw, lh = self._size
+        vx, vy = self._cloud_v
+        shift = np.float32([[1, 0, -vx * t], [0, 1, -vy * t]])
+        field = cv2.warpAffine(
+            self._cloud, shift, (self._cloud.shape[1], self._cloud.shape[0]), borderMode=cv2.BORDER_WRAP
+        )[:lh, :lw]
+        cover = np.clip((field - self._cloud_level) / 0.8, 0.0, 1.0)
+        cover = cover * cover * (3.0 - 2.0 * cover)  # smoothstep: soft shadow edges
+        return 1.0 - self.cloud_depth * cover
+
+    def apply(self, lit: np.ndarray, t: float, gains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The lit background swayed and shaded at time t, times per-channel `gains`.
+
+        Returns (frame uint8, coarse light factor) so insects can be shaded by the same clouds.
+        """
+        dx, dy = self.displacement(t)
+        size = (self.width, self.height)
+        map_x = cv2.resize(dx, size, interpolation=cv2.INTER_LINEAR)
+        map_y = cv2.resize(dy, size, interpolation=cv2.INTER_LINEAR)
+        cv2.add(map_x, self._grid[0], dst=map_x)
+        cv2.add(map_y, self._grid[1], dst=map_y)
+        swayed = cv2.remap(lit, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        shade = self.light(t)
+        factor = cv2.resize(shade[:, :, None] * gains[None, None, :], size, interpolation=cv2.INTER_LINEAR)
+        return cv2.multiply(swayed, factor, dtype=cv2.CV_8U), shade
+
+    def shade_at(self, shade: np.ndarray, x: float, y: float) -> float:
+        """The coarse light factor `shade` (from `apply`) at full-resolution point (x, y)."""
+        lh, lw = shade.shape
+        return float(
+            shade[min(lh - 1, max(0, int(y) // self._CELL)), min(lw - 1, max(0, int(x) // self._CELL))]
+        )
+
+
 @functools.lru_cache(maxsize=2)
 def _noise_fields(width: int, height: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative parts of one Gaussian sensor-noise field, padded for offsets."""
@@ -267,6 +372,12 @@ class SyntheticNight:
         self._plan_visits(rng)
         self._sprites: OrderedDict[tuple[int, int], Sprite] = OrderedDict()
         self._uprights: OrderedDict[int, UprightSprite] = OrderedDict()
+        # Its own random stream, so the visit plan (and every sheet night) is unchanged by it.
+        self.weather = (
+            FlowerWeather(np.random.default_rng([params.seed, 13]), params.width, params.height)
+            if params.scene == "flowers"
+            else None
+        )
 
     # ------------------------------------------------------------ planning
 
@@ -362,14 +473,18 @@ class SyntheticNight:
     def render(self, i: int) -> tuple[np.ndarray, list[GroundTruthObject]]:
         """(BGR uint8 HxWx3 frame, ground truth of the insects visible in it)."""
         self._check(i)
-        frame = cv2.transform(self._lit, np.diag(self._gains[i]).astype(np.float32))
+        frame, shade = self._background(i)
         gains = self._gains[i] * 255.0
         truth = []
         for k in self._on_frame[i]:
             box, sprite, moving = self._placed(k, i)
             if box is None:
                 continue
-            self._composite(frame, sprite, box, gains)
+            if shade is not None and self.weather is not None:
+                cx, cy = box.center
+                self._composite(frame, sprite, box, gains * self.weather.shade_at(shade, cx, cy))
+            else:
+                self._composite(frame, sprite, box, gains)
             t = self._tracks[k]
             truth.append(GroundTruthObject(k, t.species.name, t.species.family, t.species.order, box, moving))
         self._add_noise(frame, i)
@@ -379,11 +494,17 @@ class SyntheticNight:
     def render_background(self, i: int) -> np.ndarray:
         """Frame `i` exactly as `render` makes it, minus the insects (same light, same noise)."""
         self._check(i)
-        frame = cv2.transform(self._lit, np.diag(self._gains[i]).astype(np.float32))
+        frame, _shade = self._background(i)
         self._add_noise(frame, i)
         return frame
 
     # ------------------------------------------------------------ rendering internals
+
+    def _background(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The lit background of frame `i` (and the flower scene's cloud shade, else None)."""
+        if self.weather is None:
+            return cv2.transform(self._lit, np.diag(self._gains[i]).astype(np.float32)), None
+        return self.weather.apply(self._lit, i * self.params.frame_interval_s, self._gains[i])
 
     def _check(self, i: int) -> None:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < self.params.frames:
