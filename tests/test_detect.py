@@ -294,7 +294,7 @@ def test_motion_finds_moving_blob_not_static_texture(tmp_path: Path) -> None:
     texture = cv2.resize(rng.integers(0, 255, (36, 64, 3)).astype(np.uint8), (640, 360), cv2.INTER_NEAREST)
     scene = cv2.GaussianBlur(texture, (0, 0), 2).astype(np.float32)
     camera = Camera(tmp_path, seed=27)
-    detector = MotionDetector(small_cfg(kind="motion", mog2_history=50))
+    detector = MotionDetector(small_cfg(kind="motion"))
     for _ in range(30):
         assert detector.detect(camera.shoot(scene)) == []
     hits = 0

@@ -27,8 +27,10 @@ Detection runs at `detect_width` (INTER_AREA downscale: averages noise, keeps th
 boxes and areas are reported at full resolution. The threshold rises above `threshold`
 on noisy frames (`noise_factor` x the median difference). Blobs grow by hysteresis over
 pixels above `grow_fraction` x threshold, are opened (noise specks) and closed (wings
-split by pale patterns), and filtered by area, aspect and solidity. The functions that turn
-a foreground mask into detections are shared with the motion detector.
+split by pale patterns), and filtered by area, aspect and solidity. A blob that holds
+several insects touching at a wingtip, a leg or through faint haze is split into one
+detection per insect (`split_blob`). The functions that turn a foreground mask into
+detections are shared with the motion detector.
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ _OPEN = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 _CLOSE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 _GUARD = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
 _RING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (13, 13))
+# Splitting touching insects (see split_blob). Weak pixels within 3 px of a strong one belong to
+# an insect (_NEAR); distance levels from _MIN_LEVEL px up, _LEVEL_STEP apart, are tried for cores
+# (on a max-pooled map when the blob is thicker than _POOL_PEAK); a part beside a
+# larger one needs _MIN_PART of its strong pixels, and any part _STRONG_SHARE of the smallest
+# insect's area in strong pixels, and its core _CORE_SHARE of that area; parts are split again up
+# to _MAX_DEPTH times.
+_NEAR = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+_MIN_LEVEL = 2.5
+_LEVEL_STEP = 1.1
+_POOL_PEAK = 8.0
+_MIN_PART = 0.05
+_STRONG_SHARE = 0.5
+_CORE_SHARE = 0.1
+_MAX_DEPTH = 3
+_TRIES = 2
 _HEAL_EVERY = 5  # frames between checks for ghosts (see _heal_ghosts)
 _SAMPLE_STEP = 6  # gain and noise are estimated on every 6th pixel in each direction
 _MIN_SAMPLES = 64  # fewer background samples than this: keep the gain at 1
@@ -137,6 +154,173 @@ def shape_ok(component: np.ndarray, area: int, cfg: DetectorConfig) -> bool:
     return area / hull_area >= cfg.min_solidity
 
 
+def _support(
+    component: np.ndarray, strength_roi: np.ndarray | None, seed_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(support, strong): the part of a blob that belongs to insects, and its pixels above the seed.
+
+    Hysteresis lets a blob grow over faint pixels, which is what keeps a pale wing or a leg with
+    its insect; but in a crowded patch of sheet the faint pixels can also form a haze that fills
+    the gaps between neighbours (a first background painted from a blur that the crowd darkened,
+    a shadow). Weak pixels farther than `_NEAR` from any pixel above the seed threshold are that
+    haze, not insect: dropping them keeps pale patches inside a wing and cuts the haze bridges.
+    """
+    if strength_roi is None or seed_threshold <= 0:
+        return component, component
+    _, strong = cv2.threshold(strength_roi, seed_threshold, 255, cv2.THRESH_BINARY)
+    strong = cv2.bitwise_and(strong.astype(np.uint8), component)
+    return cv2.bitwise_and(component, cv2.dilate(strong, _NEAR)), strong
+
+
+def _cores(dist: np.ndarray, neck_ratio: float, min_core: float) -> list[tuple[np.ndarray, int]]:
+    """Candidate (labels, count): one core per insect the distance map shows, the thick middle of each.
+
+    Two parts are two insects when the passage between them is thinner than `neck_ratio` times
+    the thinner part: a wing joins its body along its whole base and a pale band leaves a
+    wing's outline whole, while two moths touch at a wingtip, a leg or an antenna. In terms of
+    the distance to the edge: at some level L the pixels farther than L from the edge fall into
+    pieces, and two pieces that each reach L / neck_ratio are two insects. Levels are tried
+    `_LEVEL_STEP` apart (a pair that clears the ratio by that much is always found); the level
+    with the most such pieces comes first (up to `_TRIES` levels are returned, best first, for
+    the caller to check). A single insect is one piece at every level (no candidates). Pieces
+    under `min_core` pixels do not count: near the edge every bump of the outline and every
+    speck of haze is a piece of its own.
+
+    A thick blob is searched on a max-pooled map (cells of k x k pixels, k about peak /
+    _POOL_PEAK): pooling keeps every connection, so it can miss a split but never invent one.
+    """
+    peak = float(dist.max())
+    k = max(1, int(peak // _POOL_PEAK))
+    coarse = dist
+    if k > 1:  # cell (i, j) holds the largest distance in rows i*k.. and columns j*k..
+        coarse = cv2.dilate(dist, np.ones((k, k), np.uint8), anchor=(0, 0))[::k, ::k]
+    found = []
+    level = _MIN_LEVEL
+    while level / neck_ratio <= peak:
+        above = cv2.compare(coarse, level, cv2.CMP_GT)
+        n, pieces = cv2.connectedComponents(above, connectivity=8)
+        if n > 2:
+            reach = np.unique(pieces[coarse >= level / neck_ratio])
+            reach = reach[np.bincount(pieces.ravel(), minlength=n)[reach] * (k * k) >= min_core]
+            if len(reach) > 1:
+                found.append((len(reach), level, pieces, reach))
+        level *= _LEVEL_STEP
+    found.sort(key=lambda item: (-item[0], item[1]))
+    out = []
+    for count, level, pieces, reach in found[:_TRIES]:
+        lut = np.zeros(int(pieces.max()) + 1, np.int32)
+        lut[reach] = np.arange(1, count + 1, dtype=np.int32)
+        cores = lut[pieces]
+        if k > 1:
+            cores = np.repeat(np.repeat(cores, k, axis=0), k, axis=1)[: dist.shape[0], : dist.shape[1]]
+            cores[dist <= level] = 0
+        out.append((cores, count))
+    return out
+
+
+def _nearest(support: np.ndarray, cores: np.ndarray, count: int) -> np.ndarray:
+    """Give every support pixel to its nearest core (labels 1..count, 0 outside the support).
+
+    The cores are the insects shrunk by the same distance, so the line half-way between two
+    of them runs through the place where the insects touch.
+    """
+    _, nearest = cv2.distanceTransformWithLabels(
+        np.where(cores > 0, 0, 255).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_CCOMP
+    )
+    lut = np.zeros(int(nearest.max()) + 1, np.int32)
+    lut[nearest[cores > 0]] = cores[cores > 0]
+    owner = lut[nearest]
+    owner[support == 0] = 0
+    return owner
+
+
+def _split_support(
+    support: np.ndarray, strong: np.ndarray, min_strong: float, neck_ratio: float, depth: int
+) -> list[np.ndarray]:
+    """The insects in a support mask, one 0/255 mask each (recursing into each part found).
+
+    Separate pieces of the support are judged one by one. Within one piece, `_cores` finds the
+    insects and `_nearest` shares the pixels out. A part is an insect only with at least
+    `min_strong` pixels above the seed threshold and, beside a larger one, `_MIN_PART` of its
+    strong pixels (else it is a lobe of a wing or a speck of haze): such cores are withdrawn and
+    the pixels shared out again. Three moths in a row that part at different levels are found
+    by splitting the parts again, up to `depth` times.
+    """
+    n, pieces = cv2.connectedComponents(support, connectivity=8)
+    if n > 2:
+        strong_of = np.bincount(pieces[strong > 0], minlength=n)
+        out = []
+        for k in np.flatnonzero(strong_of[1:] >= min_strong) + 1:
+            piece = np.where(pieces == k, 255, 0).astype(np.uint8)
+            out.extend(_split_support(piece, strong, min_strong, neck_ratio, depth) if depth else [piece])
+        return out
+    dist = cv2.distanceTransform(support, cv2.DIST_L2, 3)
+    for cores, count in _cores(dist, neck_ratio, _CORE_SHARE * min_strong / _STRONG_SHARE):
+        while count >= 2:
+            owner = _nearest(support, cores, count)
+            strong_of = np.bincount(owner[strong > 0], minlength=count + 1)[1:]
+            small = strong_of < max(min_strong, _MIN_PART * float(strong_of.max()))
+            if not small.any():
+                break
+            keep = np.zeros(count + 1, np.int32)
+            keep[1:][~small] = np.arange(1, int((~small).sum()) + 1)
+            cores, count = keep[cores], int((~small).sum())
+        if count >= 2:
+            break
+    else:
+        return [support]
+    out = []
+    for k in range(1, count + 1):
+        part = np.where(owner == k, 255, 0).astype(np.uint8)
+        out.extend(_split_support(part, strong, min_strong, neck_ratio, depth - 1) if depth > 1 else [part])
+    return out
+
+
+def split_blob(
+    component: np.ndarray,
+    strength_roi: np.ndarray | None,
+    seed_threshold: float,
+    min_area: float,
+    neck_ratio: float,
+) -> list[np.ndarray]:
+    """One 0/255 mask per insect in a blob (detection pixels), or `[component]` if it is one.
+
+    The blob is first trimmed to its insect support (`_support`: haze between neighbours cut
+    away), then split where its distance map shows two or more thick parts joined by thin
+    passages (`_split_support`). Only when two or more insects remain are the parts returned,
+    without the haze; a single insect keeps its whole blob, faint wing edges included.
+    `min_area` is the smallest insect in detection pixels; a part needs `_STRONG_SHARE` of it
+    above the seed threshold.
+    """
+    support, strong = _support(component, strength_roi, seed_threshold)
+    parts = _split_support(support, strong, _STRONG_SHARE * min_area, neck_ratio, _MAX_DEPTH)
+    return parts if len(parts) > 1 else [component]
+
+
+def _detection(
+    part: np.ndarray,
+    x: int,
+    y: int,
+    strength_roi: np.ndarray | None,
+    seed_threshold: float,
+    scale: float,
+    full_size: tuple[int, int],
+    cfg: DetectorConfig,
+) -> Detection | None:
+    """The detection of one insect's 0/255 mask (ROI at x, y), or None if the filters reject it."""
+    area = cv2.countNonZero(part)
+    full_area = area / (scale * scale)
+    if full_area < cfg.min_area_px or full_area > cfg.max_area_px or not shape_ok(part, area, cfg):
+        return None
+    score = 1.0
+    if strength_roi is not None and seed_threshold > 0:
+        mean = float(cv2.mean(strength_roi, mask=part)[0])
+        score = mean / (mean + seed_threshold)
+    bx, by, bw, bh = cv2.boundingRect(part)
+    box = to_full_box(x + bx, y + by, bw, bh, scale, full_size[0], full_size[1])
+    return Detection(box=box, area_px=round(full_area), score=round(score, 4))
+
+
 def extract_detections(
     mask: np.ndarray,
     scale: float,
@@ -151,35 +335,37 @@ def extract_detections(
     (hysteresis) and its score is its mean strength s mapped to s / (s + seed_threshold):
     0.5 at the threshold, towards 1 for strong contrast. Without it every score is 1.0.
 
+    For the static screen (`cfg.kind`), with `strength` and `cfg.split_touching`, a blob large
+    enough to hold two insects is split into one detection per insect (`split_blob`): on a
+    crowded sheet, moths that touch at a wingtip or a leg would otherwise be counted and
+    classified as one. The motion detector's blobs are not split (not measured on flower scenes).
+
     Also returns the "held" mask: every blob that is real foreground (has a seed, is not
     larger than max_area_px), whatever its shape. The static detector never blends those
     pixels into its background, so an insect that is sometimes rejected by a shape filter
     is not slowly absorbed either.
     """
-    full_w, full_h = full_size
     px_per_small = 1.0 / (scale * scale)  # full-resolution pixels per detection pixel
+    min_area = cfg.min_area_px / px_per_small
+    split = cfg.split_touching and cfg.kind == "static_screen" and strength is not None
     held = mask.copy()
     detections: list[Detection] = []
     for x, y, w, h, component in blobs(mask):
         area = cv2.countNonZero(component)
         full_area = area * px_per_small
-        if strength is not None:
-            roi = strength[y : y + h, x : x + w]
-            seeded = cv2.minMaxLoc(roi, mask=component)[1] > seed_threshold
-        else:
-            seeded = True
+        roi = strength[y : y + h, x : x + w] if strength is not None else None
+        seeded = roi is None or cv2.minMaxLoc(roi, mask=component)[1] > seed_threshold
         if not seeded or full_area > cfg.max_area_px:
             held_roi = held[y : y + h, x : x + w]
             held_roi[component > 0] = 0
             continue
-        if full_area < cfg.min_area_px or not shape_ok(component, area, cfg):
-            continue
-        score = 1.0
-        if strength is not None and seed_threshold > 0:
-            mean = float(cv2.mean(roi, mask=component)[0])
-            score = mean / (mean + seed_threshold)
-        box = to_full_box(x, y, w, h, scale, full_w, full_h)
-        detections.append(Detection(box=box, area_px=round(full_area), score=round(score, 4)))
+        parts = [component]
+        if split and area >= 2 * min_area:
+            parts = split_blob(component, roi, seed_threshold, min_area, cfg.split_neck_ratio)
+        for part in parts:
+            detection = _detection(part, x, y, roi, seed_threshold, scale, full_size, cfg)
+            if detection is not None:
+                detections.append(detection)
     return detections, held
 
 
