@@ -154,8 +154,46 @@ class DetectorConfig(Section):
     reinit_after_frames: int = Field(
         2, ge=1, description="consecutive such frames before rebuilding (a single flash is skipped)"
     )
-    mog2_history: int = Field(500, ge=10)
-    mog2_var_threshold: float = Field(16.0, gt=0)
+    split_touching: bool = Field(
+        True,
+        description="static_screen: split a blob that holds several touching insects (wingtip, leg, "
+        "antenna, or a faint halo between them) into one detection per insect",
+    )
+    split_neck_ratio: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="two parts of a blob stay one insect when the narrowest passage between them is at "
+        "least this fraction as thick as the thinner part (higher splits more readily)",
+    )
+    sway_px: float = Field(
+        4.0,
+        ge=0,
+        description="motion: vegetation that shifts by up to this many full-resolution pixels between "
+        "frames (wind) is not foreground; each pixel is compared with the range of the background "
+        "within this distance",
+    )
+    flicker_factor: float = Field(
+        2.0,
+        ge=0,
+        description="motion: a pixel's threshold rises by this many times how much it usually changes "
+        "from frame to frame (grass, shimmering leaves); 0 = off",
+    )
+    flicker_rate: float = Field(
+        0.05, gt=0, le=1, description="motion: how fast that per-pixel change level is learned"
+    )
+    light_cell_px: int = Field(
+        192,
+        ge=16,
+        description="motion: size (full-resolution pixels) of the cells over which the background follows "
+        "uneven light changes (cloud shadows) by a smooth gain; larger than an insect",
+    )
+    hold_frames: int = Field(
+        720,
+        ge=1,
+        description="motion: an object that stays put is kept as foreground (a sitting pollinator) for at "
+        "most this many frames; then it becomes background (a bent stem, a moved leaf)",
+    )
 
     @property
     def initial_insect_px(self) -> int:
@@ -271,6 +309,13 @@ class TrackerConfig(Section):
         ge=1,
         description="a hop is linked once the old place stayed empty this many frames "
         "(and the new insect appeared at most this many frames after the old one vanished)",
+    )
+    fragment_overlap: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="a detection lying this much inside the box of a track that matched another "
+        "detection is a piece of that insect (the detector cut it in two), not a new one (1 = off)",
     )
     link_max_appearance: float = Field(
         0.45,

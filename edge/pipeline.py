@@ -25,7 +25,7 @@ from edge.classify.classifier import Classifier
 from edge.classify.taxonomy import Taxonomy
 from edge.classify.types import Classification
 from edge.config import TrapConfig
-from edge.detect.base import Detection
+from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
 from edge.detect.factory import make_detector
 from edge.errors import SourceError
@@ -226,11 +226,14 @@ class Pipeline:
         for track in update.ended:
             self._store_track(result.run_id, track, result)
         result.detections += len(detections)
-        if self.record_tracks:
-            result.track_boxes[frame.index] = [
-                (track_id, item.detection.box)
-                for item, track_id in zip(inputs, update.assignments, strict=True)
-            ]
+        if self.record_tracks:  # one box per track and frame: fragments widen their track's box
+            boxes: dict[int, Box] = {}
+            for item, track_id in zip(inputs, update.assignments, strict=True):
+                b, seen = item.detection.box, boxes.get(track_id)
+                if seen is not None:
+                    b = Box(min(b.x0, seen.x0), min(b.y0, seen.y0), max(b.x1, seen.x1), max(b.y1, seen.y1))
+                boxes[track_id] = b
+            result.track_boxes[frame.index] = list(boxes.items())
 
     def _keep_crop(self, track_id: int, ts: datetime, classification: Classification | None) -> bool:
         """Save a track's first crop, any better-scored one, and one per `crop_every_s` otherwise."""

@@ -656,3 +656,29 @@ def test_tracker_votes_with_taxonomy() -> None:
     run.finish()
     (track,) = run.counted()
     assert (track.level, track.label) == ("family", "Geometridae")
+
+
+def _beetle_cut_at_its_waist(run: Run) -> None:
+    """A beetle sits for 20 frames; on every other frame the detector cuts it into two pieces."""
+    whole = Box(300, 300, 340, 380)
+    front, back = Box(302, 300, 338, 330), Box(300, 334, 340, 380)
+    for i in range(20):
+        run.step({"whole": whole} if i % 2 == 0 else {"front": front, "back": back})
+    run.finish()
+
+
+def test_a_detection_cut_in_two_stays_one_insect() -> None:
+    run = Run(TrackerConfig(reid_window_s=0))
+    _beetle_cut_at_its_waist(run)
+    assert len(run.counted()) == 1
+    track_id = run.ids["whole"][0]
+    assert set(run.ids["whole"]) == set(run.ids["front"]) == set(run.ids["back"]) == {track_id}
+    # The pieces widen the track's box back to the whole beetle, not to one half of it.
+    assert run.counted()[0].box == Box(300, 300, 340, 380)
+
+
+def test_without_fragment_handling_the_cut_beetle_is_counted_twice() -> None:
+    """Control: fragment_overlap 1 turns the rule off and the second piece becomes a second count."""
+    run = Run(TrackerConfig(reid_window_s=0, fragment_overlap=1.0))
+    _beetle_cut_at_its_waist(run)
+    assert len(run.counted()) == 2

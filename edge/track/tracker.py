@@ -184,6 +184,21 @@ def _diagonal(box: Box) -> float:
     return max(1.0, math.hypot(box.width, box.height))
 
 
+def _union(main: Detection, pieces: Sequence[Detection]) -> Detection:
+    """One detection covering `main` and the fragments cut from the same insect."""
+    boxes = [main.box, *(p.box for p in pieces)]
+    return Detection(
+        box=Box(
+            min(b.x0 for b in boxes),
+            min(b.y0 for b in boxes),
+            max(b.x1 for b in boxes),
+            max(b.y1 for b in boxes),
+        ),
+        area_px=main.area_px + sum(p.area_px for p in pieces),
+        score=max(main.score, *(p.score for p in pieces)),
+    )
+
+
 def _coverage(inner: Box, outer: Box) -> float:
     """Share of `inner`'s area that lies inside `outer`."""
     ix = max(0, min(inner.x1, outer.x1) - max(inner.x0, outer.x0))
@@ -296,8 +311,14 @@ class Tracker:
             else:
                 det_owner[det] = track
 
+        fragments = self._fragments(det_owner, merged, inputs)
         for det, track in det_owner.items():
-            self._hit(track, inputs[det], appearances[det], timestamp, merged=det in merged)
+            item = inputs[det]
+            pieces = [inputs[f].detection for f, owner in fragments.items() if owner is track]
+            if pieces:
+                item = replace(item, detection=_union(item.detection, pieces))
+            self._hit(track, item, appearances[det], timestamp, merged=det in merged)
+        det_owner.update(fragments)
         owners = {id(track) for track in det_owner.values()}
         for track, cover in occluded.items():
             self._occlude(track, cover, timestamp, ended)
@@ -507,6 +528,34 @@ class Tracker:
         cost = np.where(tentative[:, None] & (cost < _GATED), cost + _TENTATIVE_PENALTY, cost)
         rows, cols = linear_sum_assignment(cost)
         return {int(r): int(c) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _GATED}
+
+    def _fragments(
+        self, det_owner: dict[int, _Track], merged: set[int], inputs: Sequence[TrackInput]
+    ) -> dict[int, _Track]:
+        """Unclaimed detections that are pieces of an insect whose track matched this frame.
+
+        A detector sometimes cuts one insect in two (a beetle at its waist, a moth across a
+        pale band). A free detection lying mostly (`fragment_overlap`) inside the previous box
+        of a track that matched another detection is such a piece: it joins that track (its
+        box widens the track's box) and never starts a count of its own. Returns {det: track}.
+        A small insect landing on a large one is therefore counted once it steps off it.
+        """
+        if self.cfg.fragment_overlap >= 1.0:
+            return {}
+        matched = [(track, det) for det, track in det_owner.items() if det not in merged]
+        out: dict[int, _Track] = {}
+        for det in range(len(inputs)):
+            if det in det_owner:
+                continue
+            box = inputs[det].detection.box
+            best, best_cover = None, self.cfg.fragment_overlap
+            for track, _ in matched:
+                cover = _coverage(box, track.state.box)
+                if cover >= best_cover:
+                    best, best_cover = track, cover
+            if best is not None:
+                out[det] = best
+        return out
 
     def _covering_detection(
         self, track: _Track, inputs: Sequence[TrackInput], timestamp: datetime
