@@ -217,7 +217,10 @@ class Pipeline:
         for i, (item, track_id) in enumerate(zip(inputs, update.assignments, strict=True)):
             classification = item.classification
             crop = crops[i] if self._keep_crop(track_id, frame.timestamp, classification) else None
-            self.db.add_detection(self._detection_row(result.run_id, frame, item, track_id), crop)
+            row = DetectionRow.from_parts(
+                item.detection_id, result.run_id, track_id, frame, item.detection, item.classification
+            )
+            self.db.add_detection(row, crop)
         for track in update.confirmed:
             self._store_track(result.run_id, track, result, finished=False)
         for track in update.revived:  # re-identified: open again, no longer a finished count
@@ -245,32 +248,6 @@ class Pipeline:
             self._crop_memory[track_id] = (ts, max(score, seen[1] if seen else 0.0))
             return True
         return False
-
-    def _detection_row(self, run_id: int, frame: Frame, item: TrackInput, track_id: int) -> DetectionRow:
-        c = item.classification
-        box = item.detection.box
-        predictions = (
-            {lvl: [[lab, round(p, 4)] for lab, p in pred.top_k] for lvl, pred in c.levels.items()}
-            if c
-            else None
-        )
-        return DetectionRow(
-            detection_id=item.detection_id,
-            run_id=run_id,
-            track_id=track_id,
-            frame_index=frame.index,
-            ts_utc=frame.timestamp,
-            x0=box.x0,
-            y0=box.y0,
-            x1=box.x1,
-            y1=box.y1,
-            area_px=item.detection.area_px,
-            det_score=item.detection.score,
-            level=c.level if c else None,
-            label=c.label if c else None,
-            score=c.score if c else None,
-            predictions_json=json.dumps(predictions) if predictions else None,
-        )
 
     def _store_track(self, run_id: int, track: TrackState, result: RunResult, finished: bool = True) -> None:
         not_insect = track.status == "ended" and track.label in self.cfg.classifier.not_insect_labels

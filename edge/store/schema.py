@@ -408,7 +408,10 @@ class DetectionRow:
         level = label = score = predictions = None
         if classification is not None:
             level, label, score = classification.level, classification.label, classification.score
-            predictions = {name: list(pred.top_k) for name, pred in classification.levels.items()}
+            predictions = {
+                name: [[lab, round(p, 4)] for lab, p in pred.top_k]
+                for name, pred in classification.levels.items()
+            }
         return cls(
             detection_id=detection_id,
             run_id=run_id,
