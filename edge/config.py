@@ -233,9 +233,10 @@ class ClassifierConfig(Section):
         0.5, ge=0, le=1, description="abstain below this score when the bundle gives no per-class threshold"
     )
     not_insect_labels: list[str] = Field(
-        ["background"],
-        description="labels that mean 'no insect here' (e.g. the 'background' class of many third-party "
-        "models): a track voted to one of them is stored as discarded and not counted",
+        [],
+        description="labels that mean 'no insect here', e.g. ['background'] for the background class of "
+        "many third-party models: a track voted to one of them is stored as discarded and not counted. "
+        "Off by default: a model that does not know the local fauna calls real moths 'background'",
     )
     level: str | None = Field(
         None,

@@ -130,7 +130,9 @@ def test_tracks_the_model_calls_background_are_kept_but_not_counted(tmp_path: Pa
     (tmp_path / "plain" / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
 
     cfg = synthetic_config(tmp_path / "data", "detector:\n  min_area_px: 100\n")
-    cfg.classifier = ClassifierConfig(enabled=True, model=path, num_threads=1, threshold=0.3)
+    cfg.classifier = ClassifierConfig(
+        enabled=True, model=path, num_threads=1, threshold=0.3, not_insect_labels=["background"]
+    )
     colours = [mk.COLOURS["yellow"], mk.COLOURS["cyan"]]
     result = Pipeline(cfg, source=_ColourPatches(colours, frames=8)).run()
 
@@ -139,3 +141,12 @@ def test_tracks_the_model_calls_background_are_kept_but_not_counted(tmp_path: Pa
     stored = query(cfg.database_path, "SELECT status, label FROM tracks WHERE hits > 1 ORDER BY status")
     assert stored == [("discarded", "background"), ("ended", labels[list(mk.COLOURS).index("yellow")])]
     assert query(cfg.database_path, "SELECT tracks_confirmed FROM runs") == [(1,)]
+
+    # Off by default: the same night counts the "background" track like any other label.
+    cfg.data_dir = tmp_path / "data-default"
+    cfg.classifier = ClassifierConfig(enabled=True, model=path, num_threads=1, threshold=0.3)
+    result = Pipeline(cfg, source=_ColourPatches(colours, frames=8)).run()
+    assert sorted(t.label for t in result.confirmed_tracks) == sorted(
+        ["background", labels[list(mk.COLOURS).index("yellow")]]
+    )
+    assert result.not_insects == 0
