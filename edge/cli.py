@@ -85,8 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
+    from edge.sources.synthetic import parse_start
     from edge.synth.scene import SceneParams, SyntheticNight
     from edge.synth.writer import write_night, write_video
 
@@ -98,7 +97,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         frame_interval_s=args.interval,
         insects=args.insects,
         seed=args.seed,
-        start=datetime.fromisoformat(args.start),
+        start=parse_start(args.start),
     )
     night = SyntheticNight(params)
     out = Path(args.out)
