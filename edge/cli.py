@@ -146,7 +146,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", action="store_true", help="write one video file instead of frames")
     p.add_argument("--fps", type=float, default=10.0)
     p.set_defaults(func=cmd_synth)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Commands from the desktop packages (`train`, `convert`), found through entry points.
+
+    `edge` must not import them (the trap installs no TensorFlow), so they register
+    themselves under the `trapcam.commands` entry-point group; each `register(sub)` adds its
+    parser and imports its heavy modules only when its command runs.
+    """
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group="trapcam.commands"), key=lambda e: e.name):
+        try:
+            register = entry.load()
+        except Exception as exc:  # a broken plugin must not take down the trap's own commands
+            log.warning("command %s could not be loaded: %s", entry.name, exc)
+            continue
+        register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -477,8 +477,8 @@ def format_validation_error(
     return messages[0] if len(messages) == 1 else " | ".join(messages)
 
 
-def parse_config(text: str, filename: str = "<config>") -> TrapConfig:
-    """Validate YAML text into a TrapConfig; raise ConfigError with file, line, key and value."""
+def read_yaml(text: str, filename: str) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    """Parse a YAML mapping and the 1-based line of every key path (for error messages)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -488,7 +488,7 @@ def parse_config(text: str, filename: str = "<config>") -> TrapConfig:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{filename}{line}: not valid YAML: {problem}") from None
     if raw is None:
-        raise ConfigError(f"{filename}: the file is empty; expected at least a 'source' section")
+        raise ConfigError(f"{filename}: the file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{filename}:1: expected a mapping of keys at the top level, got {type(raw).__name__}"
@@ -496,10 +496,21 @@ def parse_config(text: str, filename: str = "<config>") -> TrapConfig:
     lines: dict[tuple[Any, ...], int] = {}
     if node is not None:
         _line_index(node, (), lines)
+    return raw, lines
+
+
+def validate(model: type[BaseModel], text: str, filename: str) -> Any:
+    """Validate YAML text against a schema; ConfigError with file, line, key path and value."""
+    raw, lines = read_yaml(text, filename)
     try:
-        return TrapConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, raw, lines, filename)) from None
+
+
+def parse_config(text: str, filename: str = "<config>") -> TrapConfig:
+    """Validate YAML text into a TrapConfig; raise ConfigError with file, line, key and value."""
+    return validate(TrapConfig, text, filename)
 
 
 def load_config(path: str | Path) -> TrapConfig:

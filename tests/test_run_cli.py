@@ -58,8 +58,15 @@ def one_error_line(stderr: str) -> str:
 def test_help_lists_the_subcommands() -> None:
     out = trapcam("--help")
     assert out.returncode == 0
-    for command in ("run", "validate-config", "synth"):
+    for command in ("run", "validate-config", "synth", "train"):
         assert command in out.stdout
+
+
+def test_train_is_registered_from_the_desktop_package_and_reports_bad_input(tmp_path: Path) -> None:
+    """`train` comes in through the trapcam.commands entry point; edge itself never imports it."""
+    out = trapcam("train", "--config", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 2
+    assert "nope.yaml: training config not found" in one_error_line(out.stderr)
 
 
 def test_validate_config_accepts_the_examples_and_names_a_bad_key(tmp_path: Path) -> None:

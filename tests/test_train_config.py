@@ -1,0 +1,47 @@
+"""The training config behaves like the trap's: unknown keys and bad values are one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.errors import ConfigError
+from train.config import load_train_config, parse_train_config
+
+MINIMAL = "run_dir: runs/r1\ndata:\n  kind: synthetic\n"
+
+
+def test_minimal_config_fills_in_defaults() -> None:
+    cfg = parse_train_config(MINIMAL)
+    assert cfg.run_dir == Path("runs/r1")
+    assert cfg.model.heads == "hierarchical" and cfg.data.image_size == 224
+    assert cfg.training.stage2.learning_rate < cfg.training.stage1.learning_rate
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        (
+            MINIMAL + "model:\n  backbone: vgg16\n",
+            ["t.yaml:5", "model.backbone", "'vgg16'", "'mobilenet_v2'"],
+        ),
+        (MINIMAL + "model:\n  loss_weights: {genus: 1}\n", ["model", "unknown level(s) ['genus']"]),
+        ("run_dir: r\ndata:\n  kind: folder\n", ["t.yaml:2", "data", "path is required"]),
+        (
+            MINIMAL + "training:\n  stage1:\n    epoch: 3\n",
+            ["t.yaml:6", "training.stage1.epoch", "no such key"],
+        ),
+        ("data: {kind: synthetic}\n", ["run_dir", "required"]),
+    ],
+)
+def test_bad_training_configs(text: str, parts: list[str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_train_config(text, "t.yaml")
+    for part in parts:
+        assert part in str(info.value), str(info.value)
+
+
+def test_missing_training_config_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train\.yaml: training config not found"):
+        load_train_config(tmp_path / "train.yaml")

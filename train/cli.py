@@ -1,0 +1,30 @@
+"""`trapcam train`: registered with the trap's CLI through the `trapcam.commands` entry point."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+from edge.errors import TrapcamError
+
+
+class MissingExtraError(TrapcamError):
+    """The training dependencies (Keras, TensorFlow) are not installed."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an insect classifier (desktop/GPU; needs trapcam[train])")
+    p.add_argument("--config", required=True, help="training YAML file")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("keras") is None:
+        raise MissingExtraError("trapcam train needs Keras: pip install 'trapcam[train]'")
+    from train.config import load_train_config
+    from train.run import train
+
+    cfg = load_train_config(args.config)
+    summary = train(cfg)
+    print(summary.describe())
+    return 0

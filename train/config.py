@@ -1,0 +1,159 @@
+"""The training configuration: one YAML file, validated like the trap's own config.
+
+Unknown keys are errors and every error names file, line, key path, value and what was
+expected (the loader is `edge.config`'s, so both files behave the same for a user).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edge.config import Section, validate
+from edge.errors import ConfigError
+
+LEVELS = ("order", "family", "species")
+
+
+class SyntheticData(Section):
+    """Crops rendered by the synthetic scene generator (tests, demo)."""
+
+    species: list[str] | None = Field(None, description="species names from edge.synth; default: all")
+    per_class: int = Field(150, ge=5, description="crops per species")
+    background: Literal["sheet", "flowers", "mixed"] = "sheet"
+
+
+class DataConfig(Section):
+    """Where the labelled crops come from and how they are split and fed."""
+
+    kind: Literal["folder", "nested", "csv", "synthetic"] = "folder"
+    path: Path | None = Field(
+        None,
+        description="folder: one sub-folder per species; nested: order/family/species folders; "
+        "csv: a CSV file with columns path,species[,family,order]",
+    )
+    taxonomy: Path | None = Field(
+        None, description="CSV with columns species,family,order (kind folder or csv without those columns)"
+    )
+    synthetic: SyntheticData = SyntheticData()
+    image_size: int = Field(
+        224, ge=32, le=1024, description="square input size of the model (128 and 224 common)"
+    )
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    min_per_class: int = Field(
+        3, ge=3, description="fewer images than this in a class is an error (each split needs one)"
+    )
+    batch_size: int = Field(32, ge=1, le=4096)
+    cache: Literal["memory", "none"] = Field("memory", description="keep decoded, resized images in memory")
+    pipeline: Literal["auto", "tf.data", "python"] = Field(
+        "auto", description="tf.data on the TensorFlow backend; a Python loader elsewhere (JAX)"
+    )
+
+    @model_validator(mode="after")
+    def _path_for_kind(self) -> DataConfig:
+        if self.kind != "synthetic" and self.path is None:
+            raise ValueError(f"path is required for data kind '{self.kind}'")
+        return self
+
+
+class AugmentConfig(Section):
+    """Keras preprocessing layers, active only while training."""
+
+    flip: bool = True
+    rotation: float = Field(0.1, ge=0, le=0.5, description="fraction of a full turn")
+    zoom: float = Field(0.1, ge=0, le=0.5)
+    contrast: float = Field(0.2, ge=0, le=1)
+    brightness: float = Field(0.2, ge=0, le=1)
+
+
+class ModelConfig(Section):
+    """Backbone, heads and what the exported model takes (raw 0-255 RGB)."""
+
+    backbone: Literal[
+        "mobilenet_v2",
+        "mobilenet_v3_large_minimalistic",
+        "efficientnet_b0",
+        "efficientnet_b3",
+        "resnet50",
+    ] = "mobilenet_v2"
+    weights: str = Field("imagenet", description="'imagenet', 'none', or a path to a weights file")
+    alpha: float = Field(1.0, gt=0, le=1.4, description="width multiplier (MobileNets only)")
+    heads: Literal["flat", "hierarchical"] = "hierarchical"
+    flat_level: Literal["order", "family", "species"] = "species"
+    hidden_units: int = Field(256, ge=8, description="units of each head's hidden FC-ReLU layer")
+    dropout: float = Field(0.3, ge=0, lt=1)
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {"order": 0.5, "family": 0.75, "species": 1.0}
+    )
+    consistency_weight: float = Field(
+        0.0, ge=0, description="weight of KL(species summed per family || family head); 0 = off"
+    )
+
+    @model_validator(mode="after")
+    def _loss_weight_levels(self) -> ModelConfig:
+        unknown = set(self.loss_weights) - set(LEVELS)
+        if unknown:
+            raise ValueError(f"loss_weights has unknown level(s) {sorted(unknown)}; expected {list(LEVELS)}")
+        return self
+
+
+class StageConfig(Section):
+    epochs: int = Field(10, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class FineTuneConfig(StageConfig):
+    learning_rate: float = Field(1e-5, gt=0)
+    unfreeze: Literal["top", "all"] = "top"
+    unfreeze_layers: int = Field(30, ge=1, description="with unfreeze: top, how many backbone layers")
+
+
+class TrainingConfig(Section):
+    stage1: StageConfig = StageConfig()
+    stage2: FineTuneConfig = FineTuneConfig()
+    early_stopping_patience: int = Field(5, ge=1)
+    class_weighting: Literal["balanced", "none"] = "balanced"
+    mixed_precision: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: on when a GPU is present"
+    )
+    distribute: Literal["auto", "off"] = Field("auto", description="auto: MirroredStrategy over several GPUs")
+
+
+class EvaluationConfig(Section):
+    threshold_k: float = Field(
+        1.0,
+        ge=0,
+        description="per-class abstention threshold = mean - k * std of the top score (Bjerge et al.)",
+    )
+    gradcam_samples: int = Field(8, ge=0)
+
+
+class TrainConfig(Section):
+    """The whole training file."""
+
+    run_dir: Path = Field(description="everything the run writes goes here; `convert` needs only this")
+    seed: int = 0
+    data: DataConfig
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+
+def parse_train_config(text: str, filename: str = "<train config>") -> TrainConfig:
+    """Validate YAML text into a TrainConfig; ConfigError names file, line, key and value."""
+    return validate(TrainConfig, text, filename)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: training config not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read training config: {exc}") from None
+    return parse_train_config(text, str(path))
