@@ -22,9 +22,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("keras") is None:
         raise MissingExtraError("trapcam train needs Keras: pip install 'trapcam[train]'")
     from train.config import load_train_config
+
+    cfg = load_train_config(args.config)  # a bad file fails before Keras and TensorFlow load
     from train.run import train
 
-    cfg = load_train_config(args.config)
     summary = train(cfg)
     print(summary.describe())
     return 0
