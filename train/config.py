@@ -23,6 +23,9 @@ class SyntheticData(Section):
     species: list[str] | None = Field(None, description="species names from edge.synth; default: all")
     per_class: int = Field(150, ge=5, description="crops per species")
     background: Literal["sheet", "flowers", "mixed"] = "sheet"
+    size: int | None = Field(
+        None, ge=16, le=1024, description="side of the crops written to disk; default: data.image_size"
+    )
 
 
 class DataConfig(Section):
@@ -120,6 +123,9 @@ class TrainingConfig(Section):
         "auto", description="auto: on when a GPU is present"
     )
     distribute: Literal["auto", "off"] = Field("auto", description="auto: MirroredStrategy over several GPUs")
+    progress: Literal["bar", "epoch", "off"] = Field(
+        "bar", description="Keras progress output: a bar per epoch, one line per epoch, or nothing"
+    )
 
 
 class EvaluationConfig(Section):
@@ -129,6 +135,10 @@ class EvaluationConfig(Section):
         description="per-class abstention threshold = mean - k * std of the top score (Bjerge et al.)",
     )
     gradcam_samples: int = Field(8, ge=0)
+    gradcam_level: Literal["order", "family", "species"] | None = Field(
+        None, description="output whose Grad-CAM maps are drawn; default: the finest level of the model"
+    )
+    top_k: int = Field(3, ge=1, description="also report top-k accuracy (levels with more than k classes)")
 
 
 class TrainConfig(Section):

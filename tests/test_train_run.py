@@ -1,0 +1,168 @@
+"""`trapcam train` end to end on a synthetic dataset: a small model from scratch on the CPU.
+
+6 species in 4 families and 2 orders, 96 px, MobileNetV2 (alpha 0.35, weights none). The test
+computes the figures itself from the saved model and the saved test split and checks that the
+report says the same.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECIES = [
+    "Noctua pronuba",
+    "Autographa gamma",
+    "Opisthograptis luteolata",
+    "Cabera pusaria",
+    "Coccinella septempunctata",
+    "Pterostichus melanarius",
+]
+CONFIG = """\
+run_dir: {run_dir}
+seed: 1
+data:
+  kind: synthetic
+  image_size: 96
+  batch_size: 32
+  synthetic:
+    species: [{species}]
+    per_class: 100
+model:
+  backbone: mobilenet_v2
+  weights: none
+  alpha: 0.35
+  hidden_units: 64
+  dropout: 0.2
+training:
+  stage1: {{epochs: 0}}
+  stage2: {{epochs: 30, learning_rate: 0.001, unfreeze: all}}
+  early_stopping_patience: 8
+  progress: "off"
+evaluation:
+  gradcam_samples: 4
+"""
+
+
+def _train(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "train", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    work = tmp_path_factory.mktemp("train")
+    run_dir = work / "run"
+    config = work / "train.yaml"
+    config.write_text(CONFIG.format(run_dir=run_dir, species=", ".join(SPECIES)), encoding="utf-8")
+    out = _train(config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir, config, out.stdout
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
+    f1s = []
+    for c in range(n):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(f1s))
+
+
+def test_small_model_learns_every_level(run: tuple[Path, Path, str]) -> None:
+    run_dir, _, stdout = run
+    report = json.loads((run_dir / "report.json").read_text())
+    for level in ("order", "family", "species"):
+        assert report["metrics"][level]["macro_f1"] >= 0.90, (level, report["metrics"][level]["macro_f1"])
+    assert report["hierarchical_consistency"] >= 0.99
+    assert "macro F1" in stdout and str(run_dir / "report.md") in stdout
+
+
+def test_report_holds_the_numbers_the_test_computes_itself(run: tuple[Path, Path, str]) -> None:
+    import keras
+
+    import train.model  # noqa: F401  (registers the custom layers for loading)
+    from edge.classify.taxonomy import Taxonomy
+    from train.dataset import read_splits
+    from train.inputs import load_images
+
+    run_dir, _, _ = run
+    meta = json.loads((run_dir / "run.json").read_text())
+    report = json.loads((run_dir / "report.json").read_text())
+    splits = read_splits(run_dir / "splits.csv")
+    assert {s.species for s in splits.test} == set(SPECIES)
+    assert not {s.path for s in splits.test} & {s.path for s in splits.train}
+
+    model = keras.saving.load_model(run_dir / "model.keras")
+    images = load_images(splits.test, meta["input"]["height"])
+    probs = model.predict(images.astype("float32"), verbose=0)
+    predicted = {level: np.argmax(np.asarray(probs[level]), axis=1) for level in meta["levels"]}
+    for level in meta["levels"]:
+        labels = meta["labels"][level]
+        truth = np.array([labels.index(s.label(level)) for s in splits.test])
+        accuracy = float(np.mean(predicted[level] == truth))
+        assert report["metrics"][level]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+        assert report["metrics"][level]["macro_f1"] == pytest.approx(
+            _macro_f1(truth, predicted[level], len(labels)), abs=1e-6
+        )
+    # Hierarchical consistency: the predicted species lies under the predicted family.
+    taxonomy = Taxonomy(tuple(meta["levels"]), meta["taxonomy_parents"])
+    species, families = meta["labels"]["species"], meta["labels"]["family"]
+    consistent = [
+        taxonomy.parent("species", species[s]) == families[f]
+        for s, f in zip(predicted["species"], predicted["family"], strict=True)
+    ]
+    assert report["hierarchical_consistency"] == pytest.approx(float(np.mean(consistent)), abs=1e-6)
+
+
+def test_run_folder_holds_what_convert_needs(run: tuple[Path, Path, str]) -> None:
+    run_dir, _, _ = run
+    for name in (
+        "model.keras",
+        "run.json",
+        "thresholds.json",
+        "splits.csv",
+        "class_counts.csv",
+        "history.csv",
+        "report.md",
+        "report.json",
+        "training_curves.png",
+        "confusion_species.csv",
+        "confusion_species.png",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert len(list((run_dir / "gradcam").glob("*.png"))) == 4
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["levels"] == ["order", "family", "species"]
+    assert sorted(meta["labels"]["species"]) == sorted(SPECIES)
+    assert meta["input"] == {"height": 96, "width": 96, "colour_order": "RGB", "range": [0, 255]}
+    thresholds = json.loads((run_dir / "thresholds.json").read_text())["levels"]
+    for level in meta["levels"]:
+        values = thresholds[level]["thresholds"]
+        assert len(values) == len(meta["labels"][level]) and all(0.0 <= v <= 1.0 for v in values)
+
+
+def test_running_a_finished_run_again_trains_nothing_and_reports_the_same(
+    run: tuple[Path, Path, str],
+) -> None:
+    run_dir, config, _ = run
+    before = json.loads((run_dir / "report.json").read_text())
+    history_rows = (run_dir / "history.csv").read_text().count("\n")
+    out = _train(config)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = json.loads((run_dir / "report.json").read_text())
+    assert (run_dir / "history.csv").read_text().count("\n") == history_rows
+    for level in ("order", "family", "species"):
+        assert after["metrics"][level]["macro_f1"] == pytest.approx(before["metrics"][level]["macro_f1"])
