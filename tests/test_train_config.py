@@ -45,3 +45,10 @@ def test_bad_training_configs(text: str, parts: list[str]) -> None:
 def test_missing_training_config_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"train\.yaml: training config not found"):
         load_train_config(tmp_path / "train.yaml")
+
+
+def test_example_training_configs_are_valid() -> None:
+    root = Path(__file__).resolve().parents[1] / "examples"
+    for name in ("train-synthetic.yaml", "train-moths.yaml"):
+        cfg = load_train_config(root / name)
+        assert cfg.model.heads == "hierarchical"
