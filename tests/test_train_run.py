@@ -149,9 +149,14 @@ def test_run_folder_holds_what_convert_needs(run: tuple[Path, Path, str]) -> Non
     assert sorted(meta["labels"]["species"]) == sorted(SPECIES)
     assert meta["input"] == {"height": 96, "width": 96, "colour_order": "RGB", "range": [0, 255]}
     thresholds = json.loads((run_dir / "thresholds.json").read_text())["levels"]
+    report = json.loads((run_dir / "report.json").read_text())
     for level in meta["levels"]:
         values = thresholds[level]["thresholds"]
         assert len(values) == len(meta["labels"][level]) and all(0.0 <= v <= 1.0 for v in values)
+        # The bundle's thresholds (run.json), the thresholds file and the report agree class by class.
+        assert meta["thresholds"][level] == pytest.approx(values)
+        per_class = report["thresholds"][level]["per_class"]
+        assert [per_class[label] for label in meta["labels"][level]] == pytest.approx(values)
 
 
 def test_running_a_finished_run_again_trains_nothing_and_reports_the_same(

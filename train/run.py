@@ -80,11 +80,12 @@ def train(cfg: TrainConfig) -> TrainSummary:
         write_splits,
     )
     from train.evaluate import (
-        abstention_thresholds,
         hierarchical_consistency,
         level_metrics,
         plot_history,
         predict,
+        threshold_details,
+        threshold_summary,
         write_confusion,
         write_thresholds,
     )
@@ -147,6 +148,7 @@ def train(cfg: TrainConfig) -> TrainSummary:
     metrics: dict[str, dict[str, Any]] = {}
     files: dict[str, Path] = {"model": model_path}
     thresholds: dict[str, list[float]] = {}
+    threshold_report: dict[str, dict[str, Any]] = {}
     for level in levels:
         labels = dataset.labels[level]
         metrics[level] = level_metrics(
@@ -155,9 +157,9 @@ def train(cfg: TrainConfig) -> TrainSummary:
         csv_path, png_path = run_dir / f"confusion_{level}.csv", run_dir / f"confusion_{level}.png"
         write_confusion(np.asarray(metrics[level]["confusion"]), labels, csv_path, png_path)
         files[f"confusion_{level}"] = png_path
-        thresholds[level] = abstention_thresholds(
-            probs_train[level], y["train"][level], cfg.evaluation.threshold_k
-        )
+        details = threshold_details(probs_train[level], y["train"][level], cfg.evaluation.threshold_k)
+        thresholds[level] = [float(d["threshold"]) for d in details]
+        threshold_report[level] = threshold_summary(details, labels) | {"k": cfg.evaluation.threshold_k}
     consistency = None
     if len(levels) > 1:
         predicted = {level: np.argmax(probs_test[level], axis=1) for level in levels}
@@ -201,9 +203,7 @@ def train(cfg: TrainConfig) -> TrainSummary:
         "levels": list(levels),
         "metrics": metrics,
         "hierarchical_consistency": consistency,
-        "thresholds": {
-            lvl: {"mean": float(np.mean(t)), "min": float(np.min(t))} for lvl, t in thresholds.items()
-        },
+        "thresholds": threshold_report,
         "parameters": count_params(model),
         "training": {
             "seconds": train_seconds,
