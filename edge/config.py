@@ -513,13 +513,17 @@ def parse_config(text: str, filename: str = "<config>") -> TrapConfig:
     return validate(TrapConfig, text, filename)
 
 
+def read_config_text(path: Path, what: str = "config file") -> str:
+    """The file's text, or one ConfigError line saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
+
+
 def load_config(path: str | Path) -> TrapConfig:
     """Read and validate a config file. Relative paths inside stay relative to the working dir."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
-    return parse_config(text, str(path))
+    return parse_config(read_config_text(path), str(path))

@@ -11,8 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from edge.config import Section, validate
-from edge.errors import ConfigError
+from edge.config import Section, read_config_text, validate
 
 LEVELS = ("order", "family", "species")
 
@@ -160,10 +159,4 @@ def parse_train_config(text: str, filename: str = "<train config>") -> TrainConf
 
 def load_train_config(path: str | Path) -> TrainConfig:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: training config not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read training config: {exc}") from None
-    return parse_train_config(text, str(path))
+    return parse_train_config(read_config_text(path, "training config"), str(path))
