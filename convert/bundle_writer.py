@@ -1,0 +1,320 @@
+"""A training run folder -> a checked model bundle, written all at once.
+
+`convert_run` converts every variant, runs the quantization check through the edge runtime, and
+only then writes the bundle: model.tflite (the chosen variant, role "cpu"), the other variants as
+model_<variant>.tflite (role "reference"), and model.json through edge's own `write_manifest`.
+Everything is written into a temporary folder beside `out_dir` and renamed at the end, so a
+failure (bad run folder, converter error, missed budget) leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from convert.check import (
+    CheckResult,
+    check_budget,
+    figures_for,
+    keras_predict,
+    run_on_edge,
+    truth_indices,
+)
+from convert.tflite import (
+    IO_TYPES,
+    VARIANTS,
+    ConvertError,
+    RunFolder,
+    convert_variants,
+    input_details,
+    load_keras_model,
+    read_run,
+    split_images,
+)
+from edge.classify.bundle import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    BundleManifest,
+    FileRole,
+    InputSpec,
+    OutputHead,
+    TaxonomySpec,
+    file_entries,
+    load_bundle,
+    sha256_file,
+    write_manifest,
+)
+from edge.errors import ConfigError, ModelError
+
+
+@dataclass
+class ConvertResult:
+    """What `convert_run` produced."""
+
+    out_dir: Path
+    manifest: BundleManifest
+    check: CheckResult
+    files: dict[str, str] = field(default_factory=dict)  # file name -> variant
+
+    def describe(self) -> str:
+        lines = [self.check.table(), f"bundle: {self.out_dir}"]
+        for name, variant in self.files.items():
+            entry = self.manifest.files[name]
+            lines.append(f"  {name:24s} {variant:8s} {entry.role:9s} sha256 {entry.sha256[:12]}")
+        return "\n".join(lines)
+
+
+def variant_file(variant: str, bundle_variant: str) -> str:
+    return "model.tflite" if variant == bundle_variant else f"model_{variant}.tflite"
+
+
+def check_options(
+    variants: Sequence[str],
+    io: str,
+    representative: int,
+    budget_pp: float,
+    min_agreement: float,
+    bundle_variant: str,
+) -> tuple[str, ...]:
+    """ConfigError naming the option for a bad value; returns the variants without duplicates."""
+    chosen = tuple(dict.fromkeys(variants))
+    if not chosen:
+        raise ConfigError(f"--variants: name at least one of {list(VARIANTS)}")
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"--variants: unknown variant '{unknown[0]}'; expected some of {list(VARIANTS)}")
+    if bundle_variant not in chosen:
+        raise ConfigError(f"bundle variant '{bundle_variant}' is not among the variants {list(chosen)}")
+    if io not in IO_TYPES:
+        raise ConfigError(f"--io {io!r}: expected one of {list(IO_TYPES)}")
+    if int(representative) < 1:
+        raise ConfigError(f"--representative {representative}: need at least 1 calibration image")
+    if not budget_pp >= 0:
+        raise ConfigError(f"--budget {budget_pp}: expected percentage points >= 0")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ConfigError(f"--min-agreement {min_agreement}: expected a fraction within 0..1")
+    return chosen
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse to replace a folder that is not a bundle (it may hold someone's files)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConvertError(f"{out_dir}: output exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MANIFEST_NAME).is_file():
+        raise ConvertError(f"{out_dir}: output folder exists and is not a model bundle; choose another --out")
+
+
+def make_manifest(
+    run: RunFolder,
+    model_file: str,
+    tflite: bytes | Path,
+    files: Mapping[str, FileRole],
+    directory: Path,
+    validation: Mapping[str, Any] | None = None,
+) -> BundleManifest:
+    """The manifest for `run` whose CPU model is `model_file` (input spec read from its input tensor)."""
+    details = input_details(tflite)
+    height, width = run.size
+    if details["shape"] != [1, height, width, 3]:
+        raise ConvertError(
+            f"{model_file}: converted input shape {details['shape']} is not [1, {height}, {width}, 3]"
+        )
+    dtype = details["dtype"]
+    if dtype not in ("uint8", "int8", "float32"):
+        raise ConvertError(f"{model_file}: converted input type {dtype} is not uint8, int8 or float32")
+    quantized = dtype != "float32"
+    outputs = details["outputs"]
+    heads = []
+    for level in run.levels:
+        labels = run.labels[level]
+        if level not in outputs:
+            raise ConvertError(
+                f"{model_file}: the signature has no output '{level}' (it has {sorted(outputs)});"
+                " the Keras model must output a dict keyed by level"
+            )
+        size = outputs[level][-1]
+        if size != len(labels):
+            raise ConvertError(
+                f"{model_file}: output '{level}' has {size} classes but run.json lists {len(labels)} labels"
+            )
+        heads.append(
+            OutputHead(
+                level=level,
+                signature_output=level,
+                labels=labels,
+                thresholds=run.thresholds.get(level),
+                activation="none",  # the softmax is inside the model
+            )
+        )
+    parents = run.meta.get("taxonomy_parents") or {}
+    return BundleManifest(
+        format_version=FORMAT_VERSION,
+        name=f"{run.meta.get('backbone', 'model')}-{run.path.name}",
+        created_utc=datetime.now(timezone.utc),
+        input=InputSpec(
+            height=height,
+            width=width,
+            dtype=dtype,
+            scale=details["scale"] if quantized else None,
+            zero_point=details["zero_point"] if quantized else None,
+            colour_order="RGB",
+            normalization_in_model=True,
+        ),
+        signature="serving_default",
+        outputs=heads,
+        taxonomy=TaxonomySpec(
+            levels=run.levels, parents={lvl: dict(parents[lvl]) for lvl in run.levels[1:] if lvl in parents}
+        ),
+        files=file_entries(directory, files),
+        validation=dict(validation or {}),
+        training=provenance(run),
+    )
+
+
+def provenance(run: RunFolder) -> dict[str, Any]:
+    """What the model was trained on, from run.json and report.json."""
+    report = run.report
+    metrics = report.get("metrics") or {}
+    test_metrics = {
+        level: {k: metrics[level][k] for k in ("accuracy", "macro_f1", "n") if k in metrics[level]}
+        for level in run.levels
+        if isinstance(metrics.get(level), dict)
+    }
+    config = report.get("config") or {}
+    training = report.get("training") or {}
+    return {
+        "run_dir": str(run.path.resolve()),
+        "model_keras_sha256": sha256_file(run.model_path),
+        "backbone": run.meta.get("backbone"),
+        "weights": run.meta.get("weights"),
+        "seed": run.meta.get("seed"),
+        "levels": run.levels,
+        "image_size": list(run.size),
+        "heads": (config.get("model") or {}).get("heads"),
+        "dataset": report.get("dataset"),
+        "test_metrics": test_metrics,
+        "hierarchical_consistency": report.get("hierarchical_consistency"),
+        "epochs": len(training.get("epochs") or []) or None,
+        "train_seconds": training.get("seconds"),
+    }
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace out_dir by the finished staging folder (the old bundle is removed only afterwards)."""
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old.rmdir()
+        os.replace(out_dir, old)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def convert_run(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    variants: Sequence[str] = VARIANTS,
+    io: str = "uint8",
+    representative: int = 300,
+    budget_pp: float = 1.0,
+    min_agreement: float = 0.99,
+    bundle_variant: str = "int8",
+    *,
+    num_threads: int = 1,
+    echo: Callable[[str], None] | None = None,
+) -> ConvertResult:
+    """Convert a training run folder into a checked model bundle in `out_dir` (default RUN_DIR/bundle).
+
+    ConvertError when the run folder is incomplete, a converter fails (naming the op when it can),
+    or the int8 variant misses the budget (naming the level and both numbers); ConfigError for a
+    bad option. `echo` receives the quantization table (also on a missed budget).
+    """
+    chosen = check_options(variants, io, representative, budget_pp, min_agreement, bundle_variant)
+    run = read_run(Path(run_dir))
+    out_dir = Path(out_dir) if out_dir is not None else run.path / "bundle"
+    _check_out_dir(out_dir)
+    model = load_keras_model(run)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="trapcam-check-") as work:
+            tflites = convert_variants(model, run, chosen, io, representative, work_dir=Path(work))
+            names = {variant_file(v, bundle_variant): v for v in chosen}
+            for name, variant in names.items():
+                (staging / name).write_bytes(tflites[variant])
+
+            images, samples = split_images(run, "test")
+            truth = truth_indices(samples, run.labels)
+            reference = keras_predict(model, images, run.levels)
+            keras_figures = figures_for("keras", truth, reference, reference)
+            gated = "int8" if "int8" in chosen else None
+            result = CheckResult(
+                images=len(images),
+                keras=keras_figures,
+                budget_pp=budget_pp,
+                min_agreement=min_agreement,
+                gated_variant=gated,
+            )
+            for variant in chosen:
+                check_dir = Path(work) / f"bundle-{variant}"
+                check_dir.mkdir()
+                shutil.copyfile(staging / variant_file(variant, bundle_variant), check_dir / "model.tflite")
+                manifest = make_manifest(
+                    run, "model.tflite", tflites[variant], {"model.tflite": "cpu"}, check_dir
+                )
+                write_manifest(check_dir, manifest)
+                try:
+                    probs, timing = run_on_edge(check_dir, images, num_threads=num_threads)
+                except ModelError as exc:
+                    raise ConvertError(f"{variant} model does not run on the edge runtime: {exc}") from None
+                figures = figures_for(variant, truth, reference, probs)
+                figures.size_bytes = len(tflites[variant])
+                figures.invoke_ms_per_crop = timing["invoke_ms_per_crop"]
+                figures.classify_ms_per_crop = timing["classify_ms_per_crop"]
+                spec = manifest.input
+                figures.input = f"{spec.dtype}" + (
+                    f" scale {spec.scale:g} zero point {spec.zero_point}" if spec.scale else ""
+                )
+                result.variants[variant] = figures
+            try:
+                if gated:
+                    check_budget(keras_figures, result.variants[gated], budget_pp, min_agreement)
+            except ConvertError:
+                result.passed = False
+                if echo:
+                    echo(result.table())
+                raise
+            if echo:
+                echo(result.table())
+
+            roles: dict[str, FileRole] = {
+                name: ("cpu" if variant == bundle_variant else "reference") for name, variant in names.items()
+            }
+            validation = result.to_json() | {"bundle_variant": bundle_variant, "io": io}
+            validation["variants"] = {
+                v: figs | {"file": variant_file(v, bundle_variant)}
+                for v, figs in validation["variants"].items()
+            }
+            manifest = make_manifest(
+                run, "model.tflite", tflites[bundle_variant], roles, staging, validation=validation
+            )
+            written = write_manifest(staging, manifest)
+            load_bundle(staging)  # the device's own loader accepts it before it is put in place
+        _swap_in(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ConvertResult(out_dir=out_dir, manifest=written, check=result, files=names)

@@ -1,0 +1,206 @@
+"""The quantization check: Keras float predictions vs each TFLite variant run through the edge runtime.
+
+Every variant is written as a temporary bundle and run by `edge.classify.classifier.Classifier`,
+the code the trap runs (BGR uint8 crops, its own input quantization and output dequantization),
+so what is measured here is what the device will do. Per variant and level: accuracy, macro F1,
+top-1 agreement with Keras, mean absolute probability difference; per variant: file size and
+latency per crop.
+
+`check_budget` is the gate: the int8 model may lose at most `budget_pp` percentage points of
+accuracy and must agree with Keras on top-1 at least `min_agreement` at every level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convert.tflite import ConvertError
+
+
+@dataclass(frozen=True)
+class LevelFigures:
+    """One level of one model: against the truth, and against the Keras float model."""
+
+    accuracy: float
+    macro_f1: float
+    agreement: float  # top-1 agreement with Keras (1.0 for Keras itself)
+    mean_abs_prob_diff: float  # mean |p - p_keras| over crops and classes
+
+
+@dataclass
+class VariantFigures:
+    """One model (a TFLite variant, or "keras") on the test split."""
+
+    variant: str
+    levels: dict[str, LevelFigures]
+    size_bytes: int = 0
+    invoke_ms_per_crop: float = 0.0
+    classify_ms_per_crop: float = 0.0
+    input: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["levels"] = {k: asdict(v) for k, v in self.levels.items()}
+        return out
+
+
+@dataclass
+class CheckResult:
+    """The check's figures: Keras first, then every variant, plus the budget it was held to."""
+
+    images: int
+    keras: VariantFigures
+    variants: dict[str, VariantFigures] = field(default_factory=dict)
+    budget_pp: float = 1.0
+    min_agreement: float = 0.99
+    gated_variant: str | None = "int8"
+    passed: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "split": "test",
+            "images": self.images,
+            "runtime": "edge.classify.classifier.Classifier",
+            "budget_pp": self.budget_pp,
+            "min_agreement": self.min_agreement,
+            "gated_variant": self.gated_variant,
+            "passed": self.passed,
+            "keras": {k: asdict(v) for k, v in self.keras.levels.items()},
+            "variants": {name: v.to_json() for name, v in self.variants.items()},
+        }
+
+    def table(self) -> str:
+        return format_table(self)
+
+
+# ---------------------------------------------------------------- pure figures
+
+
+def macro_f1(truth: np.ndarray, predicted: np.ndarray, classes: int) -> float:
+    """Unweighted mean of per-class F1 over all `classes` (a class never seen nor predicted scores 0)."""
+    scores = []
+    for c in range(classes):
+        tp = int(np.sum((predicted == c) & (truth == c)))
+        fp = int(np.sum((predicted == c) & (truth != c)))
+        fn = int(np.sum((predicted != c) & (truth == c)))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def level_figures(truth: np.ndarray, keras_probs: np.ndarray, probs: np.ndarray) -> LevelFigures:
+    """Figures of `probs` (N x C) against the true class indices and the Keras probabilities (N x C)."""
+    truth = np.asarray(truth).reshape(-1)
+    keras_probs = np.asarray(keras_probs, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != keras_probs.shape or probs.shape[0] != truth.shape[0]:
+        raise ConvertError(
+            f"quantization check: predictions {probs.shape} vs Keras {keras_probs.shape}"
+            f" vs {truth.shape[0]} labels"
+        )
+    predicted = np.argmax(probs, axis=1)
+    reference = np.argmax(keras_probs, axis=1)
+    return LevelFigures(
+        accuracy=float(np.mean(predicted == truth)),
+        macro_f1=macro_f1(truth, predicted, probs.shape[1]),
+        agreement=float(np.mean(predicted == reference)),
+        mean_abs_prob_diff=float(np.mean(np.abs(probs - keras_probs))),
+    )
+
+
+def figures_for(
+    variant: str,
+    truth: Mapping[str, np.ndarray],
+    keras_probs: Mapping[str, np.ndarray],
+    probs: Mapping[str, np.ndarray],
+) -> VariantFigures:
+    """VariantFigures from per-level arrays (no timing): also what tests build by hand."""
+    return VariantFigures(
+        variant, {level: level_figures(truth[level], keras_probs[level], probs[level]) for level in truth}
+    )
+
+
+def check_budget(
+    keras: VariantFigures, candidate: VariantFigures, budget_pp: float = 1.0, min_agreement: float = 0.99
+) -> None:
+    """ConvertError naming the level and both numbers when `candidate` misses the budget at any level."""
+    for level, ref in keras.levels.items():
+        got = candidate.levels[level]
+        drop_pp = 100.0 * (ref.accuracy - got.accuracy)
+        if drop_pp > budget_pp + 1e-9:
+            raise ConvertError(
+                f"{candidate.variant} model loses {drop_pp:.2f} percentage points of accuracy at level"
+                f" '{level}' (Keras {100 * ref.accuracy:.2f}%,"
+                f" {candidate.variant} {100 * got.accuracy:.2f}%);"
+                f" the budget is {budget_pp:g}"
+            )
+        if got.agreement < min_agreement - 1e-12:
+            raise ConvertError(
+                f"{candidate.variant} model agrees with Keras on top-1 for {100 * got.agreement:.2f}% of"
+                f" test crops at level '{level}'; at least {100 * min_agreement:.2f}% is required"
+            )
+
+
+def format_table(result: CheckResult) -> str:
+    """A fixed-width table: one row per model and level."""
+    head = (
+        f"{'model':9s} {'size KB':>8s} {'ms/crop':>8s} {'level':9s} {'accuracy':>9s} {'drop pp':>8s}"
+        f" {'macro F1':>9s} {'agree':>7s} {'|dp|':>7s}"
+    )
+    lines = [f"quantization check on {result.images} test crops (edge runtime)", head, "-" * len(head)]
+    for name, figures in [("keras", result.keras), *result.variants.items()]:
+        for i, (level, fig) in enumerate(figures.levels.items()):
+            ref = result.keras.levels[level]
+            size = f"{figures.size_bytes / 1024:8.1f}" if i == 0 and figures.size_bytes else " " * 8
+            ms = f"{figures.invoke_ms_per_crop:8.3f}" if i == 0 and name != "keras" else " " * 8
+            label = name if i == 0 else ""
+            drop = 100.0 * (ref.accuracy - fig.accuracy)
+            lines.append(
+                f"{label:9s} {size} {ms} {level:9s} {fig.accuracy:9.3f} {drop:8.2f}"
+                f" {fig.macro_f1:9.3f} {fig.agreement:7.3f} {fig.mean_abs_prob_diff:7.4f}"
+            )
+    verdict = "passed" if result.passed else "FAILED"
+    if result.gated_variant:
+        lines.append(
+            f"budget ({result.gated_variant}): accuracy drop <= {result.budget_pp:g} pp, top-1 agreement"
+            f" >= {result.min_agreement:g}: {verdict}"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- running variants on the edge runtime
+
+
+def truth_indices(samples: Sequence[Any], labels: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+    """True class index per level for split samples (train.dataset.Sample)."""
+    out = {}
+    for level, names in labels.items():
+        index = {name: i for i, name in enumerate(names)}
+        out[level] = np.array([index[s.label(level)] for s in samples], dtype=np.int64)
+    return out
+
+
+def keras_predict(model: Any, images_rgb: np.ndarray, levels: Sequence[str], batch: int = 32) -> dict:
+    """Keras float probabilities per level from uint8 RGB images (the model takes RGB 0-255 floats)."""
+    out = model.predict(images_rgb.astype(np.float32), batch_size=batch, verbose=0)
+    if not isinstance(out, dict):
+        out = {levels[0]: out}
+    return {level: np.asarray(out[level], dtype=np.float64) for level in levels}
+
+
+def run_on_edge(bundle_dir: Any, images_rgb: np.ndarray, num_threads: int = 1) -> tuple[dict, dict]:
+    """({level: N x C probs}, timing) of a bundle run by the device's Classifier on BGR crops."""
+    from edge.classify.bundle import load_bundle
+    from edge.classify.classifier import Classifier
+
+    classifier = Classifier(load_bundle(bundle_dir), num_threads=num_threads)
+    crops = np.ascontiguousarray(images_rgb[..., ::-1])  # the device's crops are BGR (OpenCV order)
+    classifier.reset_timing()
+    results = []
+    for crop in crops:  # one at a time, as the trap does; latency per crop from the classifier
+        results.extend(classifier.classify(crop[None]))
+    probs = {level: np.stack([r.probs[level] for r in results]) for level in classifier.levels}
+    return probs, classifier.timing()

@@ -1,0 +1,309 @@
+"""`convert`: a real (tiny) training run -> TFLite variants -> a checked model bundle the edge loads.
+
+The run folder is trained once per module by `train.run.train` on a synthetic dataset (4 species,
+3 families, 2 orders, 64 px, MobileNetV2 alpha 0.35 from scratch). The bundle is then loaded by
+the device's own code (load_bundle + Classifier) and compared with the Keras model crop by crop.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("keras")
+
+from convert.check import LevelFigures, VariantFigures, check_budget, figures_for
+from convert.tflite import ConvertError, converter_failure
+from edge.errors import ConfigError, ModelError
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECIES = ["Noctua pronuba", "Autographa gamma", "Pterostichus melanarius", "Coccinella septempunctata"]
+CONFIG = """\
+run_dir: {run_dir}
+seed: 1
+data:
+  kind: synthetic
+  image_size: 64
+  batch_size: 32
+  synthetic:
+    species: [{species}]
+    per_class: {per_class}
+model:
+  backbone: mobilenet_v2
+  weights: none
+  alpha: 0.35
+  hidden_units: 64
+  dropout: 0.2
+training:
+  stage1: {{epochs: 0}}
+  stage2: {{epochs: {epochs}, learning_rate: 0.001, unfreeze: all}}
+  early_stopping_patience: {epochs}
+  progress: "off"
+evaluation:
+  gradcam_samples: 0
+"""
+PER_CLASS, EPOCHS = 80, 60
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from train.config import load_train_config
+    from train.run import train
+
+    work = tmp_path_factory.mktemp("convert-run")
+    config = work / "train.yaml"
+    config.write_text(
+        CONFIG.format(run_dir=work / "run", species=", ".join(SPECIES), per_class=PER_CLASS, epochs=EPOCHS),
+        encoding="utf-8",
+    )
+    train(load_train_config(config))
+    return work / "run"
+
+
+@pytest.fixture(scope="module")
+def converted(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from convert import convert_run
+
+    out = tmp_path_factory.mktemp("convert-out") / "bundle"
+    tables: list[str] = []
+    result = convert_run(run_dir, out, echo=tables.append)
+    assert tables and "int8" in tables[0]
+    print(tables[0])
+    return result
+
+
+@pytest.fixture(scope="module")
+def keras_and_test(run_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Keras float probabilities on the test split and the test images (uint8 RGB)."""
+    import keras
+
+    import train.model  # noqa: F401  (custom layers)
+    from train.dataset import read_splits
+    from train.inputs import load_images
+
+    meta = json.loads((run_dir / "run.json").read_text())
+    images = load_images(read_splits(run_dir / "splits.csv").test, meta["input"]["height"])
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    probs = model.predict(images.astype("float32"), verbose=0)
+    return {level: np.asarray(probs[level]) for level in meta["levels"]}, images
+
+
+# ---------------------------------------------------------------- the bundle on the edge runtime
+
+
+def test_int8_bundle_reproduces_keras_top1_on_the_edge_runtime(
+    converted: Any, keras_and_test: tuple[dict[str, np.ndarray], np.ndarray]
+) -> None:
+    from edge.classify.bundle import load_bundle
+    from edge.classify.classifier import Classifier
+
+    keras_probs, images = keras_and_test
+    bundle = load_bundle(converted.out_dir)
+    assert bundle.source == "bundle" and bundle.model_path.name == "model.tflite"
+    classifier = Classifier(bundle, num_threads=1)
+    results = classifier.classify(np.ascontiguousarray(images[..., ::-1]))  # BGR like the trap's crops
+    for level, reference in keras_probs.items():
+        got = np.array([np.argmax(r.probs[level]) for r in results])
+        agreement = float(np.mean(got == np.argmax(reference, axis=1)))
+        assert agreement >= 0.99, (level, agreement)
+    assert classifier.input_dtype == "uint8"
+
+
+def test_manifest_describes_the_files_labels_thresholds_and_quantization(
+    converted: Any, run_dir: Path
+) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edge.classify.bundle import read_manifest, sha256_file
+
+    out = converted.out_dir
+    manifest = read_manifest(out / "model.json")
+    meta = json.loads((run_dir / "run.json").read_text())
+    thresholds = json.loads((run_dir / "thresholds.json").read_text())["levels"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["model.json", "model.tflite", "model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite"]
+    )
+    roles = {name: entry.role for name, entry in manifest.files.items()}
+    assert roles == {
+        "model.tflite": "cpu",
+        "model_float32.tflite": "reference",
+        "model_float16.tflite": "reference",
+        "model_dynamic.tflite": "reference",
+    }
+    for name, entry in manifest.files.items():
+        assert entry.sha256 == sha256_file(out / name)
+    assert [h.level for h in manifest.outputs] == meta["levels"] == manifest.taxonomy.levels
+    for head in manifest.outputs:
+        assert head.signature_output == head.level
+        assert head.labels == meta["labels"][head.level]
+        assert head.thresholds == pytest.approx(thresholds[head.level]["thresholds"])
+        assert head.activation == "none"
+    assert manifest.taxonomy.parents == meta["taxonomy_parents"]
+
+    runner = Interpreter(model_path=str(out / "model.tflite")).get_signature_runner("serving_default")
+    details = next(iter(runner.get_input_details().values()))
+    scale, zero_point = details["quantization"]
+    spec = manifest.input
+    assert (spec.height, spec.width, spec.dtype) == (64, 64, "uint8")
+    assert spec.scale == pytest.approx(scale) and spec.zero_point == zero_point
+    assert spec.colour_order == "RGB" and spec.normalization_in_model and spec.float_range is None
+    assert list(details["shape"]) == [1, 64, 64, 3]
+
+    validation = manifest.validation
+    assert validation["passed"] is True and validation["bundle_variant"] == "int8"
+    assert set(validation["variants"]) == {"float32", "float16", "dynamic", "int8"}
+    report = json.loads((run_dir / "report.json").read_text())
+    assert validation["images"] == report["dataset"]["test"]
+    for level in meta["levels"]:
+        assert validation["keras"][level]["accuracy"] == pytest.approx(report["metrics"][level]["accuracy"])
+        int8 = validation["variants"]["int8"]["levels"][level]
+        assert int8["agreement"] >= 0.99
+        assert validation["variants"]["float32"]["levels"][level]["agreement"] == 1.0
+    sizes = {v: validation["variants"][v]["size_bytes"] for v in validation["variants"]}
+    assert sizes["int8"] < sizes["float32"] / 2
+    training = manifest.training
+    assert training["backbone"] == "mobilenet_v2" and training["weights"] == "none" and training["seed"] == 1
+    assert training["test_metrics"]["species"]["accuracy"] == report["metrics"]["species"]["accuracy"]
+
+
+def test_bundle_verify_and_inspect(converted: Any) -> None:
+    out = _cli("bundle", "verify", str(converted.out_dir), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok") and "species 4" in out.stdout
+
+    out = _cli("bundle", "inspect", str(converted.out_dir), timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for level, count in (("order", 2), ("family", 3), ("species", 4)):
+        assert any(line.split()[:3] == [level, str(count), "labels"] for line in text.splitlines()), text
+    assert "uint8" in text and "model_float16.tflite" in text and "passed" in text
+
+
+def test_corrupted_bundle_is_refused(converted: Any, tmp_path: Path) -> None:
+    from edge.classify.bundle import load_bundle
+
+    bad = shutil.copytree(converted.out_dir, tmp_path / "bad")
+    model = bad / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        load_bundle(bad)
+    out = _cli("bundle", "verify", str(bad), timeout=60)
+    assert out.returncode != 0
+    assert len(out.stderr.strip().splitlines()) == 1 and "sha256 mismatch" in out.stderr, out.stderr
+
+    # a damaged reference variant is caught by verify even though the CPU model is intact
+    ref = shutil.copytree(converted.out_dir, tmp_path / "ref")
+    with open(ref / "model_float16.tflite", "ab") as handle:
+        handle.write(b"\0")
+    load_bundle(ref)
+    out = _cli("bundle", "verify", str(ref), timeout=60)
+    assert out.returncode != 0 and "model_float16.tflite" in out.stderr, out.stderr
+
+
+# ---------------------------------------------------------------- bad input, nothing left behind
+
+
+@pytest.mark.parametrize("missing", ["model.keras", "run.json"])
+def test_incomplete_run_folder_gives_one_line_and_no_output(
+    run_dir: Path, tmp_path: Path, missing: str
+) -> None:
+    from convert import convert_run
+
+    partial = tmp_path / "run"
+    partial.mkdir()
+    for name in ("run.json", "thresholds.json", "splits.csv", "report.json", "model.keras"):
+        if name != missing:
+            shutil.copy(run_dir / name, partial / name)
+    out = tmp_path / "out" / "bundle"
+    with pytest.raises(ConvertError) as info:
+        convert_run(partial, out)
+    message = str(info.value)
+    assert "\n" not in message and missing in message
+    assert not out.exists() and not (tmp_path / "out").exists()
+
+    cli = _cli("convert", str(partial), "--out", str(out), timeout=120)
+    assert cli.returncode == 1
+    assert _last_line(cli.stderr).startswith("trapcam: error:") and missing in cli.stderr
+    assert not out.exists()
+
+
+def test_invalid_options_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    from convert import convert_run
+
+    with pytest.raises(ConfigError, match="min-agreement"):
+        convert_run(tmp_path / "nowhere", min_agreement=1.01)
+    with pytest.raises(ConfigError, match="bundle variant 'int8'"):
+        convert_run(tmp_path / "nowhere", variants=["float32"])
+    out = _cli("convert", str(tmp_path), "--min-agreement", "1.01", timeout=60)
+    assert out.returncode == 2 and "--min-agreement" in out.stderr and "outside 0..1" in out.stderr
+
+
+def test_missed_budget_names_the_level_and_both_numbers() -> None:
+    truth = {"order": np.array([0, 1, 0, 1]), "species": np.array([0, 1, 2, 3])}
+    keras = {"order": np.eye(2)[[0, 1, 0, 1]], "species": np.eye(4)}
+    int8 = {"order": np.eye(2)[[0, 1, 0, 1]], "species": np.eye(4)[[0, 1, 2, 2]]}  # one species wrong
+    reference = figures_for("keras", truth, keras, keras)
+    quantized = figures_for("int8", truth, keras, int8)
+    assert quantized.levels["species"].agreement == 0.75
+    with pytest.raises(ConvertError) as info:
+        check_budget(reference, quantized, budget_pp=1.0, min_agreement=0.99)
+    message = str(info.value)
+    assert "'species'" in message and "100.00%" in message and "75.00%" in message and "25.00" in message
+    check_budget(reference, quantized, budget_pp=30.0, min_agreement=0.7)  # a looser budget passes
+
+    # agreement alone: accuracy unchanged, but the model changed its mind on two crops
+    fig = VariantFigures(
+        "int8", {"order": LevelFigures(accuracy=1.0, macro_f1=1.0, agreement=0.98, mean_abs_prob_diff=0.01)}
+    )
+    ref = VariantFigures("keras", {"order": LevelFigures(1.0, 1.0, 1.0, 0.0)})
+    with pytest.raises(ConvertError, match=r"98\.00% of test crops at level 'order'; at least 99\.00%"):
+        check_budget(ref, fig, budget_pp=1.0, min_agreement=0.99)
+
+
+def test_converter_failures_name_the_op() -> None:
+    assert "op 'HARD_SWISH'" in str(
+        converter_failure("int8", "Quantization not yet supported for op: 'HARD_SWISH'.")
+    )
+    assert "op 'tf.ImageProjectiveTransformV3'" in str(
+        converter_failure("int8", "loc(x): error: 'tf.ImageProjectiveTransformV3' op is neither a custom op")
+    )
+    assert "op 'HARD_SWISH'" in str(converter_failure("int8", "failed to quantize HARD_SWISH node"))
+    message = str(converter_failure("int8", "\nsomething odd happened\nsecond line"))
+    assert message == "int8 conversion failed: something odd happened"
+
+
+# ---------------------------------------------------------------- the command end to end
+
+
+def test_convert_command_end_to_end(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli-bundle"
+    cli = _cli(
+        "convert", str(run_dir), "--out", str(out), "--variants", "float32", "int8", "--representative", "100"
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert "quantization check on" in cli.stdout and "int8" in cli.stdout and "passed" in cli.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.tflite", "model_float32.tflite"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+    verify = _cli("bundle", "verify", str(out), timeout=60)
+    assert verify.returncode == 0, verify.stderr
