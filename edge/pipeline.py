@@ -101,13 +101,7 @@ class Pipeline:
         )
         taxonomy: Taxonomy | None = self.classifier.bundle.taxonomy if self.classifier else None
         self.crop_size = self.classifier.input_size[0] if self.classifier else DEFAULT_CROP_SIZE
-        self.db = Database(
-            cfg.database_path,
-            crops_root=cfg.crops_path,
-            jpeg_quality=cfg.storage.jpeg_quality,
-            batch_size=cfg.storage.batch_size,
-            flush_interval_s=cfg.storage.flush_interval_s,
-        )
+        self.db = Database.from_config(cfg)  # every storage setting, not a hand-picked few
         next_track_id, self._next_detection_id = self.db.next_ids()
         self.tracker = Tracker(cfg.tracker, taxonomy=taxonomy, first_track_id=next_track_id)
         self.record_tracks = record_tracks
