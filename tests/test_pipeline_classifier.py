@@ -154,9 +154,7 @@ def test_tracks_the_model_calls_background_are_kept_but_not_counted(tmp_path: Pa
 
 def test_every_storage_setting_reaches_the_database(tmp_path: Path) -> None:
     """Settings in the storage section are used, not silently dropped between config and writer."""
-    cfg = synthetic_config(
-        tmp_path / "data", "storage:\n  max_queue_items: 7\n  max_queue_mb: 3\n"
-    )
+    cfg = synthetic_config(tmp_path / "data", "storage:\n  max_queue_items: 7\n  max_queue_mb: 3\n")
     pipeline = Pipeline(cfg, source=_ColourPatches([(255, 0, 0)], frames=2))
     try:
         assert pipeline.db._max_items == 7
