@@ -30,36 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from train.presets import synthetic_run_config
+
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 THREADS = (1, 2)
 WARMUP = 20
-# tests/test_convert.py's training config (a tiny run that converges in about a minute)
+# The species of tests/test_convert.py's tiny run (train.presets: converges in about a minute)
 SPECIES = ["Noctua pronuba", "Autographa gamma", "Pterostichus melanarius", "Coccinella septempunctata"]
-CONFIG = """\
-run_dir: {run_dir}
-seed: 1
-data:
-  kind: synthetic
-  image_size: 64
-  batch_size: 32
-  synthetic:
-    species: [{species}]
-    per_class: {per_class}
-model:
-  backbone: mobilenet_v2
-  weights: none
-  alpha: 0.35
-  hidden_units: 64
-  dropout: 0.2
-training:
-  stage1: {{epochs: 0}}
-  stage2: {{epochs: {epochs}, learning_rate: 0.001, unfreeze: all}}
-  early_stopping_patience: {epochs}
-  progress: "off"
-evaluation:
-  gradcam_samples: 0
-"""
-PER_CLASS, EPOCHS = 80, 60
 
 
 def train_tiny_run(work: Path) -> tuple[Path, float]:
@@ -69,7 +46,7 @@ def train_tiny_run(work: Path) -> tuple[Path, float]:
 
     config = work / "train.yaml"
     config.write_text(
-        CONFIG.format(run_dir=work / "run", species=", ".join(SPECIES), per_class=PER_CLASS, epochs=EPOCHS),
+        synthetic_run_config(work / "run", SPECIES),
         encoding="utf-8",
     )
     started = time.perf_counter()

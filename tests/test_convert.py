@@ -23,34 +23,10 @@ pytest.importorskip("keras")
 from convert.check import LevelFigures, VariantFigures, check_budget, figures_for
 from convert.tflite import ConvertError, converter_failure
 from edge.errors import ConfigError, ModelError
+from train.presets import synthetic_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIES = ["Noctua pronuba", "Autographa gamma", "Pterostichus melanarius", "Coccinella septempunctata"]
-CONFIG = """\
-run_dir: {run_dir}
-seed: 1
-data:
-  kind: synthetic
-  image_size: 64
-  batch_size: 32
-  synthetic:
-    species: [{species}]
-    per_class: {per_class}
-model:
-  backbone: mobilenet_v2
-  weights: none
-  alpha: 0.35
-  hidden_units: 64
-  dropout: 0.2
-training:
-  stage1: {{epochs: 0}}
-  stage2: {{epochs: {epochs}, learning_rate: 0.001, unfreeze: all}}
-  early_stopping_patience: {epochs}
-  progress: "off"
-evaluation:
-  gradcam_samples: 0
-"""
-PER_CLASS, EPOCHS = 80, 60
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -72,7 +48,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("convert-run")
     config = work / "train.yaml"
     config.write_text(
-        CONFIG.format(run_dir=work / "run", species=", ".join(SPECIES), per_class=PER_CLASS, epochs=EPOCHS),
+        synthetic_run_config(work / "run", SPECIES),
         encoding="utf-8",
     )
     train(load_train_config(config))

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from train.presets import synthetic_run_config
+
 ROOT = Path(__file__).resolve().parents[1]
 SPECIES = [
     "Noctua pronuba",
@@ -24,30 +26,6 @@ SPECIES = [
     "Coccinella septempunctata",
     "Pterostichus melanarius",
 ]
-CONFIG = """\
-run_dir: {run_dir}
-seed: 1
-data:
-  kind: synthetic
-  image_size: 96
-  batch_size: 32
-  synthetic:
-    species: [{species}]
-    per_class: 100
-model:
-  backbone: mobilenet_v2
-  weights: none
-  alpha: 0.35
-  hidden_units: 64
-  dropout: 0.2
-training:
-  stage1: {{epochs: 0}}
-  stage2: {{epochs: 30, learning_rate: 0.001, unfreeze: all}}
-  early_stopping_patience: 8
-  progress: "off"
-evaluation:
-  gradcam_samples: 4
-"""
 
 
 def _train(config: Path) -> subprocess.CompletedProcess[str]:
@@ -65,7 +43,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     work = tmp_path_factory.mktemp("train")
     run_dir = work / "run"
     config = work / "train.yaml"
-    config.write_text(CONFIG.format(run_dir=run_dir, species=", ".join(SPECIES)), encoding="utf-8")
+    text = synthetic_run_config(
+        run_dir, SPECIES, image_size=96, per_class=100, epochs=30, patience=8, gradcam_samples=4
+    )
+    config.write_text(text, encoding="utf-8")
     out = _train(config)
     assert out.returncode == 0, out.stderr[-3000:]
     return run_dir, config, out.stdout
