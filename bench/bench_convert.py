@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.bench_loop import cpu_name
 from train.presets import synthetic_run_config
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
@@ -83,16 +84,6 @@ def invoke_ms(model_path: Path, crop: np.ndarray, threads: int, repeats: int) ->
         interpreter.invoke()
         times.append(time.perf_counter() - started)
     return statistics.median(times) * 1000
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith(("model name", "Model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _version(*distributions: str) -> str:
@@ -180,7 +171,7 @@ def _bench(run_arg: Path | None, repeats: int, work: Path) -> int:
     height, width = run.size
     print(f"trapcam convert benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(
-        f"machine: {platform.platform()}, {_cpu_name()}, {cpus} CPUs ({usable} usable), "
+        f"machine: {platform.platform()}, {cpu_name()}, {cpus} CPUs ({usable} usable), "
         f"Python {platform.python_version()}, tensorflow {_version('tensorflow', 'tensorflow-cpu')}, "
         f"keras {_version('keras')}, ai-edge-litert {_version('ai-edge-litert')}"
     )

@@ -683,7 +683,7 @@ def build_report(
     other_cpu_s = loop["cpu_s"] - loop["main_cpu_s"]
     lines = [
         f"trapcam loop benchmark, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"machine: {platform.platform()}, {_cpu_name()}, {cpus} CPUs ({usable} usable), "
+        f"machine: {platform.platform()}, {cpu_name()}, {cpus} CPUs ({usable} usable), "
         f"Python {platform.python_version()}, {figures['interpreter']}",
         f"model: {model.origin}: {model.model_file} ({size_text}), input {desc['input']}, "
         f"labels {desc['label_counts']}, {threads} interpreter threads",
@@ -721,7 +721,8 @@ def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} MiB"
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name, for benchmark headers."""
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith(("model name", "Model")):
