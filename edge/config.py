@@ -373,6 +373,152 @@ class LoggingConfig(Section):
     )
 
 
+
+# ---------------------------------------------------------------- field operations (site, MQTT, ...)
+
+_HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
+# A window edge: clock time "21:30", or a sun event with an optional offset, e.g. "sunset",
+# "sunset+30m", "sunrise-1h", "dusk+15m" (astral's dawn/dusk are civil twilight).
+_EDGE = r"^(([01]\d|2[0-3]):[0-5]\d|(sunrise|sunset|dawn|dusk|noon)([+-]\d+(\.\d+)?[hm])?)$"
+
+
+def _check_zone(name: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"a time zone name such as 'Europe/Berlin' or 'UTC' (unknown zone {name!r})") from None
+    return name
+
+
+class SiteConfig(Section):
+    """Where the trap stands: for the schedule (sunset/sunrise), day boundaries and Camtrap DP."""
+
+    name: str | None = Field(None, description="location name for exports, e.g. 'Meadow plot 3'")
+    latitude: float | None = Field(None, ge=-90, le=90)
+    longitude: float | None = Field(None, ge=-180, le=180)
+    elevation_m: float | None = None
+    timezone: str = Field("UTC", description="IANA zone for clock-time windows and daily files")
+
+    @model_validator(mode="after")
+    def _check(self) -> SiteConfig:
+        _check_zone(self.timezone)
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("latitude and longitude together (or neither)")
+        return self
+
+
+class MqttTlsConfig(Section):
+    """TLS to the broker: the CA that signed it, and optionally our client certificate."""
+
+    ca_file: Path | None = Field(None, description="CA certificate (PEM); default: the system's CAs")
+    cert_file: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    key_file: Path | None = Field(None, description="client private key (PEM)")
+    insecure: bool = Field(False, description="skip the broker host name check (testing only)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file together (or neither)")
+        return self
+
+
+class HomeAssistantConfig(Section):
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+
+
+class MqttConfig(Section):
+    """Publishing to an MQTT broker through the SQLite outbox (nothing is lost while it is away)."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("trapcam", pattern=r"^[^#+]+$", description="topics are <prefix>/<device_id>/...")
+    client_id: str | None = Field(None, description="default: trapcam-<device_id>")
+    username: str | None = None
+    password: str | None = Field(None, description="prefer password_env or password_file (kept out of the YAML)")
+    password_env: str | None = Field(None, description="name of an environment variable holding the password")
+    password_file: Path | None = Field(None, description="file whose first line is the password")
+    tls: MqttTlsConfig | None = None
+    keepalive_s: int = Field(60, ge=5, le=3600)
+    reconnect_backoff_s: tuple[float, float] = Field(
+        (1.0, 120.0), description="first and longest wait between reconnect attempts"
+    )
+    max_inflight: int = Field(20, ge=1, le=1000, description="messages sent but not yet acknowledged")
+    outbox_max_rows: int = Field(
+        100_000, ge=100, description="undelivered messages kept; beyond it old health samples go first"
+    )
+    delivered_keep_days: float = Field(7.0, ge=0, description="delivered messages are deleted after this")
+    homeassistant: HomeAssistantConfig = HomeAssistantConfig()
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttConfig:
+        given = [k for k in ("password", "password_env", "password_file") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"one of password, password_env, password_file (got {', '.join(given)})")
+        if given and self.username is None:
+            raise ValueError(f"a username with {given[0]}")
+        low, high = self.reconnect_backoff_s
+        if not 0 < low <= high:
+            raise ValueError("reconnect_backoff_s: 0 < first <= longest")
+        return self
+
+
+class SummaryConfig(Section):
+    """Interval summaries: finished tracks per taxon, effort, frames."""
+
+    interval_s: float = Field(900.0, ge=10, le=86400, description="length of one summary interval")
+    max_frame_gap_s: float = Field(
+        300.0, gt=0, description="a gap between frames longer than this is not counted as watching (effort)"
+    )
+
+
+class HealthConfig(Section):
+    interval_s: float = Field(300.0, ge=5, description="how often a health sample is stored and published")
+
+
+class RetentionConfig(Section):
+    """Keeping the disk from filling: oldest crops go first, database rows never."""
+
+    max_crops_gb: float | None = Field(None, gt=0, description="byte budget for crop images")
+    min_free_gb: float = Field(1.0, ge=0, description="free-space watermark on the data disk")
+    keep_best_crop: bool = Field(True, description="keep each track's best crop as long as possible")
+    check_interval_s: float = Field(600.0, ge=1)
+    warn_days_left: float = Field(7.0, ge=0, description="warn (health, MQTT) when fewer days of room remain")
+    checkpoint_interval_s: float = Field(3600.0, ge=10, description="WAL checkpoint(TRUNCATE) interval")
+    vacuum_interval_days: float | None = Field(30.0, gt=0, description="incremental vacuum; null = never")
+
+
+class WindowConfig(Section):
+    """One active window; `end` before `start` means it runs past midnight."""
+
+    start: str = Field(..., pattern=_EDGE, description="'21:00', 'sunset', 'sunset-30m', 'dusk+1h'")
+    end: str = Field(..., pattern=_EDGE, description="'05:00', 'sunrise', 'sunrise+15m'")
+
+
+class LightConfig(Section):
+    """Attractant light on a GPIO relay, switched with the schedule (gpiozero, imported only here)."""
+
+    gpio_pin: int = Field(..., ge=0, le=40, description="BCM pin number of the relay input")
+    active_high: bool = True
+
+
+class ScheduleConfig(Section):
+    """When the trap watches. No windows: always active."""
+
+    windows: list[WindowConfig] = Field(default_factory=list)
+    light: LightConfig | None = None
+
+
+class ExportConfig(Section):
+    directory: Path | None = Field(None, description="default: <data_dir>/export")
+    day_starts_at: str = Field(
+        "12:00", pattern=_HHMM, description="local time a 'day' file starts: 12:00 keeps a night in one file"
+    )
+
+
 class TrapConfig(Section):
     """The whole configuration file."""
 
@@ -385,6 +531,20 @@ class TrapConfig(Section):
     tracker: TrackerConfig = TrackerConfig()
     storage: StorageConfig = StorageConfig()
     logging: LoggingConfig = LoggingConfig()
+    site: SiteConfig = SiteConfig()
+    mqtt: MqttConfig = MqttConfig()
+    summary: SummaryConfig = SummaryConfig()
+    health: HealthConfig = HealthConfig()
+    retention: RetentionConfig = RetentionConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _sun_needs_a_place(self) -> TrapConfig:
+        uses_sun = any(not w.start[0].isdigit() or not w.end[0].isdigit() for w in self.schedule.windows)
+        if uses_sun and self.site.latitude is None:
+            raise ValueError("site.latitude and site.longitude for schedule windows relative to the sun")
+        return self
 
     @property
     def database_path(self) -> Path:
@@ -393,6 +553,10 @@ class TrapConfig(Section):
     @property
     def crops_path(self) -> Path:
         return self.storage.crops_dir or self.data_dir / "crops"
+
+    @property
+    def export_path(self) -> Path:
+        return self.export.directory or self.data_dir / "export"
 
 
 # ---------------------------------------------------------------- loading with line numbers
@@ -471,7 +635,14 @@ def format_validation_error(
             probe = probe[:-1]
             line = lines.get(probe)
         found, value = _lookup(raw, loc)
-        got = f"got {value!r}" if found and error["type"] != "missing" else "not set"
+        if not found or error["type"] == "missing":
+            got = "not set"
+        elif isinstance(value, (dict, list)):  # a whole section: never echo it (it may hold a password)
+            got = "a problem in this section"
+        elif any(secret in key_path for secret in ("password", "secret", "token")):
+            got = "got (hidden)"
+        else:
+            got = f"got {value!r}"
         where = f"{filename}:{line}" if line else filename
         messages.append(f"{where}: {key_path}: {got}; expected {_expected(error)}")
     return messages[0] if len(messages) == 1 else " | ".join(messages)

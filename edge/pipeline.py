@@ -100,6 +100,7 @@ class Pipeline:
             Classifier.from_config(cfg.classifier) if cfg.classifier.enabled else None
         )
         taxonomy: Taxonomy | None = self.classifier.bundle.taxonomy if self.classifier else None
+        self.taxonomy = taxonomy
         self.crop_size = self.classifier.input_size[0] if self.classifier else DEFAULT_CROP_SIZE
         self.db = Database.from_config(cfg)  # every storage setting, not a hand-picked few
         next_track_id, self._next_detection_id = self.db.next_ids()
@@ -266,12 +267,21 @@ class Pipeline:
                 x1=track.box.x1,
                 y1=track.box.y1,
                 moved_px=track.moved_px,
+                lineage_json=self.lineage(track),
             )
         )
         if finished:
             self._crop_memory.pop(track.track_id, None)
             if track.status == "ended":
                 result.finished_tracks[track.track_id] = track
+
+    def lineage(self, track: TrackState) -> dict[str, str] | None:
+        """The track's taxon at its level and every level above it (counts per level need this)."""
+        if track.level is None or track.label is None:
+            return None
+        if self.taxonomy is None or track.level not in self.taxonomy.levels:
+            return {track.level: track.label}
+        return self.taxonomy.ancestors(track.level, track.label)
 
     # ------------------------------------------------------------ bookkeeping
 

@@ -121,7 +121,7 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-unt
 def test_new_database_has_schema_version_wal_and_indexes(db: Database, db_path: Path) -> None:
     assert db_path.parent.is_dir()  # parent folders created
     conn = connect_reader(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION == len(MIGRATIONS)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "detections", "tracks"} <= tables
@@ -138,7 +138,7 @@ def test_new_database_has_schema_version_wal_and_indexes(db: Database, db_path: 
     assert cols[:5] == ["detection_id", "run_id", "track_id", "frame_index", "ts_utc"]
     assert "predictions_json" in cols and "crop_path" in cols
     conn.close()
-    assert schema_version(db_path) == 1
+    assert schema_version(db_path) == LATEST_VERSION
 
 
 def test_rows_round_trip_with_utc_timestamps(db: Database, db_path: Path) -> None:
@@ -341,7 +341,7 @@ def test_a_refused_row_is_isolated_and_kept_aside(db_path: Path) -> None:
 
 
 def test_migration_backs_up_first_then_adds_the_table(db_path: Path) -> None:
-    with Database(db_path) as db:
+    with Database(db_path, migrations=MIGRATIONS[:1]) as db:
         run_id = db.start_run(run_info())
         for i in range(1, 51):
             db.add_detection(det(i, run_id))
@@ -351,7 +351,7 @@ def test_migration_backs_up_first_then_adds_the_table(db_path: Path) -> None:
         conn.execute("UPDATE notes SET n_detections = (SELECT COUNT(*) FROM detections)")
 
     extra = (
-        *MIGRATIONS,
+        *MIGRATIONS[:1],
         Migration(
             2,
             "notes",
@@ -373,16 +373,34 @@ def test_migration_backs_up_first_then_adds_the_table(db_path: Path) -> None:
     conn = connect_reader(db_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert conn.execute("SELECT n_detections FROM notes").fetchone()[0] == 50
-    # this software (knowing only schema 1) must now refuse the migrated file
+    # software knowing only schema 1 must now refuse the migrated file
     conn.close()
     with pytest.raises(StorageError, match="newer trapcam"):
-        Database(db_path)
+        Database(db_path, migrations=MIGRATIONS[:1])
+
+
+def test_a_schema_1_database_from_the_field_migrates_to_the_latest(db_path: Path) -> None:
+    with Database(db_path, migrations=MIGRATIONS[:1]) as db:
+        run_id = db.start_run(run_info())
+        for i in range(1, 21):
+            db.add_detection(det(i, run_id))
+    with Database(db_path) as db:
+        assert db.backup_path is not None and db.backup_path.name.startswith("trapcam.db.v1.bak-")
+    conn = connect_reader(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
+    assert count_rows(conn, "detections") == 20
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"outbox", "counters", "summaries", "health"} <= tables
+    assert "lineage_json" in [r[1] for r in conn.execute("PRAGMA table_info(tracks)")]
+    assert "crop_deleted_utc" in [r[1] for r in conn.execute("PRAGMA table_info(detections)")]
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
 
 
 def test_a_failing_migration_leaves_the_last_good_version(db_path: Path) -> None:
-    with Database(db_path) as db:
+    with Database(db_path, migrations=MIGRATIONS[:1]) as db:
         db.start_run(run_info())
-    bad = (*MIGRATIONS, Migration(2, "broken", "CREATE TABLE a (x);\nCREATE TABLE runs (y);"))
+    bad = (*MIGRATIONS[:1], Migration(2, "broken", "CREATE TABLE a (x);\nCREATE TABLE runs (y);"))
     with pytest.raises(
         StorageError, match=r"migration 2 \(broken\) failed: .*stays at schema 1; the backup is"
     ):
@@ -404,7 +422,7 @@ def test_newer_database_is_refused_and_left_byte_identical(db_path: Path) -> Non
     with pytest.raises(StorageError) as err:
         Database(db_path)
     msg = str(err.value)
-    assert "newer trapcam (schema 99, this version knows 1); upgrade trapcam" in msg and str(db_path) in msg
+    assert f"newer trapcam (schema 99, this version knows {LATEST_VERSION}); upgrade trapcam" in msg and str(db_path) in msg
     assert db_path.read_bytes() == before
     assert not Path(str(db_path) + "-wal").exists()
     conn = sqlite3.connect(db_path, isolation_level=None)

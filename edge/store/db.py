@@ -60,9 +60,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_INSERT_DETECTION = f"INSERT INTO detections ({DETECTION_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+_INSERT_DETECTION = (
+    f"INSERT INTO detections ({DETECTION_COLUMNS}) VALUES ({', '.join('?' * len(DETECTION_COLUMNS.split(', ')))})"
+)
 _UPSERT_TRACK = (
-    f"INSERT INTO tracks ({TRACK_COLUMNS}) VALUES ({', '.join('?' * 16)}) "
+    f"INSERT INTO tracks ({TRACK_COLUMNS}) VALUES ({', '.join('?' * len(TRACK_COLUMNS.split(', ')))}) "
     "ON CONFLICT(track_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in TRACK_COLUMNS.split(", ")[1:])
 )

@@ -147,7 +147,55 @@ CREATE INDEX tracks_first_utc ON tracks(first_utc);
 CREATE INDEX tracks_label ON tracks(label);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "runs, detections, tracks", _V1),)
+# Field operations (issue 5): the MQTT outbox, interval summaries, health samples, named counters,
+# each track's taxon at every level, and crops deleted by retention (the row stays, the file goes).
+_V2 = """
+CREATE TABLE outbox (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id            TEXT NOT NULL UNIQUE,
+    kind              TEXT NOT NULL CHECK (kind IN ('status', 'track', 'summary', 'health', 'discovery', 'event')),
+    topic             TEXT NOT NULL,
+    payload           TEXT NOT NULL,
+    qos               INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
+    retain            INTEGER NOT NULL CHECK (retain IN (0, 1)),
+    created_utc       TEXT NOT NULL,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    delivered_utc     TEXT
+);
+CREATE INDEX outbox_pending ON outbox(delivered_utc, seq);
+CREATE TABLE counters (
+    name              TEXT PRIMARY KEY,
+    value             INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE summaries (
+    summary_id        INTEGER PRIMARY KEY,
+    run_id            INTEGER REFERENCES runs(run_id),
+    start_utc         TEXT NOT NULL,
+    end_utc           TEXT NOT NULL,
+    effort_s          REAL NOT NULL,
+    frames_processed  INTEGER NOT NULL,
+    frames_dropped    INTEGER NOT NULL,
+    tracks            INTEGER NOT NULL,
+    counts_json       TEXT NOT NULL,
+    UNIQUE (run_id, start_utc)
+);
+CREATE INDEX summaries_start ON summaries(start_utc);
+CREATE TABLE health (
+    health_id         INTEGER PRIMARY KEY,
+    run_id            INTEGER REFERENCES runs(run_id),
+    ts_utc            TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    payload_json      TEXT NOT NULL
+);
+CREATE INDEX health_ts ON health(ts_utc);
+ALTER TABLE tracks ADD COLUMN lineage_json TEXT;
+ALTER TABLE detections ADD COLUMN crop_deleted_utc TEXT;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "runs, detections, tracks", _V1),
+    Migration(2, "outbox, counters, summaries, health; track lineage; deleted crops", _V2),
+)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
@@ -481,6 +529,9 @@ class TrackRow:
     votes_json: str | Mapping[str, Mapping[str, float]] | None = None
     best_detection_id: int | None = None
     moved_px: float = 0.0
+    # The answer at every level it implies, e.g. {"order": "Lepidoptera", "family": "Noctuidae",
+    # "species": "Noctua pronuba"}: counts per taxon at each level need no taxonomy later.
+    lineage_json: str | Mapping[str, str] | None = None
 
     def params(self) -> tuple[Any, ...]:
         o = "TrackRow"
@@ -503,10 +554,11 @@ class TrackRow:
             _int(o, "best_detection_id", self.best_detection_id, 1, optional=True),
             *_box(o, self.x0, self.y0, self.x1, self.y1),
             _float(o, "moved_px", self.moved_px),
+            _json(o, "lineage_json", self.lineage_json),
         )
 
 
 TRACK_COLUMNS = (
     "track_id, run_id, status, first_utc, last_utc, hits, level, label, score, votes_json, "
-    "best_detection_id, x0, y0, x1, y1, moved_px"
+    "best_detection_id, x0, y0, x1, y1, moved_px, lineage_json"
 )
