@@ -109,6 +109,37 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Daily CSV files (and optionally a Camtrap DP package) for the chosen days; prints each file."""
+    from edge.config import load_config
+    from edge.export import export_days, resolve_days, validate_camtrap_dp, write_camtrap_dp
+    from edge.export.camtrap import package_files
+
+    cfg = load_config(args.config)
+    days = resolve_days(
+        args.date, args.since, args.until, tz=cfg.site.timezone, day_starts_at=cfg.export.day_starts_at
+    )
+    out = Path(args.out) if args.out else cfg.export_path
+    for path in export_days(cfg.database_path, out, days, cfg.site, cfg.export, device_id=cfg.device_id):
+        print(path)
+    if args.camtrap_dp or args.validate:
+        pkg = write_camtrap_dp(
+            cfg.database_path, out, days, cfg.site, cfg.export, cfg.device_id, crops_dir=cfg.crops_path
+        )
+        for path in package_files(pkg):
+            print(path)
+        if args.validate:
+            problems = validate_camtrap_dp(pkg)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                print(
+                    f"trapcam: error: {pkg}: not a valid Camtrap DP package: {problems[0]}{more}",
+                    file=sys.stderr,
+                )
+                return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trapcam",
@@ -146,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", action="store_true", help="write one video file instead of frames")
     p.add_argument("--fps", type=float, default=10.0)
     p.set_defaults(func=cmd_synth)
+    p = sub.add_parser("export", help="write the daily CSV files (and a Camtrap DP package) for past days")
+    p.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--date", help="one day, YYYY-MM-DD (default: the last day that has ended)")
+    when.add_argument("--since", help="first day, YYYY-MM-DD (with --until: a range, inclusive)")
+    p.add_argument("--until", help="last day, YYYY-MM-DD (default: the last day that has ended)")
+    p.add_argument("--out", help="output folder (default: export.directory, else <data_dir>/export)")
+    p.add_argument("--camtrap-dp", action="store_true", help="also write a Camtrap DP 1.0 data package")
+    p.add_argument("--validate", action="store_true", help="write and validate the Camtrap DP package")
+    p.set_defaults(func=cmd_export)
     _add_plugin_commands(sub)
     return parser
 

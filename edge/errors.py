@@ -31,3 +31,11 @@ class StorageError(TrapcamError):
     """The database or crop storage is unusable (integrity check failed, not writable)."""
 
     exit_code = 4
+
+
+class ExportError(TrapcamError):
+    """A daily export or Camtrap DP package cannot be made (bad dates, unusable database, no site)."""
+
+
+class MqttError(TrapcamError):
+    """A message cannot be built or queued for MQTT (bad kind, QoS, topic part or payload)."""

@@ -1,0 +1,226 @@
+"""Daily CSV files: counts per taxon with effort, and the tracks themselves.
+
+A "day" D runs from D at `export.day_starts_at` local time (site.timezone) to D+1 at the same
+time. With the default 12:00 one night is one file, named by the evening's date. A track belongs
+to the day its `first_utc` falls in; only finished tracks (status 'ended') are exported.
+
+`<out>/<D>/counts_<device>_<D>.csv`, one row per (level, taxon):
+
+    date, device_id, level, taxon, count, first_seen, last_seen, mean_confidence, effort_hours
+
+- level/taxon: every level of the tracks' lineages, coarse to fine, taxa by name; a track counts
+  once at each level of its lineage (a species-level track also counts for its family and
+  order). Then `unsure,unsure` (tracks whose vote abstained at every level) and `all,all` (every
+  finished track). These two rows are always present, so a night with effort and no insect
+  still says "0 insects in 7.5 hours".
+- first_seen / last_seen: the earliest first sighting and the latest last sighting of those
+  tracks, local time with UTC offset, to the second (ISO 8601, e.g. 2026-07-01T23:14:05+02:00):
+  readable by a person, and exact as an instant.
+- mean_confidence: the mean of those tracks' own scores (the vote's confidence at each track's
+  deepest level), 4 decimals; empty when none has a score.
+- effort_hours: hours the trap really watched during the whole day (from the interval
+  summaries; a summary crossing the day boundary counts in proportion), 3 decimals; the same on
+  every row of the file.
+
+`<out>/<D>/tracks_<device>_<D>.csv`, one row per finished track, by first sighting:
+
+    track_id, run_id, first_seen, last_seen, duration_s, hits, level, label, score,
+    <one column per lineage level, coarse to fine>, best_crop
+
+best_crop is the path of the track's best crop still on disk, relative to the crops folder.
+
+Files are written atomically and are byte-identical when re-run on the same data (no export
+time inside, stable order, fixed decimals, '\\n' line ends); text cells are escaped against
+spreadsheet formulas (see csvsafe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from edge.config import ExportConfig, SiteConfig
+from edge.errors import ExportError
+from edge.export.csvsafe import Num, atomic_write, fixed, integer, render_csv
+from edge.export.data import (
+    TrackRecord,
+    day_window,
+    effort_seconds,
+    last_ended_day,
+    latest_device_id,
+    ordered_levels,
+    parse_day,
+    read_tracks,
+    snapshot,
+)
+
+UNSURE = "unsure"
+ALL = "all"
+MAX_DAYS = 3660
+COUNTS_HEADER = (
+    "date",
+    "device_id",
+    "level",
+    "taxon",
+    "count",
+    "first_seen",
+    "last_seen",
+    "mean_confidence",
+    "effort_hours",
+)
+TRACKS_HEADER = (
+    "track_id",
+    "run_id",
+    "first_seen",
+    "last_seen",
+    "duration_s",
+    "hits",
+    "level",
+    "label",
+    "score",
+)
+
+
+def resolve_days(
+    day: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    *,
+    tz: str = "UTC",
+    day_starts_at: str = "12:00",
+    now: datetime | None = None,
+) -> list[date]:
+    """`--date D`, `--since D1 [--until D2]` (inclusive), or by default the last day that has ended."""
+    if day is not None and (since is not None or until is not None):
+        raise ExportError("--date cannot be combined with --since/--until")
+    if until is not None and since is None:
+        raise ExportError("--until needs --since")
+    if day is not None:
+        return [parse_day(day, "--date")]
+    last = last_ended_day(tz, day_starts_at, now)
+    if since is None:
+        return [last]
+    first = parse_day(since, "--since")
+    end = parse_day(until, "--until") if until is not None else last
+    if first > end:
+        what = f"--until {end}" if until is not None else f"the last day that has ended ({end})"
+        raise ExportError(f"--since {first} is after {what}")
+    n = (end - first).days + 1
+    if n > MAX_DAYS:
+        raise ExportError(f"--since {first} --until {end}: {n} days; at most {MAX_DAYS} at once")
+    return [first + timedelta(days=i) for i in range(n)]
+
+
+def local_iso(moment: datetime, zone: ZoneInfo) -> str:
+    """Local time with UTC offset, to the second (microseconds truncated)."""
+    return moment.astimezone(zone).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class _Taxon:
+    count: int
+    first: datetime | None
+    last: datetime | None
+    mean_score: float | None
+
+
+def _summarise(tracks: Sequence[TrackRecord]) -> _Taxon:
+    scores = [t.score for t in tracks if t.score is not None]
+    return _Taxon(
+        count=len(tracks),
+        first=min((t.first for t in tracks), default=None),
+        last=max((t.last for t in tracks), default=None),
+        mean_score=sum(scores) / len(scores) if scores else None,
+    )
+
+
+def counts_csv(
+    day: date, device_id: str, tracks: Sequence[TrackRecord], effort_s: float, zone: ZoneInfo
+) -> bytes:
+    """The counts file's bytes (see the module docstring for the columns)."""
+    rows: list[list[object]] = []
+    effort_h = fixed(effort_s / 3600.0, 3)
+
+    def row(level: str, taxon: str, group: Sequence[TrackRecord]) -> list[object]:
+        s = _summarise(group)
+        return [
+            Num(day.isoformat()),
+            device_id,
+            level,
+            taxon,
+            integer(s.count),
+            local_iso(s.first, zone) if s.first else None,
+            local_iso(s.last, zone) if s.last else None,
+            fixed(s.mean_score, 4),
+            effort_h,
+        ]
+
+    for level in ordered_levels(tracks):
+        by_taxon: dict[str, list[TrackRecord]] = {}
+        for t in tracks:
+            if level in t.lineage:
+                by_taxon.setdefault(t.lineage[level], []).append(t)
+        for taxon in sorted(by_taxon):
+            rows.append(row(level, taxon, by_taxon[taxon]))
+    rows.append(row(UNSURE, UNSURE, [t for t in tracks if t.unsure]))
+    rows.append(row(ALL, ALL, list(tracks)))
+    return render_csv(COUNTS_HEADER, rows)
+
+
+def tracks_csv(tracks: Sequence[TrackRecord], zone: ZoneInfo) -> bytes:
+    """The tracks file's bytes: fixed columns, one per lineage level, then the best crop."""
+    levels = ordered_levels(tracks)
+    level_cols = [f"taxon_{lv}" if lv in TRACKS_HEADER or lv == "best_crop" else lv for lv in levels]
+    header = [*TRACKS_HEADER, *level_cols, "best_crop"]
+    rows = []
+    for t in tracks:
+        rows.append(
+            [
+                integer(t.track_id),
+                integer(t.run_id),
+                local_iso(t.first, zone),
+                local_iso(t.last, zone),
+                fixed((t.last - t.first).total_seconds(), 3),
+                integer(t.hits),
+                t.level if not t.unsure else None,
+                t.label if not t.unsure else None,
+                fixed(t.score, 4) if not t.unsure else None,
+                *[t.lineage.get(lv) for lv in levels],
+                t.crop_path,
+            ]
+        )
+    return render_csv(header, rows)
+
+
+def export_days(
+    db_path: Path,
+    out_dir: Path,
+    days: Sequence[date],
+    site: SiteConfig,
+    export: ExportConfig,
+    *,
+    device_id: str | None = None,
+) -> list[Path]:
+    """Write the counts and tracks files of each day; returns their paths (counts, tracks per day).
+
+    device_id names the files; by default the device of the database's latest run.
+    """
+    zone = ZoneInfo(site.timezone)
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    with snapshot(Path(db_path)) as conn:
+        device = device_id or latest_device_id(conn) or "trap"
+        for day in days:
+            start, end = day_window(day, site.timezone, export.day_starts_at)
+            tracks = read_tracks(conn, [(start, end)])
+            effort = effort_seconds(conn, start, end)
+            folder = out_dir / day.isoformat()
+            counts_path = folder / f"counts_{device}_{day.isoformat()}.csv"
+            tracks_path = folder / f"tracks_{device}_{day.isoformat()}.csv"
+            atomic_write(counts_path, counts_csv(day, device, tracks, effort, zone))
+            atomic_write(tracks_path, tracks_csv(tracks, zone))
+            written += [counts_path, tracks_path]
+    return written

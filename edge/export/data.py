@@ -1,0 +1,293 @@
+"""Reading what the exports need from a trap database: read-only, one consistent snapshot.
+
+The trap may be writing while the export runs (WAL): everything is read inside one read
+transaction, so the counts, the tracks and the effort of a file all describe the same moment.
+Only finished tracks (status 'ended') are exported; 'discarded' ones (noise, not insects) never.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge.errors import ExportError, StorageError
+from edge.intervals import track_lineage
+from edge.store.db import connect_reader
+from edge.store.schema import get_version, parse_utc, utc_iso
+
+NEEDED_SCHEMA = 2
+# Known ranks, coarse to fine: the order of lineage columns when the data alone cannot tell.
+RANKS = (
+    "kingdom",
+    "phylum",
+    "class",
+    "order",
+    "suborder",
+    "superfamily",
+    "family",
+    "subfamily",
+    "tribe",
+    "genus",
+    "species",
+    "subspecies",
+)
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# ---------------------------------------------------------------- days
+
+
+def parse_day(text: str, option: str = "--date") -> date:
+    """A YYYY-MM-DD date, or an ExportError naming the option and the bad value."""
+    if not isinstance(text, str) or not _DATE.match(text):
+        raise ExportError(f"{option} {text!r}: expected a date as YYYY-MM-DD")
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise ExportError(f"{option} {text!r}: not a valid date ({exc})") from None
+
+
+def day_starts(export_day_starts_at: str) -> tuple[int, int]:
+    hh, mm = export_day_starts_at.split(":")
+    return int(hh), int(mm)
+
+
+def day_window(day: date, tz: str, day_starts_at: str) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the export 'day' named `day`: from D at day_starts_at to D+1 (local)."""
+    zone = ZoneInfo(tz)
+    hh, mm = day_starts(day_starts_at)
+    start = datetime(day.year, day.month, day.day, hh, mm, tzinfo=zone)
+    nxt = day + timedelta(days=1)
+    end = datetime(nxt.year, nxt.month, nxt.day, hh, mm, tzinfo=zone)
+    return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+
+
+def last_ended_day(tz: str, day_starts_at: str, now: datetime | None = None) -> date:
+    """The latest export day that has fully ended at `now` ('yesterday' in export terms)."""
+    now = now or datetime.now(timezone.utc)
+    candidate = now.astimezone(ZoneInfo(tz)).date()
+    while day_window(candidate, tz, day_starts_at)[1] > now:
+        candidate -= timedelta(days=1)
+    return candidate
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """One finished track, as the exports show it."""
+
+    track_id: int
+    run_id: int
+    first: datetime
+    last: datetime
+    hits: int
+    level: str | None
+    label: str | None
+    score: float | None
+    lineage: dict[str, str]
+    best_detection_id: int | None = None
+    crop_path: str | None = None  # relative to the crops folder; None when no crop is left
+    crop_detection_id: int | None = None
+    crop_ts: datetime | None = None
+
+    @property
+    def unsure(self) -> bool:
+        return not self.lineage
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: int
+    device_id: str
+    started: datetime
+    ended: datetime | None
+    software_version: str
+    model_name: str | None
+    model_sha256: str | None
+    source: str
+    config: dict[str, Any] = field(default_factory=dict)
+    last_activity: datetime | None = None  # latest summary end / track end of the run
+
+
+@contextlib.contextmanager
+def snapshot(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection inside one read transaction, after checking it is a usable trap database."""
+    db_path = Path(db_path)
+    conn = connect_reader(db_path)
+    try:
+        try:
+            conn.execute("BEGIN")
+            version = get_version(conn)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{db_path}: cannot be read as an SQLite database ({exc})") from None
+        if version == 0:
+            raise StorageError(f"{db_path}: is not a trapcam database (no schema version)")
+        if version < NEEDED_SCHEMA:
+            raise StorageError(
+                f"{db_path}: has schema {version}; the export needs schema {NEEDED_SCHEMA} "
+                f"(start the trap once with this trapcam version to migrate it)"
+            )
+        try:
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{db_path}: read failed: {exc}") from None
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("COMMIT")
+        conn.close()
+
+
+def _opt_ts(text: str | None) -> datetime | None:
+    return None if text is None else parse_utc(text)
+
+
+_BEST_CROP = (
+    "SELECT detection_id, crop_path, ts_utc FROM detections "
+    "WHERE track_id = ? AND crop_path IS NOT NULL AND crop_deleted_utc IS NULL "
+    "ORDER BY (detection_id = ?) DESC, score DESC, det_score DESC, detection_id LIMIT 1"
+)
+
+
+def read_tracks(conn: sqlite3.Connection, windows: Sequence[tuple[datetime, datetime]]) -> list[TrackRecord]:
+    """Finished tracks whose first_utc lies in any window, by first_utc then track_id.
+
+    Each carries its best crop still on disk: the best-scored detection's, else the track's
+    best-scored crop that retention has not deleted.
+    """
+    out: list[TrackRecord] = []
+    for start, end in windows:
+        rows = conn.execute(
+            "SELECT track_id, run_id, first_utc, last_utc, hits, level, label, score, lineage_json, "
+            "best_detection_id FROM tracks WHERE status = 'ended' AND first_utc >= ? AND first_utc < ? "
+            "ORDER BY first_utc, track_id",
+            (utc_iso(start), utc_iso(end)),
+        ).fetchall()
+        for r in rows:
+            crop = conn.execute(_BEST_CROP, (r["track_id"], r["best_detection_id"] or -1)).fetchone()
+            out.append(
+                TrackRecord(
+                    track_id=int(r["track_id"]),
+                    run_id=int(r["run_id"]),
+                    first=parse_utc(r["first_utc"]),
+                    last=parse_utc(r["last_utc"]),
+                    hits=int(r["hits"]),
+                    level=r["level"],
+                    label=r["label"],
+                    score=None if r["score"] is None else float(r["score"]),
+                    lineage=track_lineage(r),
+                    best_detection_id=r["best_detection_id"],
+                    crop_path=crop["crop_path"] if crop else None,
+                    crop_detection_id=int(crop["detection_id"]) if crop else None,
+                    crop_ts=parse_utc(crop["ts_utc"]) if crop else None,
+                )
+            )
+    out.sort(key=lambda t: (t.first, t.track_id))
+    return out
+
+
+def effort_seconds(conn: sqlite3.Connection, start: datetime, end: datetime) -> float:
+    """Watched seconds in [start, end) from the interval summaries (all runs).
+
+    A summary that crosses the boundary contributes in proportion to its overlap.
+    """
+    total = 0.0
+    rows = conn.execute(
+        "SELECT start_utc, end_utc, effort_s FROM summaries WHERE end_utc > ? AND start_utc < ? "
+        "ORDER BY start_utc, run_id",
+        (utc_iso(start), utc_iso(end)),
+    ).fetchall()
+    for r in rows:
+        s, e, effort = parse_utc(r["start_utc"]), parse_utc(r["end_utc"]), float(r["effort_s"])
+        span = (e - s).total_seconds()
+        if span <= 0:
+            continue
+        overlap = (min(e, end) - max(s, start)).total_seconds()
+        if overlap > 0:
+            total += effort * min(1.0, overlap / span)
+    return total
+
+
+def read_runs(conn: sqlite3.Connection, run_ids: Iterable[int]) -> dict[int, RunRecord]:
+    """The runs by id, with their config snapshot parsed and their latest logged moment."""
+    out: dict[int, RunRecord] = {}
+    for run_id in sorted(set(run_ids)):
+        r = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if r is None:
+            continue
+        try:
+            config = json.loads(r["config_json"])
+        except ValueError:
+            config = {}
+        last = conn.execute(
+            "SELECT MAX(t) FROM (SELECT MAX(end_utc) AS t FROM summaries WHERE run_id = ? "
+            "UNION ALL SELECT MAX(last_utc) FROM tracks WHERE run_id = ?)",
+            (run_id, run_id),
+        ).fetchone()[0]
+        out[run_id] = RunRecord(
+            run_id=int(r["run_id"]),
+            device_id=r["device_id"],
+            started=parse_utc(r["started_utc"]),
+            ended=_opt_ts(r["ended_utc"]),
+            software_version=r["software_version"],
+            model_name=r["model_name"],
+            model_sha256=r["model_sha256"],
+            source=r["source"],
+            config=config if isinstance(config, dict) else {},
+            last_activity=_opt_ts(last),
+        )
+    return out
+
+
+def runs_between(conn: sqlite3.Connection, start: datetime, end: datetime) -> list[int]:
+    """Runs that were going at some moment of [start, end) (started before end, not ended before start)."""
+    rows = conn.execute(
+        "SELECT run_id FROM runs WHERE started_utc < ? AND (ended_utc IS NULL OR ended_utc >= ?) "
+        "ORDER BY run_id",
+        (utc_iso(end), utc_iso(start)),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def latest_device_id(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT device_id FROM runs ORDER BY run_id DESC LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
+
+
+# ---------------------------------------------------------------- levels
+
+
+def ordered_levels(tracks: Iterable[TrackRecord]) -> list[str]:
+    """Every level in the tracks' lineages, coarse to fine.
+
+    A track's own level is finer than every other level in its lineage; what the data leaves
+    open is settled by the usual rank order (order before family before species), then by name.
+    """
+    levels: set[str] = set()
+    finer_than: dict[str, set[str]] = {}  # level -> levels known to be coarser
+    for t in tracks:
+        levels.update(t.lineage)
+        if t.level and t.level in t.lineage:
+            finer_than.setdefault(t.level, set()).update(k for k in t.lineage if k != t.level)
+
+    def rank(level: str) -> tuple[int, str]:
+        return (RANKS.index(level) if level in RANKS else len(RANKS), level)
+
+    out: list[str] = []
+    remaining = set(levels)
+    while remaining:
+        ready = [lv for lv in remaining if not (finer_than.get(lv, set()) & remaining)]
+        pick = min(ready or remaining, key=rank)  # a cycle (inconsistent data): fall back to rank
+        out.append(pick)
+        remaining.discard(pick)
+    return out
