@@ -373,7 +373,6 @@ class LoggingConfig(Section):
     )
 
 
-
 # ---------------------------------------------------------------- field operations (site, MQTT, ...)
 
 _HHMM = r"^([01]\d|2[0-3]):[0-5]\d$"
@@ -388,7 +387,7 @@ def _check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"a time zone name such as 'Europe/Berlin' or 'UTC' (unknown zone {name!r})") from None
+        raise ValueError(f"a time zone such as 'Europe/Berlin' or 'UTC' (unknown zone {name!r})") from None
     return name
 
 
@@ -435,10 +434,10 @@ class MqttConfig(Section):
     enabled: bool = False
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
-    topic_prefix: str = Field("trapcam", pattern=r"^[^#+]+$", description="topics are <prefix>/<device_id>/...")
+    topic_prefix: str = Field("trapcam", pattern=r"^[^#+]+$", description="topics: <prefix>/<device_id>/...")
     client_id: str | None = Field(None, description="default: trapcam-<device_id>")
     username: str | None = None
-    password: str | None = Field(None, description="prefer password_env or password_file (kept out of the YAML)")
+    password: str | None = Field(None, description="better: password_env or password_file (not in the YAML)")
     password_env: str | None = Field(None, description="name of an environment variable holding the password")
     password_file: Path | None = Field(None, description="file whose first line is the password")
     tls: MqttTlsConfig | None = None

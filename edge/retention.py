@@ -284,14 +284,13 @@ class Retention:
         self.db.flush()  # so the writer's next transaction usually holds nothing but this
 
         def run(conn: sqlite3.Connection) -> tuple[int, int, int] | str:
-            with _outside_transaction(conn):
-                try:
-                    row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                except sqlite3.Error as exc:  # returned, not raised: see _outside_transaction
-                    return f"{type(exc).__name__}: {exc}"
+            try:
+                row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                return f"{type(exc).__name__}: {exc}"
             return int(row[0]), int(row[1]), int(row[2])
 
-        result = self.db.run_sync(run)
+        result = self.db.run_between_transactions(run)
         if isinstance(result, str) or result[0]:
             why = result if isinstance(result, str) else "a reader is busy"
             log.info("retention: WAL checkpoint could not finish (%s); it is retried later", why)
@@ -307,21 +306,18 @@ class Retention:
             free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
             pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
             if mode == 2:
-                # Python's execute steps a PRAGMA once (one page); executescript runs it to the end,
-                # but commits first, so it too runs between the writer's transactions.
-                with _outside_transaction(conn):
-                    try:
-                        conn.executescript("PRAGMA incremental_vacuum;")
-                        done = f"incremental vacuum ({free} free pages)"
-                    except sqlite3.Error as exc:  # returned, not raised: see _outside_transaction
-                        done = f"incremental vacuum failed ({type(exc).__name__}: {exc})"
+                # Python's execute steps a PRAGMA once (one page); executescript runs it to the end.
+                try:
+                    conn.executescript("PRAGMA incremental_vacuum;")
+                    done = f"incremental vacuum ({free} free pages)"
+                except sqlite3.Error as exc:
+                    done = f"incremental vacuum failed ({type(exc).__name__}: {exc})"
             elif pages and free / pages > _VACUUM_FREE_SHARE:
-                with _outside_transaction(conn):
-                    try:
-                        conn.execute("VACUUM")
-                        done = f"vacuum ({free} of {pages} pages were free)"
-                    except sqlite3.Error as exc:  # returned, not raised: see _outside_transaction
-                        done = f"vacuum failed ({type(exc).__name__}: {exc}); tried again next interval"
+                try:
+                    conn.execute("VACUUM")
+                    done = f"vacuum ({free} of {pages} pages were free)"
+                except sqlite3.Error as exc:
+                    done = f"vacuum failed ({type(exc).__name__}: {exc}); tried again next interval"
             else:
                 done = f"no vacuum needed ({free} of {pages} pages free)"
             conn.execute(
@@ -329,9 +325,11 @@ class Retention:
                 "excluded.value",
                 (_VACUUM_COUNTER, int(now.timestamp())),
             )
+            if conn.in_transaction:  # the counter row: outside the writer's transactions, commit it here
+                conn.execute("COMMIT")
             return done
 
-        done = self.db.run_sync(run, timeout=3600.0)
+        done = self.db.run_between_transactions(run, timeout=3600.0)
         log.info("retention: %s", done)
         return done
 
@@ -350,25 +348,6 @@ class Retention:
 
         stamp = self.db.run_sync(read)
         return now if stamp is None else datetime.fromtimestamp(stamp, tz=now.tzinfo)
-
-
-@contextlib.contextmanager
-def _outside_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """Run a statement that SQLite refuses inside a transaction (checkpoint, VACUUM) on the writer.
-
-    run_sync calls us inside the writer's open transaction: commit what it holds so far (rows
-    queued before us, which it would commit anyway), run the statement, and open a new transaction
-    for the rest of the batch, as the writer expects. The statement's errors must be caught inside
-    the block, never raised: the writer would retry its whole batch, re-applying the rows that
-    this commit already stored.
-    """
-    if conn.in_transaction:
-        conn.execute("COMMIT")
-    try:
-        yield
-    finally:
-        if not conn.in_transaction:
-            conn.execute("BEGIN IMMEDIATE")
 
 
 def _disk_free(path: Path) -> int:

@@ -17,7 +17,7 @@ import pytest
 from helpers import query
 
 from edge.config import RetentionConfig
-from edge.retention import Retention, _outside_transaction
+from edge.retention import Retention
 from edge.store import Database, DetectionRow, RunInfo, TrackRow, utc_iso
 
 GB = 1024**3
@@ -305,16 +305,16 @@ def test_checkpoint_truncates_the_wal_with_rows_in_flight(tmp_path: Path) -> Non
         assert db.flush()
         assert query(db_path, "SELECT COUNT(*) FROM detections")[0][0] == 1200
         assert db.rejected == 0 and db.write_errors == 0
-        # Rows in the same writer batch as the checkpoint (no flush first): committed once, none lost.
+        # Rows queued just before the checkpoint (no flush first): committed before it, once, none lost.
         for i in range(1201, 1251):
             db.add_detection(det(i, run_id, None))
 
-        def checkpoint(conn: sqlite3.Connection) -> int:
-            with _outside_transaction(conn):
-                return conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        def checkpoint(conn: sqlite3.Connection) -> tuple[bool, int]:
+            return conn.in_transaction, conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
 
-        assert db.run_sync(checkpoint) == 0
-        db.add_detection(det(1251, run_id, None))  # the writer still works after the commits inside
+        assert db.run_between_transactions(checkpoint) == (False, 0)
+        assert _wal(db_path) == 0
+        db.add_detection(det(1251, run_id, None))  # the writer goes on with transactions afterwards
     finally:
         db.close()
     assert query(db_path, "SELECT COUNT(*), MAX(detection_id) FROM detections")[0] == (1251, 1251)
@@ -388,11 +388,10 @@ def test_incremental_vacuum_under_auto_vacuum_incremental(tmp_path: Path) -> Non
     with Database(tmp_path / "trapcam.db", **FAST) as db:
 
         def incremental(conn: sqlite3.Connection) -> None:
-            with _outside_transaction(conn):
-                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-                conn.execute("VACUUM")
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            conn.execute("VACUUM")
 
-        db.run_sync(incremental)
+        db.run_between_transactions(incremental)
         assert db.run_sync(lambda c: c.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
         _junk(db)
         assert _pages(db)[0] > 0

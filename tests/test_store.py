@@ -422,7 +422,8 @@ def test_newer_database_is_refused_and_left_byte_identical(db_path: Path) -> Non
     with pytest.raises(StorageError) as err:
         Database(db_path)
     msg = str(err.value)
-    assert f"newer trapcam (schema 99, this version knows {LATEST_VERSION}); upgrade trapcam" in msg and str(db_path) in msg
+    assert f"newer trapcam (schema 99, this version knows {LATEST_VERSION}); upgrade trapcam" in msg
+    assert str(db_path) in msg
     assert db_path.read_bytes() == before
     assert not Path(str(db_path) + "-wal").exists()
     conn = sqlite3.connect(db_path, isolation_level=None)

@@ -60,9 +60,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_INSERT_DETECTION = (
-    f"INSERT INTO detections ({DETECTION_COLUMNS}) VALUES ({', '.join('?' * len(DETECTION_COLUMNS.split(', ')))})"
-)
+_DETECTION_PLACEHOLDERS = ", ".join("?" * len(DETECTION_COLUMNS.split(", ")))
+_INSERT_DETECTION = f"INSERT INTO detections ({DETECTION_COLUMNS}) VALUES ({_DETECTION_PLACEHOLDERS})"
 _UPSERT_TRACK = (
     f"INSERT INTO tracks ({TRACK_COLUMNS}) VALUES ({', '.join('?' * len(TRACK_COLUMNS.split(', ')))}) "
     "ON CONFLICT(track_id) DO UPDATE SET "
@@ -98,6 +97,7 @@ class _Item:
     crop_rel: str | None = None
     jpeg: bytes | None = None
     call: Callable[[sqlite3.Connection], Any] | None = None
+    between: bool = False  # run `call` alone, outside any transaction (checkpoint, VACUUM)
     future: Future[Any] | None = None
     seq: int = 0
     nbytes: int = 256
@@ -411,8 +411,19 @@ class Database:
 
         For reads that must see queued rows and writes that need a result. fn must not COMMIT.
         """
-        future: Future[Any] = Future()
-        item = _Item(call=fn, future=future)
+        return self._call(_Item(call=fn, future=Future()), timeout)
+
+    def run_between_transactions(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 600.0) -> T:
+        """Run fn(connection) on the writer thread with no transaction open, in a batch of its own.
+
+        For what SQLite refuses inside a transaction: PRAGMA wal_checkpoint, VACUUM. Everything queued
+        before is committed first; fn's errors go to the caller, never into a retried batch.
+        """
+        return self._call(_Item(call=fn, between=True, future=Future()), timeout)
+
+    def _call(self, item: _Item, timeout: float) -> Any:
+        future = item.future
+        assert future is not None
         with self._lock:
             self._urgent += 1
         try:
@@ -634,7 +645,13 @@ class Database:
                 if remaining <= 0:
                     break
                 self._not_empty.wait(remaining)
-            batch = [self._items.popleft() for _ in range(min(self._batch_size, len(self._items)))]
+            batch = []
+            while self._items and len(batch) < self._batch_size:
+                if self._items[0].between and batch:
+                    break  # it runs alone, after this batch is committed
+                batch.append(self._items.popleft())
+                if batch[0].between:
+                    break
             self._queued_bytes -= sum(item.nbytes for item in batch)
             self._inflight = len(batch)
             self._not_full.notify_all()
@@ -690,6 +707,18 @@ class Database:
     def _commit(self, batch: list[_Item]) -> None:
         """Commit the batch in one transaction; resolved items leave `batch`. Transient errors propagate."""
         conn = self._conn
+        if batch[0].between:  # alone in its batch (see _take): no transaction, no retry
+            item = batch[0]
+            try:
+                result = item.call(conn) if item.call is not None else None
+            except Exception as exc:
+                if conn.in_transaction:
+                    self._rollback()
+                self._resolve(batch, [None], failed=exc)
+            else:
+                self._resolve(batch, [result])
+            batch.clear()
+            return
         results: list[Any] = []
         conn.execute("BEGIN IMMEDIATE")
         for item in batch:

@@ -153,7 +153,8 @@ _V2 = """
 CREATE TABLE outbox (
     seq               INTEGER PRIMARY KEY AUTOINCREMENT,
     msg_id            TEXT NOT NULL UNIQUE,
-    kind              TEXT NOT NULL CHECK (kind IN ('status', 'track', 'summary', 'health', 'discovery', 'event')),
+    kind              TEXT NOT NULL
+                      CHECK (kind IN ('status', 'track', 'summary', 'health', 'discovery', 'event')),
     topic             TEXT NOT NULL,
     payload           TEXT NOT NULL,
     qos               INTEGER NOT NULL CHECK (qos IN (0, 1, 2)),
