@@ -293,7 +293,7 @@ class HealthMonitor:
                 flags.append("throttled")
         if clock is False:
             flags.append("clock-unsynced")
-        if stats.camera_state != "ok":
+        if stats.camera_state not in ("ok", "starting", "ended", "stopped"):  # ended: a replay finished
             flags.append(f"camera-{stats.camera_state}")
         return flags
 

@@ -14,6 +14,7 @@ import platform
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -30,12 +31,14 @@ from edge.detect.crop import crop_batch
 from edge.detect.factory import make_detector
 from edge.errors import SourceError
 from edge.frames import Frame
+from edge.operations import FieldOps
 from edge.sources.base import FrameSource
 from edge.sources.capture import CaptureThread
 from edge.sources.factory import make_source
 from edge.store.db import Database, DetectionRow, RunInfo, TrackRow
 from edge.track.appearance import appearance_descriptor
 from edge.track.tracker import Tracker, TrackInput, TrackState
+from edge.watchdog import Notifier
 
 log = logging.getLogger("trapcam.loop")
 
@@ -60,6 +63,8 @@ class RunResult:
     elapsed_s: float = 0.0
     # Per frame: [(track_id, box)] for evaluation against ground truth.
     track_boxes: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
+    inactive_frames: int = 0  # frames outside the schedule's active windows (not processed)
+    operations: dict[str, Any] = field(default_factory=dict)  # FieldOps.status() at the end
 
     @property
     def confirmed_tracks(self) -> list[TrackState]:
@@ -91,9 +96,18 @@ class Pipeline:
     """Wires source, detector, cropper, classifier, tracker and database for one run."""
 
     def __init__(
-        self, cfg: TrapConfig, source: FrameSource | None = None, record_tracks: bool = False
+        self,
+        cfg: TrapConfig,
+        source: FrameSource | None = None,
+        record_tracks: bool = False,
+        notifier: Notifier | None = None,
+        ops_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """ops_options: extra FieldOps arguments at the hardware boundary (probes, free_bytes, ...)."""
         self.cfg = cfg
+        self.ops_options = dict(ops_options or {})
+        self.notifier = notifier or Notifier()
+        self.ops: FieldOps | None = None
         self.source = source or make_source(cfg.source)
         self.detector = make_detector(cfg.detector)
         self.classifier: Classifier | None = (
@@ -114,12 +128,34 @@ class Pipeline:
 
     def run(self, max_frames: int | None = None) -> RunResult:
         started = time.monotonic()
-        run_id = self.db.start_run(self._run_info())
+        run_info = self._run_info()
+        run_id = self.db.start_run(run_info)
         result = RunResult(run_id=run_id)
         detect_t, classify_t, frame_t = _Timer(), _Timer(), _Timer()
+        try:
+            ops = self.ops = FieldOps(
+                self.cfg,
+                self.db,
+                run_id,
+                model_sha256=run_info.model_sha256,
+                model_name=run_info.model_name,
+                taxa=self._taxa(),
+                notifier=self.notifier,
+                **self.ops_options,
+            )
+        except BaseException as exc:
+            self.db.end_run(run_id, f"error: {type(exc).__name__}")
+            self.db.close()
+            self.source.close()
+            raise
 
-        def detect(frame: Frame) -> tuple[Frame, list[Detection]]:
-            """Runs in the capture thread: detecting the next frame overlaps classifying this one."""
+        def detect(frame: Frame) -> tuple[Frame, list[Detection] | None]:
+            """Runs in the capture thread: detecting the next frame overlaps classifying this one.
+
+            Outside the schedule's windows the frame is not looked at (None): no effort, no count.
+            """
+            if not ops.schedule.is_active(frame.timestamp):
+                return frame, None
             t0 = time.perf_counter()
             detections = self.detector.detect(frame.image)
             detect_t.add(time.perf_counter() - t0)
@@ -127,10 +163,17 @@ class Pipeline:
 
         capture = CaptureThread(self.source, self.cfg.source, prepare=detect)
         capture.start()
+        self.notifier.ready(f"running {self.source.name}")
         last_stats, frames_at_last_stats = time.monotonic(), 0
+        last_tick = -float("inf")
         last_frame_time: datetime | None = None
         try:
             while not self.stop_event.is_set():
+                if time.monotonic() - last_tick >= 1.0:
+                    last_tick = time.monotonic()
+                    ops.tick(
+                        last_tick, capture.queue_depth, capture.dropped_frames, capture.state, result.frames
+                    )
                 if max_frames is not None and result.frames >= max_frames:
                     result.exit_reason = "max-frames"
                     break
@@ -150,11 +193,16 @@ class Pipeline:
                 if result.first_frame_s is None:
                     result.first_frame_s = time.monotonic() - started
                 frame, detections = item
+                if not ops.is_active(frame.timestamp) or detections is None:
+                    ops.on_idle_frame()
+                    result.inactive_frames += 1
+                    continue
                 t0 = time.perf_counter()
                 self._process(frame, detections, result, classify_t)
                 frame_t.add(time.perf_counter() - t0)
                 last_frame_time = frame.timestamp
                 result.frames += 1
+                ops.on_frame(frame.timestamp, capture.dropped_frames, len(detections), time.monotonic())
                 window_s = time.monotonic() - last_stats
                 if window_s >= self.cfg.logging.stats_interval_s:
                     fps = (result.frames - frames_at_last_stats) / window_s
@@ -170,13 +218,23 @@ class Pipeline:
                 result.exit_reason = f"error: {type(exc).__name__}"
             raise
         finally:
+            self.notifier.stopping(result.exit_reason)
             capture.stop()
             end_time = last_frame_time or datetime.now(timezone.utc)
             for track in self.tracker.finish(end_time):
                 self._store_track(run_id, track, result)
             result.dropped, result.corrupt = capture.dropped_frames, capture.corrupt_frames
+            try:
+                ops.finish(
+                    end_time, capture.queue_depth, capture.dropped_frames, capture.state, result.frames
+                )
+            except Exception as exc:  # the run's own rows below matter more than a last summary
+                log.error("finishing summaries and health failed: %s", exc)
             self.db.update_run(run_id, **self._counters(result, capture))
             self.db.end_run(run_id, result.exit_reason)
+            self.db.flush()
+            ops.close()  # the publisher sends what the last flush committed, then stops
+            result.operations = ops.status() if not self.db.closed else {}
             self.db.close()
             self.source.close()
             result.elapsed_s = time.monotonic() - started
@@ -196,7 +254,10 @@ class Pipeline:
         if self.classifier is not None and len(detections):
             t1 = time.perf_counter()
             classifications = list(self.classifier.classify(crops))
-            classify_t.add((time.perf_counter() - t1) / len(detections))
+            per_crop = (time.perf_counter() - t1) / len(detections)
+            classify_t.add(per_crop)
+            if self.ops is not None:
+                self.ops.on_inference(1000.0 * per_crop)
         inputs = []
         for i, detection in enumerate(detections):
             inputs.append(
@@ -249,31 +310,32 @@ class Pipeline:
         if not_insect:  # the model says this was no insect: keep the record, do not count it
             track = dataclasses.replace(track, status="discarded")
             result.not_insects += 1
-        self.db.upsert_track(
-            TrackRow(
-                track_id=track.track_id,
-                run_id=run_id,
-                status=track.status,
-                first_utc=track.first_seen,
-                last_utc=track.last_seen,
-                hits=track.hits,
-                level=track.level,
-                label=track.label,
-                score=track.score,
-                votes_json=json.dumps(track.votes) if track.votes else None,
-                best_detection_id=track.best_detection_id,
-                x0=track.box.x0,
-                y0=track.box.y0,
-                x1=track.box.x1,
-                y1=track.box.y1,
-                moved_px=track.moved_px,
-                lineage_json=self.lineage(track),
-            )
+        row = TrackRow(
+            track_id=track.track_id,
+            run_id=run_id,
+            status=track.status,
+            first_utc=track.first_seen,
+            last_utc=track.last_seen,
+            hits=track.hits,
+            level=track.level,
+            label=track.label,
+            score=track.score,
+            votes_json=json.dumps(track.votes) if track.votes else None,
+            best_detection_id=track.best_detection_id,
+            x0=track.box.x0,
+            y0=track.box.y0,
+            x1=track.box.x1,
+            y1=track.box.y1,
+            moved_px=track.moved_px,
+            lineage_json=self.lineage(track),
         )
+        self.db.upsert_track(row)
         if finished:
             self._crop_memory.pop(track.track_id, None)
             if track.status == "ended":
                 result.finished_tracks[track.track_id] = track
+            if self.ops is not None:
+                self.ops.on_track_finished(row)
 
     def lineage(self, track: TrackState) -> dict[str, str] | None:
         """The track's taxon at its level and every level above it (counts per level need this)."""
@@ -282,6 +344,12 @@ class Pipeline:
         if self.taxonomy is None or track.level not in self.taxonomy.levels:
             return {track.level: track.label}
         return self.taxonomy.ancestors(track.level, track.label)
+
+    def _taxa(self) -> list[str]:
+        """The finest level's labels (what 'today' counts are keyed by), for dashboards."""
+        if self.classifier is None:
+            return []
+        return list(self.classifier.bundle.manifest.outputs[-1].labels)
 
     # ------------------------------------------------------------ bookkeeping
 

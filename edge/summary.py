@@ -46,6 +46,8 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
     )
     if result.first_frame_s is not None:
         print(f"  first frame after {result.first_frame_s:.2f} s")
+    if result.inactive_frames:
+        print(f"  outside the schedule's windows: {result.inactive_frames} frames not looked at")
     counts = result.counts()
     print(f"  insects counted (finished tracks): {sum(counts.values())}")
     if not cfg.classifier.enabled:
@@ -59,5 +61,19 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
     report = synthetic_count_report(pipeline, result)
     if report is not None:
         print(f"  against ground truth: {report.summary()}")
+    ops = result.operations or {}
+    counters = ops.get("counters") or {}
+    if counters:
+        print(
+            f"  summaries {counters.get('summaries', 0)}, health samples {counters.get('health_samples', 0)},"
+            f" crops deleted for space {counters.get('crops_deleted', 0)}"
+        )
+    publisher, outbox = ops.get("publisher"), ops.get("outbox")
+    if publisher and outbox:
+        error = f" ({publisher['last_error']})" if publisher.get("last_error") else ""
+        print(
+            f"  mqtt {cfg.mqtt.host}:{cfg.mqtt.port}: {publisher['state']}{error};"
+            f" outbox: {outbox['pending']} waiting, {outbox['delivered_total']} delivered"
+        )
     print(f"  database: {cfg.database_path}")
     print(f"  crops:    {cfg.crops_path}")

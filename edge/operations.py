@@ -1,0 +1,287 @@
+"""Field operations around the counting loop: summaries, health, retention, schedule, MQTT, watchdog.
+
+The loop (edge/pipeline.py) counts; this module makes a season of counting watchable and safe:
+
+- every finished track becomes a `track` message in the outbox, written by the database writer in
+  the same order as the track row (a crash keeps both or neither);
+- frames and finished tracks feed the interval summaries (stored, and published retained);
+- every `health.interval_s` a health sample is stored and published;
+- every `retention.check_interval_s` old crops make room, and the WAL is checkpointed;
+- the schedule says whether the trap watches now; the light follows it;
+- systemd's watchdog is pinged only while frames flow (or the trap is idle by schedule).
+
+Times: the schedule and the summaries follow the frames' own timestamps (a replayed night gives
+the same summaries as the live one); health and retention run on the wall clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge import __version__
+from edge.config import TrapConfig
+from edge.health import HealthMonitor, LoopStats, SystemProbes, store_health
+from edge.intervals import IntervalSummarizer, SummaryRow, store_summary
+from edge.light import LightController
+from edge.mqtt import Outbox, Publisher, discovery_messages, health_message, summary_message, track_message
+from edge.retention import Retention, RetentionReport
+from edge.schedule import Schedule
+from edge.store.db import Database
+from edge.store.schema import TrackRow
+from edge.watchdog import Notifier
+
+log = logging.getLogger("trapcam.ops")
+
+# Home Assistant gets one "today" sensor per label of the finest level only while that stays a
+# dashboard, not a phone book (the iNaturalist model has 10,000 species).
+MAX_DISCOVERY_TAXA = 64
+OUTBOX_COMPACT_INTERVAL_S = 600.0
+
+
+@dataclass
+class OpsCounters:
+    """What the operations did in this run (for the run summary and tests)."""
+
+    tracks_published: int = 0
+    summaries: int = 0
+    health_samples: int = 0
+    retention_checks: int = 0
+    crops_deleted: int = 0
+    inactive_frames: int = 0
+    last_health: dict[str, Any] = field(default_factory=dict)
+
+
+class FieldOps:
+    """Owns the summarizer, health monitor, retention, schedule, light, outbox, publisher, notifier."""
+
+    def __init__(
+        self,
+        cfg: TrapConfig,
+        db: Database,
+        run_id: int,
+        *,
+        model_sha256: str | None,
+        model_name: str | None,
+        taxa: Sequence[str] = (),
+        extra_flags: Sequence[str] = (),
+        notifier: Notifier | None = None,
+        probes: SystemProbes | None = None,
+        free_bytes: Callable[[Path], int] | None = None,
+        light_pin_factory: Any | None = None,
+    ) -> None:
+        """probes, free_bytes, light_pin_factory: the hardware boundary (tests give fakes there)."""
+        self.cfg = cfg
+        self.db = db
+        self.run_id = run_id
+        self.extra_flags = list(extra_flags)
+        self.counters = OpsCounters()
+        self.started = datetime.now(timezone.utc)
+        delay = max(cfg.tracker.max_gap_s, cfg.tracker.reid_window_s) + 60.0
+        self.summarizer = IntervalSummarizer(cfg.summary, run_id, tz=cfg.site.timezone, close_delay_s=delay)
+        self.health = HealthMonitor(cfg, model_sha256, self.started, probes=probes)
+        self.retention = Retention(cfg.retention, db, cfg.crops_path, cfg.data_dir, free_bytes=free_bytes)
+        self.schedule = Schedule(cfg.schedule, cfg.site)
+        self.light = (
+            LightController(cfg.schedule.light, pin_factory=light_pin_factory)
+            if cfg.schedule.light is not None
+            else None
+        )
+        self.notifier = notifier or Notifier()
+        self.outbox: Outbox | None = None
+        self.publisher: Publisher | None = None
+        self._state_before_stop: tuple[str, str | None] | None = None
+        self._inference_ms: deque[float] = deque(maxlen=512)
+        self._last_health = -float("inf")
+        self._last_compact = -float("inf")
+        self._last_report: RetentionReport | None = None
+        self._active: bool | None = None
+        self._last_detection: datetime | None = None
+        self._fps_window: deque[float] = deque(maxlen=64)  # monotonic times of recent frames
+        try:
+            self.db.run_sync(lambda conn: self.summarizer.seed_today(conn, datetime.now(timezone.utc)))
+        except Exception as exc:  # a count shown on a dashboard must never stop the trap
+            log.warning("could not read today's earlier counts: %s", exc)
+        if cfg.mqtt.enabled:
+            self.outbox = Outbox(db, cfg.mqtt)
+            taxa = list(taxa)
+            if len(taxa) > MAX_DISCOVERY_TAXA:
+                log.info(
+                    "home assistant: %d labels are too many for one sensor each; only health sensors",
+                    len(taxa),
+                )
+                taxa = []
+
+            def discovery() -> list[Any]:
+                return discovery_messages(cfg.mqtt, cfg.device_id, __version__, model_name, taxa)
+
+            self._publish_recovered_tracks()
+            self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.outbox, discovery=discovery)
+            self.publisher.start()
+
+    # ------------------------------------------------------------ called by the loop
+
+    def is_active(self, moment: datetime) -> bool:
+        """Whether the trap watches at `moment` (a frame's time); switches the light on changes."""
+        active = self.schedule.is_active(moment)
+        if active != self._active:
+            if self._active is not None:
+                log.info("schedule: %s", self.schedule.describe(moment))
+            if not active:
+                self.summarizer.pause()
+            if self.light is not None:
+                self.light.set(active)
+            self._active = active
+        return active
+
+    def on_frame(self, ts: datetime, dropped_total: int, detections: int, monotonic_now: float) -> None:
+        """A processed (active) frame: effort, summaries that it closed, the watchdog."""
+        self._fps_window.append(monotonic_now)
+        if detections:
+            self._last_detection = ts
+        for row in self.summarizer.on_frame(ts, dropped_total):
+            self._emit_summary(row)
+        self.notifier.ping()
+
+    def on_idle_frame(self) -> None:
+        """A frame outside the active windows: not counted, but the loop is alive."""
+        self.counters.inactive_frames += 1
+        self.notifier.ping()
+
+    def on_inference(self, ms_per_crop: float) -> None:
+        self._inference_ms.append(ms_per_crop)
+
+    def on_track_finished(self, row: TrackRow) -> None:
+        """A finished, counted track: summary counts, and its message queued right after its row."""
+        self.summarizer.on_track_finished(row)
+        if self.outbox is not None and row.status == "ended":
+            payload = asdict(row)
+            payload.pop("votes_json", None)
+            payload["lineage"] = payload.pop("lineage_json", None)
+            self.outbox.enqueue(track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, payload))
+            self.counters.tracks_published += 1
+
+    def tick(
+        self, monotonic_now: float, queue_depth: int, dropped: int, camera_state: str, frames: int
+    ) -> None:
+        """Periodic work on the wall clock: health, retention, WAL checkpoint, outbox bound."""
+        now = datetime.now(timezone.utc)
+        if self.retention.due(now):
+            self._last_report = self.retention.check(now)
+            self.counters.retention_checks += 1
+            self.counters.crops_deleted += self._last_report.deleted_files  # retention logs it
+        self.retention.maintain(now)
+        if monotonic_now - self._last_health >= self.cfg.health.interval_s:
+            self._last_health = monotonic_now
+            self._sample_health(now, monotonic_now, queue_depth, dropped, camera_state, frames)
+        if self.outbox is not None and monotonic_now - self._last_compact >= OUTBOX_COMPACT_INTERVAL_S:
+            self._last_compact = monotonic_now
+            self.outbox.compact(now)
+
+    def finish(self, end: datetime, queue_depth: int, dropped: int, camera_state: str, frames: int) -> None:
+        """At run end: the partial summary interval and a last health sample (before the db closes)."""
+        for row in self.summarizer.finish(end):
+            self._emit_summary(row)
+        self._sample_health(datetime.now(timezone.utc), None, queue_depth, dropped, camera_state, frames)
+
+    def close(self) -> None:
+        """Stop the publisher (before the database closes) and switch the light off."""
+        if self.publisher is not None:
+            self._state_before_stop = self.publisher.state, self.publisher.last_error
+            self.publisher.stop()
+        if self.light is not None:
+            self.light.close()
+
+    def status(self) -> dict[str, Any]:
+        """Publisher (with its state before a clean stop), outbox and counters."""
+        publisher = self.publisher.stats() if self.publisher else None
+        if publisher is not None and self._state_before_stop is not None:
+            publisher["state"], publisher["last_error"] = self._state_before_stop
+        return {
+            "publisher": publisher,
+            "outbox": self.outbox.stats() if self.outbox else None,
+            "counters": asdict(self.counters),
+        }
+
+    # ------------------------------------------------------------ internals
+
+    def _publish_recovered_tracks(self) -> None:
+        """Track messages for tracks a killed run left open and `start_run` has just ended.
+
+        The process died before it could queue their messages; without this they would be in the
+        database and the daily files but never reach the dashboard.
+        """
+        assert self.outbox is not None
+        columns = [name for name in TrackRow.__dataclass_fields__ if name != "votes_json"]
+
+        def read(conn: Any) -> list[tuple[Any, ...]]:
+            return conn.execute(
+                f"SELECT {', '.join(columns)} FROM tracks t WHERE t.status = 'ended' AND t.run_id IN "
+                "(SELECT run_id FROM runs WHERE exit_reason LIKE 'interrupted (no clean shutdown%') "
+                "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.kind = 'track' "
+                "AND json_extract(o.payload, '$.track_id') = t.track_id) ORDER BY t.track_id"
+            ).fetchall()
+
+        rows = self.db.run_sync(read)
+        for values in rows:
+            payload = dict(zip(columns, values, strict=True))
+            payload["lineage"] = json.loads(payload.pop("lineage_json") or "null")
+            payload["recovered"] = True
+            self.outbox.enqueue(track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, payload))
+        if rows:
+            log.warning(
+                "mqtt: %d track(s) ended by the restart after an unclean stop are published now", len(rows)
+            )
+
+    def _fps(self, monotonic_now: float | None) -> float:
+        times = list(self._fps_window)
+        if len(times) < 2:
+            return 0.0
+        end = times[-1] if monotonic_now is None else max(times[-1], monotonic_now)
+        return (len(times) - 1) / max(end - times[0], 1e-6)
+
+    def _sample_health(
+        self,
+        now: datetime,
+        monotonic_now: float | None,
+        queue_depth: int,
+        dropped: int,
+        camera_state: str,
+        frames: int,
+    ) -> None:
+        flags = list(self.extra_flags)
+        if self.publisher is not None and self.publisher.state in ("auth-failed", "tls-failed"):
+            flags.append(f"mqtt-{self.publisher.state}")
+        stats = LoopStats(
+            fps=self._fps(monotonic_now),
+            inference_ms=list(self._inference_ms),
+            queue_depth=queue_depth,
+            frames_dropped=dropped,
+            camera_state=camera_state,
+            last_detection_utc=self._last_detection,
+            frames_processed=frames,
+            active=bool(self._active) if self._active is not None else True,
+        )
+        sample = self.health.sample(now, stats, extra_flags=flags, retention=self._last_report)
+        if self.outbox is not None:
+            sample["outbox_pending"] = self.outbox.stats().get("pending")
+        store_health(self.db, self.run_id, sample)
+        self.counters.health_samples += 1
+        self.counters.last_health = sample
+        if self.outbox is not None:
+            body = {key: value for key, value in sample.items() if key != "ts"}  # the message has its own
+            self.outbox.enqueue(health_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, body))
+        self.notifier.status(f"{sample['status']}; {frames} frames")
+
+    def _emit_summary(self, row: SummaryRow) -> None:
+        store_summary(self.db, row)
+        self.counters.summaries += 1
+        if self.outbox is not None:
+            payload = row.to_payload(self.summarizer.today_counts())
+            self.outbox.enqueue(summary_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, payload))
