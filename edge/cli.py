@@ -140,6 +140,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+    from edge.service import next_steps, render_units, settings_for, write_units
+
+    cfg = load_config(args.config)
+    settings = settings_for(cfg, Path(args.config), user=args.user)
+    units = render_units(settings)
+    if args.print:
+        for name, text in units.items():
+            print(f"# ---- {name}\n{text}")
+        return 0
+    out = Path(args.out)
+    for path in write_units(units, out):
+        print(f"wrote {path}")
+    print("next, as root:")
+    for step in next_steps(settings, out):
+        print(f"  {step}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trapcam",
@@ -187,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camtrap-dp", action="store_true", help="also write a Camtrap DP 1.0 data package")
     p.add_argument("--validate", action="store_true", help="write and validate the Camtrap DP package")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser(
+        "install-service", help="write systemd units (trap loop with watchdog, daily export timer)"
+    )
+    p.add_argument("-c", "--config", required=True, help="YAML configuration file the service runs")
+    p.add_argument("--user", default="trapcam", help="dedicated user the service runs as (default trapcam)")
+    p.add_argument("--out", default="/etc/systemd/system", help="where to write the unit files")
+    p.add_argument("--print", action="store_true", help="print the rendered units instead of writing them")
+    p.set_defaults(func=cmd_install_service)
     _add_plugin_commands(sub)
     return parser
 
