@@ -3,6 +3,9 @@
 `convert_run` converts every variant, runs the quantization check through the edge runtime, and
 only then writes the bundle: model.tflite (the chosen variant, role "cpu"), the other variants as
 model_<variant>.tflite (role "reference"), and model.json through edge's own `write_manifest`.
+Optionally (`edgetpu=True`) the int8 model compiled by `edgetpu_compiler` as model_edgetpu.tflite
+(role "edgetpu"), and (`onnx=True`) model.onnx and model_int8.onnx for TensorRT on a Jetson (role
+"onnx", both checked with onnxruntime). The int8 model's Edge TPU op report is always recorded.
 Everything is written into a temporary folder beside `out_dir` and renamed at the end, so a
 failure (bad run folder, converter error, missed budget) leaves nothing half-written behind.
 """
@@ -26,6 +29,8 @@ from convert.check import (
     run_on_edge,
     truth_indices,
 )
+from convert.edgetpu import INSTALL_HINT, EdgeTpuError, compile_edgetpu, edgetpu_report
+from convert.onnx_export import ONNX_FILES, check_onnx, export_onnx, quantize_onnx
 from convert.tflite import (
     IO_TYPES,
     VARIANTS,
@@ -70,7 +75,12 @@ class ConvertResult:
         return "\n".join(lines)
 
 
+EDGETPU_FILE = "model_edgetpu.tflite"
+
+
 def variant_file(variant: str, bundle_variant: str) -> str:
+    if variant in ONNX_FILES:
+        return ONNX_FILES[variant]
     return "model.tflite" if variant == bundle_variant else f"model_{variant}.tflite"
 
 
@@ -81,8 +91,12 @@ def check_options(
     budget_pp: float,
     min_agreement: float,
     bundle_variant: str,
+    edgetpu: bool = False,
 ) -> tuple[str, ...]:
-    """ConfigError naming the option for a bad value; returns the variants without duplicates."""
+    """ConfigError naming the option for a bad value; returns the variants without duplicates.
+
+    With `edgetpu`, the compiler must be installed: better to say so before minutes of converting.
+    """
     chosen = tuple(dict.fromkeys(variants))
     if not chosen:
         raise ConfigError(f"--variants: name at least one of {list(VARIANTS)}")
@@ -99,6 +113,10 @@ def check_options(
         raise ConfigError(f"--budget {budget_pp}: expected percentage points >= 0")
     if not 0.0 <= min_agreement <= 1.0:
         raise ConfigError(f"--min-agreement {min_agreement}: expected a fraction within 0..1")
+    if edgetpu and "int8" not in chosen:
+        raise ConfigError("--edgetpu compiles the int8 model: add int8 to --variants")
+    if edgetpu and shutil.which("edgetpu_compiler") is None:
+        raise EdgeTpuError(INSTALL_HINT)
     return chosen
 
 
@@ -232,16 +250,21 @@ def convert_run(
     min_agreement: float = 0.99,
     bundle_variant: str = "int8",
     *,
+    edgetpu: bool = False,
+    onnx: bool = False,
     num_threads: int = 1,
     echo: Callable[[str], None] | None = None,
 ) -> ConvertResult:
     """Convert a training run folder into a checked model bundle in `out_dir` (default RUN_DIR/bundle).
 
+    edgetpu: also compile the int8 model for the Coral Edge TPU (needs `edgetpu_compiler`).
+    onnx: also export model.onnx and model_int8.onnx for TensorRT, each checked with onnxruntime.
+
     ConvertError when the run folder is incomplete, a converter fails (naming the op when it can),
     or the int8 variant misses the budget (naming the level and both numbers); ConfigError for a
     bad option. `echo` receives the quantization table (also on a missed budget).
     """
-    chosen = check_options(variants, io, representative, budget_pp, min_agreement, bundle_variant)
+    chosen = check_options(variants, io, representative, budget_pp, min_agreement, bundle_variant, edgetpu)
     run = read_run(Path(run_dir))
     out_dir = Path(out_dir) if out_dir is not None else run.path / "bundle"
     _check_out_dir(out_dir)
@@ -289,9 +312,30 @@ def convert_run(
                     f" scale {spec.scale:g} zero point {spec.zero_point}" if spec.scale else ""
                 )
                 result.variants[variant] = figures
+            roles: dict[str, FileRole] = {
+                name: ("cpu" if variant == bundle_variant else "reference") for name, variant in names.items()
+            }
+            onnx_facts: dict[str, Any] | None = None
             try:
                 if gated:
                     check_budget(keras_figures, result.variants[gated], budget_pp, min_agreement)
+                if onnx:
+                    written, onnx_facts = _onnx_files(
+                        model,
+                        run,
+                        staging,
+                        Path(work),
+                        images,
+                        truth,
+                        reference,
+                        result,
+                        representative,
+                        num_threads,
+                        echo,
+                    )
+                    for variant, role in written.items():
+                        names[variant_file(variant, bundle_variant)] = variant
+                        roles[variant_file(variant, bundle_variant)] = role
             except ConvertError:
                 result.passed = False
                 if echo:
@@ -300,14 +344,25 @@ def convert_run(
             if echo:
                 echo(result.table())
 
-            roles: dict[str, FileRole] = {
-                name: ("cpu" if variant == bundle_variant else "reference") for name, variant in names.items()
-            }
             validation = result.to_json() | {"bundle_variant": bundle_variant, "io": io}
             validation["variants"] = {
-                v: figs | {"file": variant_file(v, bundle_variant)}
+                v: figs
+                | {
+                    "file": variant_file(v, bundle_variant)
+                    if variant_file(v, bundle_variant) in roles
+                    else None
+                }
                 for v, figs in validation["variants"].items()
             }
+            if onnx_facts is not None:
+                validation["onnx"] = onnx_facts
+            if "int8" in chosen:
+                validation["edgetpu"] = _edgetpu_step(
+                    staging, variant_file("int8", bundle_variant), Path(work), edgetpu, echo
+                )
+                if edgetpu:
+                    names[EDGETPU_FILE] = "edgetpu"
+                    roles[EDGETPU_FILE] = "edgetpu"
             manifest = make_manifest(
                 run, "model.tflite", tflites[bundle_variant], roles, staging, validation=validation
             )
@@ -318,3 +373,75 @@ def convert_run(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ConvertResult(out_dir=out_dir, manifest=written, check=result, files=names)
+
+
+def _onnx_files(
+    model: Any,
+    run: RunFolder,
+    staging: Path,
+    work: Path,
+    images: Any,
+    truth: Mapping[str, Any],
+    reference: Mapping[str, Any],
+    result: CheckResult,
+    representative: int,
+    num_threads: int,
+    echo: Callable[[str], None] | None,
+) -> tuple[dict[str, FileRole], dict[str, Any]]:
+    """Export and check model.onnx (must match Keras) and model_int8.onnx into `staging`.
+
+    Returns ({variant: role} of the files written, the ONNX facts for model.json). The int8 file is
+    left out, with the reason, when it misses the int8 budget: model.onnx (FP16 engine) still serves.
+    """
+    float_model = export_onnx(model, run.size, staging / ONNX_FILES["onnx"], run.levels)
+    budget = (result.keras, result.budget_pp, result.min_agreement, num_threads)
+    result.variants["onnx"] = check_onnx("onnx", float_model, images, truth, reference, *budget)
+    facts: dict[str, Any] = {
+        "input": float_model.input_name,
+        "layout": "NHWC float32 RGB 0..255, dynamic batch",
+        "outputs": list(float_model.output_names),
+    }
+    written: dict[str, FileRole] = {"onnx": "onnx"}
+    calibration, _ = split_images(run, "train", limit=representative)
+    candidate = quantize_onnx(float_model, work / ONNX_FILES["onnx-int8"], calibration)
+    figures = check_onnx("onnx-int8", candidate, images, truth, reference, *budget, gate=False)
+    result.variants["onnx-int8"] = figures
+    try:
+        check_budget(result.keras, figures, result.budget_pp, result.min_agreement)
+    except ConvertError as exc:
+        facts["int8_left_out"] = str(exc)
+        if echo:
+            echo(f"onnx: {ONNX_FILES['onnx-int8']} left out ({exc}); build the FP16 engine from model.onnx")
+    else:
+        shutil.copyfile(candidate.path, staging / ONNX_FILES["onnx-int8"])
+        written["onnx-int8"] = "onnx"
+    return written, facts
+
+
+def _edgetpu_step(
+    staging: Path, int8_file: str, work: Path, compile_it: bool, echo: Callable[[str], None] | None
+) -> dict[str, Any]:
+    """The int8 model's Edge TPU op report, and with `compile_it` the compiled model_edgetpu.tflite.
+
+    Ops the Edge TPU cannot run (e.g. HARD_SWISH) are listed before compiling: the compiler leaves
+    them, and in practice everything after the first of them, on the CPU, which is slow on a Pi.
+    """
+    report = edgetpu_report(staging / int8_file)
+    figures: dict[str, Any] = {
+        "source": int8_file,
+        "ops": report.ops,
+        "unsupported_ops": report.unsupported,
+        "all_int8": report.all_int8,
+        "compatible": report.compatible,
+    }
+    if echo and report.unsupported:
+        listed = ", ".join(f"{name} x{count}" for name, count in report.unsupported.items())
+        echo(f"edge tpu: ops the Edge TPU cannot run (they stay on the CPU): {listed}")
+    if not compile_it:
+        return figures
+    compiled = compile_edgetpu(staging / int8_file, work / "edgetpu")
+    shutil.copyfile(compiled.path, staging / EDGETPU_FILE)
+    figures |= {"file": EDGETPU_FILE, "edgetpu_ops": compiled.edgetpu_ops, "cpu_ops": compiled.cpu_ops}
+    if echo:
+        echo(f"edge tpu: {compiled.edgetpu_ops} operations on the Edge TPU, {compiled.cpu_ops} on the CPU")
+    return figures

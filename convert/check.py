@@ -162,6 +162,8 @@ def format_table(result: CheckResult) -> str:
                 f"{label:9s} {size} {ms} {level:9s} {fig.accuracy:9.3f} {drop:8.2f}"
                 f" {fig.macro_f1:9.3f} {fig.agreement:7.3f} {fig.mean_abs_prob_diff:7.4f}"
             )
+    if any(name.startswith("onnx") for name in result.variants):
+        lines.append("onnx rows: onnxruntime on the CPU (the TensorRT engine is built from these files)")
     verdict = "passed" if result.passed else "FAILED"
     if result.gated_variant:
         lines.append(

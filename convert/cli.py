@@ -94,6 +94,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="calibration images from the train split (default 300)",
     )
+    p.add_argument(
+        "--edgetpu",
+        action="store_true",
+        help="also compile the int8 model for the Coral Edge TPU (needs edgetpu_compiler, x86-64 Linux)",
+    )
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write model.onnx and model_int8.onnx (Q/DQ) for Jetson TensorRT, checked by onnxruntime",
+    )
     p.add_argument("--threads", type=_positive_int, default=1, help="interpreter threads for the check")
     p.set_defaults(func=cmd_convert)
 
@@ -121,6 +131,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         budget_pp=args.budget,
         min_agreement=args.min_agreement,
         bundle_variant=args.bundle_variant,
+        edgetpu=args.edgetpu,
+        onnx=args.onnx,
         num_threads=args.threads,
         echo=print,
     )
@@ -193,6 +205,15 @@ def inspect_text(path: Path) -> str:
             )
     elif validation:
         lines.append(f"validation: {validation}")
+    tpu = validation.get("edgetpu")
+    if tpu:
+        unsupported = ", ".join(f"{k} x{v}" for k, v in tpu.get("unsupported_ops", {}).items()) or "none"
+        compiled = (
+            f"; {tpu['file']}: {tpu['edgetpu_ops']} ops on the TPU, {tpu['cpu_ops']} on the CPU"
+            if tpu.get("file")
+            else "; not compiled (trapcam convert --edgetpu)"
+        )
+        lines.append(f"edge tpu: ops it cannot run: {unsupported}{compiled}")
     training = m.training
     if training:
         shown = {k: training[k] for k in ("backbone", "weights", "seed", "image_size") if k in training}

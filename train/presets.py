@@ -23,6 +23,7 @@ model:
   backbone: mobilenet_v2
   weights: none
   alpha: 0.35
+  heads: {heads}
   hidden_units: 64
   dropout: 0.2
 training:
@@ -45,11 +46,13 @@ def synthetic_run_config(
     patience: int | None = None,
     gradcam_samples: int = 0,
     seed: int = 1,
+    heads: str = "hierarchical",
 ) -> str:
     """Training YAML for a small run on synthetic crops of `species`.
 
     Stage 1 is skipped: with random backbone weights there are no features to keep frozen.
     `patience` defaults to `epochs` (no early stop), which small noisy validation sets need.
+    `heads`: "hierarchical" (order, family, species) or "flat" (species only).
     """
     return _TEMPLATE.format(
         run_dir=run_dir,
@@ -60,4 +63,5 @@ def synthetic_run_config(
         epochs=epochs,
         patience=epochs if patience is None else patience,
         gradcam_samples=gradcam_samples,
+        heads=heads,
     )
