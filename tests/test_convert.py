@@ -8,6 +8,7 @@ the device's own code (load_bundle + Classifier) and compared with the Keras mod
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -55,15 +56,43 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work / "run"
 
 
+# Coral's edgetpu_compiler comes only from Coral's apt repository, which this machine cannot reach:
+# a stand-in at that tool boundary writes <stem>_edgetpu.tflite and prints the compiler's log lines.
+FAKE_COMPILER = """#!/bin/sh
+out=.
+while [ $# -gt 1 ]; do
+  case "$1" in -o) out="$2"; shift 2;; *) shift;; esac
+done
+model="$1"
+stem=$(basename "$model" .tflite)
+cp "$model" "$out/${stem}_edgetpu.tflite"
+printf 'Edge TPU Compiler version 16.0\nNumber of operations that will run on Edge TPU: 71\n'
+printf 'Number of operations that will run on CPU: 2\n'
+"""
+
+
 @pytest.fixture(scope="module")
-def converted(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def fake_compiler(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bindir = tmp_path_factory.mktemp("bin")
+    script = bindir / "edgetpu_compiler"
+    script.write_text(FAKE_COMPILER)
+    script.chmod(0o755)
+    return bindir
+
+
+@pytest.fixture(scope="module")
+def converted(run_dir: Path, tmp_path_factory: pytest.TempPathFactory, fake_compiler: Path) -> Any:
+    """The full bundle: four TFLite variants, the Edge TPU model and both ONNX files."""
     from convert import convert_run
 
     out = tmp_path_factory.mktemp("convert-out") / "bundle"
     tables: list[str] = []
-    result = convert_run(run_dir, out, echo=tables.append)
-    assert tables and "int8" in tables[0]
-    print(tables[0])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{fake_compiler}{os.pathsep}{os.environ.get('PATH', '')}")
+        result = convert_run(run_dir, out, edgetpu=True, onnx=True, echo=tables.append)
+    table = next(t for t in tables if t.startswith("quantization check"))
+    assert "int8" in table and "onnx-int8" in table and "onnxruntime" in table
+    print("\n".join(tables))
     return result
 
 
@@ -115,16 +144,16 @@ def test_manifest_describes_the_files_labels_thresholds_and_quantization(
     manifest = read_manifest(out / "model.json")
     meta = json.loads((run_dir / "run.json").read_text())
     thresholds = json.loads((run_dir / "thresholds.json").read_text())["levels"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["model.json", "model.tflite", "model_float32.tflite", "model_float16.tflite", "model_dynamic.tflite"]
-    )
     roles = {name: entry.role for name, entry in manifest.files.items()}
     assert roles == {
         "model.tflite": "cpu",
         "model_float32.tflite": "reference",
         "model_float16.tflite": "reference",
         "model_dynamic.tflite": "reference",
-    }
+        "model_edgetpu.tflite": "edgetpu",
+        "model.onnx": "onnx",
+    } | ({"model_int8.onnx": "onnx"} if (out / "model_int8.onnx").exists() else {})
+    assert sorted(p.name for p in out.iterdir()) == sorted([*roles, "model.json"])
     for name, entry in manifest.files.items():
         assert entry.sha256 == sha256_file(out / name)
     assert [h.level for h in manifest.outputs] == meta["levels"] == manifest.taxonomy.levels
@@ -146,7 +175,7 @@ def test_manifest_describes_the_files_labels_thresholds_and_quantization(
 
     validation = manifest.validation
     assert validation["passed"] is True and validation["bundle_variant"] == "int8"
-    assert set(validation["variants"]) == {"float32", "float16", "dynamic", "int8"}
+    assert set(validation["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx", "onnx-int8"}
     report = json.loads((run_dir / "report.json").read_text())
     assert validation["images"] == report["dataset"]["test"]
     for level in meta["levels"]:
@@ -195,6 +224,153 @@ def test_corrupted_bundle_is_refused(converted: Any, tmp_path: Path) -> None:
     load_bundle(ref)
     out = _cli("bundle", "verify", str(ref), timeout=60)
     assert out.returncode != 0 and "model_float16.tflite" in out.stderr, out.stderr
+
+
+def test_edgetpu_model_and_op_report_are_in_the_bundle(converted: Any) -> None:
+    from convert.edgetpu import EDGETPU_OPS, tflite_ops
+    from edge.classify.bundle import read_manifest
+
+    out = converted.out_dir
+    tpu = read_manifest(out / "model.json").validation["edgetpu"]
+    ops = tflite_ops(out / "model.tflite")  # the op report is about the int8 model itself
+    assert tpu["source"] == "model.tflite" and sum(tpu["ops"].values()) == len(ops)
+    assert tpu["unsupported_ops"] == {op: ops.count(op) for op in set(ops) if op not in EDGETPU_OPS}
+    assert tpu["all_int8"] is True and tpu["compatible"] is (not tpu["unsupported_ops"])
+    # the compiler's output went into the bundle under its role, with the counts from its log
+    assert (tpu["file"], tpu["edgetpu_ops"], tpu["cpu_ops"]) == ("model_edgetpu.tflite", 71, 2)
+    assert (out / "model_edgetpu.tflite").read_bytes() == (out / "model.tflite").read_bytes()
+    text = _cli("bundle", "inspect", str(out), timeout=60).stdout
+    assert "edge tpu: ops it cannot run:" in text and "71 ops on the TPU" in text
+
+
+def test_onnx_files_reproduce_keras_in_onnxruntime(
+    converted: Any, run_dir: Path, keras_and_test: tuple[dict[str, np.ndarray], np.ndarray], tmp_path: Path
+) -> None:
+    """Checked independently of convert's own check: onnxruntime on the test crops vs Keras."""
+    import onnx
+    import onnxruntime as ort
+
+    from convert.check import check_budget
+    from convert.onnx_export import describe_onnx, quantize_onnx
+    from convert.tflite import read_run, split_images
+    from edge.classify.bundle import read_manifest
+
+    keras_probs, images = keras_and_test
+    levels = list(keras_probs)
+    out = converted.out_dir
+    validation = read_manifest(out / "model.json").validation
+
+    def agreement_and_diff(path: Path) -> dict[str, tuple[float, float]]:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (image_input,) = session.get_inputs()
+        assert image_input.shape[1:] == [64, 64, 3] and image_input.type == "tensor(float)"
+        assert image_input.name == validation["onnx"]["input"]
+        got = session.run(levels, {image_input.name: images.astype(np.float32)})  # a batch: dynamic axis
+        return {
+            level: (
+                float(np.mean(np.argmax(probs, 1) == np.argmax(keras_probs[level], 1))),
+                float(np.mean(np.abs(probs - keras_probs[level]))),
+            )
+            for level, probs in zip(levels, got, strict=True)
+        }
+
+    for level, (agreement, diff) in agreement_and_diff(out / "model.onnx").items():
+        assert agreement == 1.0 and diff <= 1e-4, (level, agreement, diff)
+    assert validation["variants"]["onnx"]["file"] == "model.onnx"
+
+    # The int8 file is in the bundle exactly when it kept the int8 budget; its figures are recorded
+    # either way. Quantize model.onnx again here to check the Q/DQ form TensorRT reads.
+    int8 = validation["variants"]["onnx-int8"]
+    kept = (out / "model_int8.onnx").exists()
+    assert (int8["file"] == "model_int8.onnx") is kept and ("int8_left_out" in validation["onnx"]) is not kept
+    if kept:
+        for level, (agreement, _diff) in agreement_and_diff(out / "model_int8.onnx").items():
+            assert agreement >= 0.99, level
+    else:
+        assert (
+            "percentage points" in validation["onnx"]["int8_left_out"]
+            or "agrees" in (validation["onnx"]["int8_left_out"])
+        )
+        figures = converted.check.variants["onnx-int8"]
+        with pytest.raises(ConvertError):
+            check_budget(converted.check.keras, figures, 1.0, 0.99)
+    calibration, _ = split_images(read_run(run_dir), "train", limit=50)
+    again = quantize_onnx(describe_onnx(out / "model.onnx"), tmp_path / "q.onnx", calibration)
+    ops = {node.op_type for node in onnx.load(again.path).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+
+
+def test_edgetpu_without_the_compiler_fails_before_converting(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convert import convert_run
+    from convert.edgetpu import EdgeTpuError
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    out = tmp_path / "bundle"
+    with pytest.raises(EdgeTpuError, match="edgetpu_compiler was not found"):
+        convert_run(run_dir, out, edgetpu=True)
+    assert not out.exists() and not list(tmp_path.iterdir())
+    with pytest.raises(ConfigError, match="add int8 to --variants"):
+        convert_run(run_dir, out, variants=["float32"], bundle_variant="float32", edgetpu=True)
+
+
+# ---------------------------------------------------------------- a flat (single-level) run
+
+
+@pytest.fixture(scope="module")
+def flat_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from train.config import load_train_config
+    from train.run import train
+
+    work = tmp_path_factory.mktemp("flat-run")
+    config = work / "train.yaml"
+    config.write_text(
+        synthetic_run_config(work / "run", SPECIES, heads="flat", epochs=30, per_class=60), encoding="utf-8"
+    )
+    train(load_train_config(config))
+    return work / "run"
+
+
+def test_flat_run_gives_a_uint8_single_head_bundle_that_also_loads_as_a_plain_model(
+    flat_run: Path, tmp_path: Path
+) -> None:
+    """One head, uint8 in and uint8 out: the shape of the common third-party models (e.g. iNat)."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    import train.model  # noqa: F401  (custom layers)
+    from convert import convert_run
+    from edge.classify.bundle import load_bundle
+    from edge.classify.classifier import Classifier
+    from train.dataset import read_splits
+    from train.inputs import load_images
+
+    result = convert_run(flat_run, tmp_path / "bundle", variants=["float32", "int8"], representative=120)
+    manifest = result.manifest
+    assert [h.level for h in manifest.outputs] == ["species"] == manifest.taxonomy.levels
+    assert manifest.outputs[0].labels == json.loads((flat_run / "run.json").read_text())["labels"]["species"]
+
+    interpreter = Interpreter(model_path=str(result.out_dir / "model.tflite"))
+    (inp,) = interpreter.get_input_details()
+    (output,) = interpreter.get_output_details()
+    assert (inp["dtype"], output["dtype"]) == (np.uint8, np.uint8)
+
+    images = load_images(read_splits(flat_run / "splits.csv").test, 64)
+    model = keras.saving.load_model(flat_run / "model.keras", compile=False)
+    reference = np.argmax(np.asarray(model.predict(images.astype("float32"), verbose=0)["species"]), 1)
+
+    # the bundle, and the bare model.tflite + labels.txt the way a third-party model is shipped
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(result.out_dir / "model.tflite", plain / "model.tflite")
+    (plain / "labels.txt").write_text("\n".join(manifest.outputs[0].labels) + "\n", encoding="utf-8")
+    for folder, source in ((result.out_dir, "bundle"), (plain, "plain")):
+        bundle = load_bundle(folder if source == "bundle" else plain / "model.tflite")
+        assert bundle.source == source
+        results = Classifier(bundle, num_threads=1).classify(np.ascontiguousarray(images[..., ::-1]))
+        got = np.array([np.argmax(r.probs["species"]) for r in results])
+        assert np.mean(got == reference) >= 0.99, source
 
 
 # ---------------------------------------------------------------- bad input, nothing left behind
