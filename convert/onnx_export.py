@@ -22,6 +22,8 @@ does not reproduce Keras and holds the int8 file to the same budget as the TFLit
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -118,17 +120,18 @@ def quantize_onnx(float_model: OnnxModel, out_path: Path, calibration_rgb: np.nd
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(float_model.path), str(prepared), skip_symbolic_shape=True)
         try:
-            quantization.quantize_static(
-                str(prepared),
-                str(out_path),
-                _Calibration(float_model.input_name, calibration_rgb),
-                quant_format=quantization.QuantFormat.QDQ,
-                activation_type=quantization.QuantType.QInt8,
-                weight_type=quantization.QuantType.QInt8,
-                per_channel=True,
-                calibrate_method=quantization.CalibrationMethod.Entropy,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # its calibrator prints progress lines
+                quantization.quantize_static(
+                    str(prepared),
+                    str(out_path),
+                    _Calibration(float_model.input_name, calibration_rgb),
+                    quant_format=quantization.QuantFormat.QDQ,
+                    activation_type=quantization.QuantType.QInt8,
+                    weight_type=quantization.QuantType.QInt8,
+                    per_channel=True,
+                    calibrate_method=quantization.CalibrationMethod.Entropy,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                )
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ConvertError(f"ONNX int8 quantization failed: {first}") from None
