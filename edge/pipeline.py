@@ -319,7 +319,7 @@ class Pipeline:
             hits=track.hits,
             level=track.level,
             label=track.label,
-            score=track.score,
+            score=track.score if track.label is not None else None,  # no answer: no confidence
             votes_json=json.dumps(track.votes) if track.votes else None,
             best_detection_id=track.best_detection_id,
             x0=track.box.x0,
