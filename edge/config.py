@@ -8,11 +8,20 @@ code without starting anything.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge.errors import ConfigError
 
@@ -226,7 +235,25 @@ class ClassifierConfig(Section):
     enabled: bool = True
     model: Path | None = Field(None, description="bundle directory, model.json, or a .tflite file")
     labels: Path | None = Field(None, description="labels.txt for a plain .tflite (one label per line)")
-    backend: Literal["cpu"] = "cpu"
+    backend: Literal["cpu", "edgetpu", "tensorrt"] = Field(
+        "cpu",
+        description="cpu (TFLite with XNNPACK), edgetpu (Coral, the bundle's model_edgetpu.tflite) or "
+        "tensorrt (Jetson, an engine built on the device from the bundle's model.onnx)",
+    )
+    edgetpu_device: str = Field(
+        "usb", description="which Edge TPU: 'usb', 'usb:0', 'pci', 'pci:0' or ':0' (the N-th of any kind)"
+    )
+    tensorrt_precision: Literal["fp16", "int8", "fp32"] = Field(
+        "fp16", description="TensorRT engine precision; int8 uses the bundle's model_int8.onnx"
+    )
+    allow_cpu_fallback: bool = Field(
+        False,
+        description="a configured accelerator that is missing runs the CPU model instead (health says "
+        "'degraded: cpu fallback'); false: it is a start-up error",
+    )
+    engine_cache_dir: Path | None = Field(
+        None, description="TensorRT engines, cached by the ONNX file's sha256 (default <data_dir>/engines)"
+    )
     num_threads: int = Field(2, ge=1, le=64)
     top_k: int = Field(3, ge=1, le=20)
     threshold: float = Field(
@@ -251,6 +278,13 @@ class ClassifierConfig(Section):
     colour_order: Literal["RGB", "BGR"] | None = Field(
         None, description="channel order a plain .tflite expects (default RGB); not for bundles"
     )
+
+    @field_validator("edgetpu_device")
+    @classmethod
+    def _edgetpu_device(cls, value: str) -> str:
+        if not re.fullmatch(r"(usb|pci)(:\d+)?|:\d+", value):
+            raise ValueError("an Edge TPU device: 'usb', 'usb:0', 'pci', 'pci:0' or ':0'")
+        return value
 
     @model_validator(mode="after")
     def _model_when_enabled(self) -> ClassifierConfig:

@@ -39,3 +39,13 @@ class ExportError(TrapcamError):
 
 class MqttError(TrapcamError):
     """A message cannot be built or queued for MQTT (bad kind, QoS, topic part or payload)."""
+
+
+class AcceleratorError(TrapcamError):
+    """A configured accelerator (Edge TPU, TensorRT) is missing or cannot run the model.
+
+    Never silently replaced by the CPU: the message says what was looked for and how to check it;
+    only `classifier.allow_cpu_fallback: true` turns it into a degraded CPU run.
+    """
+
+    exit_code = 2

@@ -6,6 +6,10 @@ own quantization and outputs dequantized with each output tensor's own parameter
 that needs the interpreter runs once here at start-up, so a wrong bundle fails when the service
 starts, not at the first insect of the night.
 
+The interpreter comes from a backend (edge/classify/backends): the CPU and the Edge TPU hand over a
+TFLite interpreter and share every check and conversion here; TensorRT runs whole batches itself
+(NHWC float32 RGB 0..255, outputs named by level) and only the heads code is shared.
+
 The per-crop path reuses its buffers (colour-swap and input buffer, a 256-entry lookup table for
 pixel -> model value), so the cost beyond the interpreter's invoke() stays small and measurable
 via `timing()`.
@@ -14,14 +18,17 @@ via `timing()`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from edge.classify.backends import Backend, CpuBackend, InterpreterBackend, TensorBackend, open_backend
 from edge.classify.bundle import LoadedBundle, OutputHead, load_bundle
-from edge.classify.interpreter import interpreter_package, make_interpreter, tensor_dtype_name
+from edge.classify.interpreter import tensor_dtype_name
 from edge.classify.types import Classification, LevelPrediction
 from edge.config import ClassifierConfig
 from edge.errors import ModelError
@@ -63,8 +70,16 @@ class Classifier:
     """Runs a loaded bundle on batches of crops; one instance per thread (interpreters are not shared)."""
 
     def __init__(
-        self, bundle: LoadedBundle, num_threads: int = 2, top_k: int = 3, default_threshold: float = 0.5
+        self,
+        bundle: LoadedBundle,
+        num_threads: int = 2,
+        top_k: int = 3,
+        default_threshold: float = 0.5,
+        *,
+        backend: Backend | None = None,
+        backend_flags: Sequence[str] = (),
     ) -> None:
+        """backend: what runs the model (default: the CPU); backend_flags: e.g. ["cpu fallback"]."""
         if top_k < 1:
             raise ModelError(f"top_k must be at least 1, got {top_k}")
         if not 0.0 <= default_threshold <= 1.0:
@@ -74,15 +89,27 @@ class Classifier:
         self.default_threshold = default_threshold
         self.num_threads = num_threads
         manifest = bundle.manifest
-        self._model = bundle.model_path
+        self.backend = backend if backend is not None else CpuBackend(bundle, num_threads)
+        self.backend_flags = list(backend_flags)
+        self._model = self.backend.model_path
         self._source = bundle.describe_source()
-        self._interpreter = make_interpreter(bundle.model_path, num_threads)
+        self._interpreter: Any = None
+        self._tensor: TensorBackend | None = None
         self._runner: Any = None
         self._output_index = -1
-        if manifest.signature is not None:
-            input_details, output_details = self._open_signature(manifest.signature)
+        self._input_spec = manifest.input
+        if isinstance(self.backend, TensorBackend):
+            self._tensor = self.backend
+            self._input_spec = self.backend.input_spec
+            input_details, output_details = self._open_tensor(self.backend)
+        elif isinstance(self.backend, InterpreterBackend):
+            self._interpreter = self.backend.interpreter
+            if manifest.signature is not None:
+                input_details, output_details = self._open_signature(manifest.signature)
+            else:
+                input_details, output_details = self._open_plain()
         else:
-            input_details, output_details = self._open_plain()
+            raise ModelError(f"classifier: unsupported backend {type(self.backend).__name__}")
         self._input_name = input_details["name"]
         self._input_index = int(input_details["index"])
         self._prepare_input(input_details)
@@ -99,8 +126,11 @@ class Classifier:
         self.reset_timing()
 
     @classmethod
-    def from_config(cls, cfg: ClassifierConfig) -> Classifier:
-        """Load the configured model and build a classifier (ModelError if it cannot be used)."""
+    def from_config(cls, cfg: ClassifierConfig, data_dir: Path | None = None) -> Classifier:
+        """Load the configured model on the configured backend (ModelError / AcceleratorError if not).
+
+        data_dir: where the TensorRT engine cache lives by default (<data_dir>/engines).
+        """
         if not cfg.enabled or cfg.model is None:
             raise ModelError(
                 "classifier: disabled in the config (classifier.enabled is false); nothing to load"
@@ -108,7 +138,15 @@ class Classifier:
         bundle = load_bundle(
             cfg.model, cfg.labels, level=cfg.level, input_range=cfg.input_range, colour_order=cfg.colour_order
         )
-        return cls(bundle, num_threads=cfg.num_threads, top_k=cfg.top_k, default_threshold=cfg.threshold)
+        backend, flags = open_backend(cfg, bundle, data_dir)
+        return cls(
+            bundle,
+            num_threads=cfg.num_threads,
+            top_k=cfg.top_k,
+            default_threshold=cfg.threshold,
+            backend=backend,
+            backend_flags=flags,
+        )
 
     # ------------------------------------------------------------ start-up checks
 
@@ -144,8 +182,24 @@ class Classifier:
         self._output_index = int(outputs[0]["index"])
         return inputs[0], {self._output_index: outputs[0]}
 
+    def _open_tensor(self, backend: TensorBackend) -> tuple[dict[str, Any], dict[str | int, dict[str, Any]]]:
+        """Tensor details in the interpreter's format, so input and head checks are shared."""
+        spec = backend.input_spec
+        details = {
+            "name": backend.input_name,
+            "index": -1,
+            "shape": [1, spec.height, spec.width, 3],
+            "shape_signature": [-1, spec.height, spec.width, 3],
+            "dtype": np.float32,
+        }
+        outputs: dict[str | int, dict[str, Any]] = {
+            name: {"name": name, "shape": [1, size], "dtype": np.float32}
+            for name, size in backend.output_sizes.items()
+        }
+        return details, outputs
+
     def _prepare_input(self, details: dict[str, Any]) -> None:
-        spec = self.bundle.manifest.input
+        spec = self._input_spec
         want = (spec.height, spec.width)
         shape_sig = [int(v) for v in details.get("shape_signature", details["shape"])]
         ok = len(shape_sig) == 4 and shape_sig[0] in (1, -1) and shape_sig[3] == 3
@@ -171,9 +225,10 @@ class Classifier:
                     f" {self._source} says {spec.scale:g}, {spec.zero_point}"
                     " (the manifest is for another model)"
                 )
-        if self._runner is None and -1 in shape_sig:
+        plain = self._runner is None and self._interpreter is not None
+        if plain and -1 in shape_sig:
             self._interpreter.resize_tensor_input(self._input_index, [1, spec.height, spec.width, 3])
-        if self._runner is None:
+        if plain:
             try:
                 self._interpreter.allocate_tensors()
             except RuntimeError as exc:
@@ -200,14 +255,21 @@ class Classifier:
     def _resolve_head(
         self, position: int, head: OutputHead, outputs: dict[str | int, dict[str, Any]]
     ) -> _Head:
-        if self._runner is not None:
+        if self._tensor is not None:
+            if head.level not in outputs:
+                raise ModelError(
+                    f"{self._model}: has no output '{head.level}' ({self._source} outputs[{position}]);"
+                    f" it has {sorted(str(k) for k in outputs)} (ONNX outputs are named by level)"
+                )
+            key: str | int = head.level
+        elif self._runner is not None:
             if head.signature_output not in outputs:
                 raise ModelError(
                     f"{self._model}: signature '{self.bundle.manifest.signature}' has no output"
                     f" '{head.signature_output}' ({self._source} outputs[{position}], level '{head.level}');"
                     f" it has {sorted(str(k) for k in outputs)}"
                 )
-            key: str | int = head.signature_output
+            key = head.signature_output
         else:
             key = next(iter(outputs))
         details = outputs[key]
@@ -296,8 +358,10 @@ class Classifier:
     def _run(self, crop: np.ndarray) -> dict[str | int, np.ndarray]:
         self._fill(crop)
         start = time.perf_counter()
-        if self._runner is not None:
-            out: dict[str | int, np.ndarray] = self._runner(**{self._input_name: self._buffer})
+        if self._tensor is not None:
+            out: dict[str | int, np.ndarray] = dict(self._tensor.run(self._buffer))
+        elif self._runner is not None:
+            out = self._runner(**{self._input_name: self._buffer})
         else:
             self._interpreter.set_tensor(self._input_index, self._buffer)
             self._interpreter.invoke()
@@ -305,6 +369,18 @@ class Classifier:
         self.last_invoke_s = time.perf_counter() - start
         self._invoke_s += self.last_invoke_s
         return out
+
+    def _run_all(self, crops: np.ndarray) -> list[dict[str | int, np.ndarray]]:
+        """Raw outputs per crop: one invoke per crop on TFLite, one batched run on a tensor backend."""
+        if self._tensor is None:
+            return [self._run(crop) for crop in crops]
+        source = crops[..., ::-1] if self._swap else crops
+        batch = np.take(self._lut.reshape(-1), source)  # pixel -> model value, all crops at once
+        start = time.perf_counter()
+        out = self._tensor.run(batch)
+        self.last_invoke_s = time.perf_counter() - start
+        self._invoke_s += self.last_invoke_s
+        return [{key: values[i] for key, values in out.items()} for i in range(len(crops))]
 
     @staticmethod
     def _dequantize(head: _Head, raw: np.ndarray) -> np.ndarray:
@@ -352,8 +428,7 @@ class Classifier:
                 f" (the model's input size), got {got}"
             )
         results = []
-        for crop in crops:
-            raw = self._run(crop)
+        for raw in self._run_all(crops):
             levels: dict[str, LevelPrediction] = {}
             probs: dict[str, np.ndarray] = {}
             for head in self._heads:
@@ -393,6 +468,7 @@ class Classifier:
         """What ran, for the runs table and health messages."""
         manifest = self.bundle.manifest
         spec = manifest.input
+        backend = self.backend.describe()
         return {
             "name": manifest.name,
             "source": self.bundle.source,
@@ -405,7 +481,11 @@ class Classifier:
             "label_counts": {h.spec.level: h.size for h in self._heads},
             "activation": {h.spec.level: "softmax" if h.softmax else "none" for h in self._heads},
             "input": f"{spec.height}x{spec.width} {spec.dtype} {spec.colour_order}",
-            "interpreter": interpreter_package(),
+            "interpreter": backend["runtime"],
+            "backend": self.backend.name,
+            "backend_model_path": str(self.backend.model_path),
+            "backend_flags": list(self.backend_flags),
+            "backend_detail": backend,
             "num_threads": self.num_threads,
             "top_k": self.top_k,
             "default_threshold": self.default_threshold,
