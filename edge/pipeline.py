@@ -111,7 +111,7 @@ class Pipeline:
         self.source = source or make_source(cfg.source)
         self.detector = make_detector(cfg.detector)
         self.classifier: Classifier | None = (
-            Classifier.from_config(cfg.classifier) if cfg.classifier.enabled else None
+            Classifier.from_config(cfg.classifier, data_dir=cfg.data_dir) if cfg.classifier.enabled else None
         )
         taxonomy: Taxonomy | None = self.classifier.bundle.taxonomy if self.classifier else None
         self.taxonomy = taxonomy
@@ -140,6 +140,7 @@ class Pipeline:
                 model_sha256=run_info.model_sha256,
                 model_name=run_info.model_name,
                 taxa=self._taxa(),
+                extra_flags=self.classifier.backend_flags if self.classifier else (),
                 notifier=self.notifier,
                 **self.ops_options,
             )

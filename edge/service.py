@@ -24,8 +24,8 @@ from edge.errors import ConfigError, TrapcamError
 
 UNITS = ("trapcam.service", "trapcam-export.service", "trapcam-export.timer")
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "systemd"
-# Groups that give a service user the camera and the GPIO pins on Raspberry Pi OS (used if present).
-DEVICE_GROUPS = ("video", "gpio", "i2c")
+# Groups that give a service user the camera, the GPIO pins and a Coral (used where present).
+DEVICE_GROUPS = ("video", "gpio", "i2c", "plugdev", "apex")  # camera, GPIO, Coral USB and PCIe
 MIN_WATCHDOG_S = 120
 
 
@@ -44,6 +44,7 @@ class ServiceSettings:
     data_dir: Path
     export_dir: Path
     watchdog_s: int
+    timeout_start_s: int
     export_time: str  # "12:30 Europe/Berlin"
     docs: Path
 
@@ -56,6 +57,7 @@ class ServiceSettings:
             "DATA_DIR": str(self.data_dir),
             "EXPORT_DIR": str(self.export_dir),
             "WATCHDOG_SEC": str(self.watchdog_s),
+            "TIMEOUT_START_SEC": str(self.timeout_start_s),
             "EXPORT_TIME": self.export_time,
             "DOCS": str(self.docs),
         }
@@ -101,6 +103,8 @@ def settings_for(cfg: TrapConfig, config_path: Path, user: str = "trapcam") -> S
         data_dir=data_dir,
         export_dir=cfg.export_path.resolve(),
         watchdog_s=watchdog_seconds(cfg),
+        # the first start on a Jetson builds the TensorRT engine (minutes); later starts load it
+        timeout_start_s=1800 if cfg.classifier.enabled and cfg.classifier.backend == "tensorrt" else 180,
         export_time=export_time(cfg),
         docs=TEMPLATE_DIR / "README.md",
     )
