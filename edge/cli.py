@@ -160,6 +160,17 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What this machine has (cameras, Coral, GPU, system, packages) and whether the config would run."""
+    import json
+
+    from edge.doctor import run_doctor
+
+    report = run_doctor(Path(args.config) if args.config else None, bench_crops=args.bench_crops)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    return report.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trapcam",
@@ -215,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="/etc/systemd/system", help="where to write the unit files")
     p.add_argument("--print", action="store_true", help="print the rendered units instead of writing them")
     p.set_defaults(func=cmd_install_service)
+    p = sub.add_parser(
+        "doctor", help="check cameras, Coral, GPU, system and packages; would the configured trap run here?"
+    )
+    p.add_argument("-c", "--config", help="YAML configuration file to check (backend, model, benchmark)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--bench-crops", type=int, default=32, help="crops per benchmark run of the model (0: no benchmark)"
+    )
+    p.set_defaults(func=cmd_doctor)
     _add_plugin_commands(sub)
     return parser
 
