@@ -67,7 +67,9 @@ def test_small_model_learns_every_level(run: tuple[Path, Path, str]) -> None:
     report = json.loads((run_dir / "report.json").read_text())
     for level in ("order", "family", "species"):
         assert report["metrics"][level]["macro_f1"] >= 0.90, (level, report["metrics"][level]["macro_f1"])
-    assert report["hierarchical_consistency"] >= 0.99
+    # 90 test crops: one whose species and family heads disagree is 1.1 %; runs differ by a crop or
+    # two between machines (TensorFlow's CPU kernels are not bit-reproducible across thread counts).
+    assert report["hierarchical_consistency"] >= 0.97
     assert "macro F1" in stdout and str(run_dir / "report.md") in stdout
 
 
