@@ -140,6 +140,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Plots and one HTML page for ecologists from the database; prints each file written."""
+    from edge.config import load_config
+    from edge.errors import ReportError
+    from edge.report import write_report
+
+    if args.top < 1:
+        raise ReportError(f"--top {args.top}: expected at least 1")
+    cfg = load_config(args.config)
+    out = Path(args.out) if args.out else None
+    for path in write_report(cfg, out, since=args.since, until=args.until, level=args.level, top=args.top):
+        print(path)
+    return 0
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.service import next_steps, render_units, settings_for, write_units
@@ -218,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camtrap-dp", action="store_true", help="also write a Camtrap DP 1.0 data package")
     p.add_argument("--validate", action="store_true", help="write and validate the Camtrap DP package")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("report", help="plots and one HTML page for ecologists from the database")
+    p.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    p.add_argument("--since", help="first night, YYYY-MM-DD (default: the first night with data)")
+    p.add_argument("--until", help="last night, YYYY-MM-DD, inclusive (default: the last night with data)")
+    p.add_argument("--level", help="taxon level of the table and plots (default: the finest with labels)")
+    p.add_argument("--out", help="output folder (default: <data_dir>/report)")
+    p.add_argument("--top", type=int, default=8, help="taxa drawn by name in the plots; the rest is 'other'")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser(
         "install-service", help="write systemd units (trap loop with watchdog, daily export timer)"
     )

@@ -49,3 +49,7 @@ class AcceleratorError(TrapcamError):
     """
 
     exit_code = 2
+
+
+class ReportError(TrapcamError):
+    """`trapcam report` cannot be made (bad dates or level, plotting library missing)."""
