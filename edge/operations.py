@@ -16,7 +16,6 @@ the same summaries as the live one); health and retention run on the wall clock.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -161,10 +160,8 @@ class FieldOps:
         """A finished, counted track: summary counts, and its message queued right after its row."""
         self.summarizer.on_track_finished(row)
         if self.outbox is not None and row.status == "ended":
-            payload = asdict(row)
-            payload.pop("votes_json", None)
-            payload["lineage"] = payload.pop("lineage_json", None)
-            self.outbox.enqueue(track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, payload))
+            # track_message takes the row's fields (lineage_json as a mapping or JSON text)
+            self.outbox.enqueue(track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, asdict(row)))
             self.counters.tracks_published += 1
 
     def tick(
@@ -230,10 +227,8 @@ class FieldOps:
 
         rows = self.db.run_sync(read)
         for values in rows:
-            payload = dict(zip(columns, values, strict=True))
-            payload["lineage"] = json.loads(payload.pop("lineage_json") or "null")
-            payload["recovered"] = True
-            self.outbox.enqueue(track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, payload))
+            track = dict(zip(columns, values, strict=True))
+            self.outbox.enqueue(track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, track))
         if rows:
             log.warning(
                 "mqtt: %d track(s) ended by the restart after an unclean stop are published now", len(rows)
