@@ -30,7 +30,7 @@ from convert.check import (
     truth_indices,
 )
 from convert.edgetpu import INSTALL_HINT, EdgeTpuError, compile_edgetpu, edgetpu_report
-from convert.onnx_export import ONNX_FILES, check_onnx, export_onnx, quantize_onnx
+from convert.onnx_export import ONNX_FILES, export_onnx, measure_onnx, quantize_onnx, require_float_match
 from convert.tflite import (
     IO_TYPES,
     VARIANTS,
@@ -394,8 +394,9 @@ def _onnx_files(
     left out, with the reason, when it misses the int8 budget: model.onnx (FP16 engine) still serves.
     """
     float_model = export_onnx(model, run.size, staging / ONNX_FILES["onnx"], run.levels)
-    budget = (result.keras, result.budget_pp, result.min_agreement, num_threads)
-    result.variants["onnx"] = check_onnx("onnx", float_model, images, truth, reference, *budget)
+    float_figures = measure_onnx("onnx", float_model, images, truth, reference, num_threads)
+    result.variants["onnx"] = float_figures
+    require_float_match(float_model, float_figures)
     facts: dict[str, Any] = {
         "input": float_model.input_name,
         "layout": "NHWC float32 RGB 0..255, dynamic batch",
@@ -404,7 +405,7 @@ def _onnx_files(
     written: dict[str, FileRole] = {"onnx": "onnx"}
     calibration, _ = split_images(run, "train", limit=representative)
     candidate = quantize_onnx(float_model, work / ONNX_FILES["onnx-int8"], calibration)
-    figures = check_onnx("onnx-int8", candidate, images, truth, reference, *budget, gate=False)
+    figures = measure_onnx("onnx-int8", candidate, images, truth, reference, num_threads)
     result.variants["onnx-int8"] = figures
     try:
         check_budget(result.keras, figures, result.budget_pp, result.min_agreement)
