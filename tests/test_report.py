@@ -198,6 +198,12 @@ def test_activity_per_local_hour(db_path: Path) -> None:
         expected[finest(t[4])][(utc(t[1]).hour + 2) % 24] += 1
     assert data.hourly == dict(expected)
     assert data.hourly["Noctua pronuba"][23] == 1 and data.hourly["Noctua pronuba"][0] == 1
+    # The plot's hour axis starts where the export day starts, so a night is one block.
+    start = int(EXPORT.day_starts_at.split(":")[0])
+    assert data.hour_order[0] == start and sorted(data.hour_order) == list(range(24))
+    assert data.hour_order[(23 - start) % 24 + 1] == 0  # midnight right after 23:00, not at an end
+    late = load_report(db_path, SITE, EXPORT.model_copy(update={"day_starts_at": "18:30"}))
+    assert late.hour_order[:3] == [18, 19, 20] and late.hour_order[-1] == 17
 
 
 def test_level_family_rolls_species_up_and_unknown_level_is_one_line(db_path: Path) -> None:

@@ -89,6 +89,16 @@ class ReportData:
     hourly: dict[str, list[int]]  # taxon -> tracks per local hour 0..23 (by first sighting)
 
     @property
+    def hour_order(self) -> list[int]:
+        """Clock hours in the order a night is lived: from the export day's start hour round to it.
+
+        With day_starts_at 12:00 a night's activity reads 12, 13, ..., 23, 0, ..., 11, so a
+        moth flight from 22:00 to 02:00 is one block, not split across the plot's two ends.
+        """
+        first = int(self.day_starts_at.split(":")[0]) % HOURS
+        return [(first + k) % HOURS for k in range(HOURS)]
+
+    @property
     def total_tracks(self) -> int:
         return sum(t.count for t in self.taxa)
 

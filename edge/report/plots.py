@@ -80,20 +80,25 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_activity_per_hour(data: ReportData, path: Path, *, top: int = 8) -> Path:
-    """Stacked bars: finished tracks per local hour of first sighting, per taxon (top N + other)."""
+    """Stacked bars: finished tracks per local hour of first sighting, per taxon (top N + other).
+
+    The hour axis starts at the export day's start (`data.hour_order`), so a night is one block.
+    """
     fig = _figure()
     ax = fig.add_subplot()
-    hours = list(range(HOURS))
+    order = data.hour_order
+    positions = list(range(HOURS))
+    by_position = {name: [values[h] for h in order] for name, values in data.hourly.items()}
     bottom = [0] * HOURS
-    series = _series(data, top, data.hourly)
+    series = _series(data, top, by_position)
     for label, values, colour in series:
-        ax.bar(hours, values, bottom=bottom, label=_text(label), color=colour, width=0.85)
+        ax.bar(positions, values, bottom=bottom, label=_text(label), color=colour, width=0.85)
         bottom = [a + b for a, b in zip(bottom, values, strict=True)]
     if not series:
         _no_data(ax, "in this period")
-    ax.set_xticks(hours)
+    ax.set_xticks(positions, [str(h) for h in order])
     ax.set_xlim(-0.6, HOURS - 0.4)
-    ax.set_xlabel(f"hour of day ({data.timezone}, first sighting)")
+    ax.set_xlabel(f"hour of day ({data.timezone}, first sighting; the night from {data.day_starts_at})")
     ax.set_ylabel("insects (finished tracks)")
     ax.yaxis.get_major_locator().set_params(integer=True)  # whole insects
     ax.set_title(_text(f"Activity per hour - {data.device_id}, {data.period_text()}"))
