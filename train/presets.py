@@ -30,7 +30,7 @@ training:
   stage1: {{epochs: 0}}
   stage2: {{epochs: {epochs}, learning_rate: 0.001, unfreeze: all}}
   early_stopping_patience: {patience}
-  progress: "off"
+  progress: "{progress}"
 evaluation:
   gradcam_samples: {gradcam_samples}
 """
@@ -47,12 +47,14 @@ def synthetic_run_config(
     gradcam_samples: int = 0,
     seed: int = 1,
     heads: str = "hierarchical",
+    progress: str = "off",
 ) -> str:
     """Training YAML for a small run on synthetic crops of `species`.
 
     Stage 1 is skipped: with random backbone weights there are no features to keep frozen.
     `patience` defaults to `epochs` (no early stop), which small noisy validation sets need.
     `heads`: "hierarchical" (order, family, species) or "flat" (species only).
+    `progress`: Keras' own output ("bar", "epoch" or "off"; the demo draws its own bar).
     """
     return _TEMPLATE.format(
         run_dir=run_dir,
@@ -64,4 +66,5 @@ def synthetic_run_config(
         patience=epochs if patience is None else patience,
         gradcam_samples=gradcam_samples,
         heads=heads,
+        progress=progress,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,11 @@ def _write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def train(cfg: TrainConfig) -> TrainSummary:
-    """Dataset -> split -> two-stage training -> evaluation and report, all under cfg.run_dir."""
+def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> TrainSummary:
+    """Dataset -> split -> two-stage training -> evaluation and report, all under cfg.run_dir.
+
+    extra_callbacks: Keras callbacks added to both stages (the demo draws its progress bar with one).
+    """
     import keras
 
     from train.dataset import (
@@ -137,7 +141,15 @@ def train(cfg: TrainConfig) -> TrainSummary:
     plan = configure_devices(cfg.training)  # mixed precision / MirroredStrategy before building
     built = build_model(cfg.model, cfg.augment, size, levels, num_classes, family_of_species, seed=cfg.seed)
     fit = fit_two_stage(
-        built, train_batches, val_batches, cfg, run_dir, levels, plan=plan, train_images=len(x["train"])
+        built,
+        train_batches,
+        val_batches,
+        cfg,
+        run_dir,
+        levels,
+        plan=plan,
+        train_images=len(x["train"]),
+        extra_callbacks=extra_callbacks,
     )
     model = built.model  # fit leaves the best epoch's weights (checkpoints/best.keras) in it
     model_path = run_dir / "model.keras"

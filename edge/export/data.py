@@ -70,6 +70,14 @@ def day_window(day: date, tz: str, day_starts_at: str) -> tuple[datetime, dateti
     return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
 
 
+def day_of(moment: datetime, tz: str, day_starts_at: str) -> date:
+    """The export day that `moment` falls in (a night after midnight belongs to the day before)."""
+    candidate = moment.astimezone(ZoneInfo(tz)).date()
+    if moment < day_window(candidate, tz, day_starts_at)[0]:
+        candidate -= timedelta(days=1)
+    return candidate
+
+
 def last_ended_day(tz: str, day_starts_at: str, now: datetime | None = None) -> date:
     """The latest export day that has fully ended at `now` ('yesterday' in export terms)."""
     now = now or datetime.now(timezone.utc)

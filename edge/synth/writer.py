@@ -8,6 +8,7 @@ truth is a plain CSV so that evaluation code, notebooks and people can all read 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -74,8 +75,17 @@ def _write_csv(night: SyntheticNight, path: Path) -> None:
         raise SyntheticDataError(f"{path}: cannot write ground truth: {exc.strerror or exc}") from None
 
 
-def write_night(night: SyntheticNight, out_dir: str | Path, fmt: str = "jpg", jpeg_quality: int = 92) -> Path:
-    """Write every frame as an image plus ground_truth.csv into `out_dir` (created); return it."""
+def write_night(
+    night: SyntheticNight,
+    out_dir: str | Path,
+    fmt: str = "jpg",
+    jpeg_quality: int = 92,
+    on_frame: Callable[[int], None] | None = None,
+) -> Path:
+    """Write every frame as an image plus ground_truth.csv into `out_dir` (created); return it.
+
+    on_frame(i) is called after frame i is written (progress bars).
+    """
     if fmt not in ("jpg", "png"):
         raise SyntheticDataError(f"write_night fmt={fmt!r}: expected 'jpg' or 'png'")
     if not 10 <= jpeg_quality <= 100:
@@ -93,6 +103,8 @@ def write_night(night: SyntheticNight, out_dir: str | Path, fmt: str = "jpg", jp
             raise SyntheticDataError(
                 f"{path}: cannot write frame {i} (is the folder writable and the disk not full?)"
             )
+        if on_frame is not None:
+            on_frame(i)
     _write_csv(night, out / GROUND_TRUTH_NAME)
     return out
 
