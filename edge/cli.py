@@ -155,6 +155,72 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_time_arg(text: str, option: str) -> Any:
+    """An ISO time with a zone ('Z' accepted) for a command-line option."""
+    from datetime import datetime
+
+    from edge.evaluation.counting import EvaluationError
+
+    try:
+        stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise EvaluationError(
+            f"{option} {text!r}: expected an ISO time such as 2026-07-01T21:30:00+00:00"
+        ) from None
+    if stamp.tzinfo is None:
+        raise EvaluationError(f"{option} {text!r}: expected a time zone, e.g. 2026-07-01T21:30:00+00:00")
+    return stamp
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Run the trap's detector, classifier and tracker on annotated frames and report how they did."""
+    from datetime import datetime, timezone
+
+    from edge.config import load_config
+    from edge.evaluation.counting import EvaluationError
+    from edge.evaluation.ground_truth import load_ground_truth
+
+    cfg = load_config(args.config)
+    if not 0.0 < args.iou <= 1.0:
+        raise EvaluationError(f"--iou {args.iou:g}: expected a number in (0, 1]")
+    truth = load_ground_truth(
+        Path(args.ground_truth),
+        args.format,
+        images=Path(args.images) if args.images else None,
+        fps=args.fps,
+        start=_parse_time_arg(args.start, "--start") if args.start else None,
+        classes=Path(args.classes) if args.classes else None,
+    )
+    out = (
+        Path(args.out) if args.out else cfg.data_dir / f"evaluate-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    )
+
+    from edge.evaluation.run import evaluate_frames, isolated_config
+
+    eval_cfg = isolated_config(cfg, out)
+    database = eval_cfg.database_path
+    if database.resolve() == cfg.database_path.resolve():
+        raise EvaluationError(
+            f"--out {out}: would use the trap's own database {cfg.database_path}; pick another folder"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for old in (
+            database,
+            database.with_name(database.name + "-wal"),
+            database.with_name(database.name + "-shm"),
+        ):
+            old.unlink(missing_ok=True)  # a fresh database for every evaluation
+    except OSError as exc:
+        raise EvaluationError(f"{out}: cannot prepare the output folder: {exc.strerror or exc}") from None
+    report, _result = evaluate_frames(eval_cfg, truth, iou_threshold=args.iou, config_path=Path(args.config))
+    md, js = report.write(out)
+    print(report.to_markdown())
+    print(f"report: {md}")
+    print(f"        {js}")
+    return 0
+
+
 def cmd_install_service(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.service import next_steps, render_units, settings_for, write_units
@@ -241,6 +307,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: <data_dir>/report)")
     p.add_argument("--top", type=int, default=8, help="taxa drawn by name in the plots; the rest is 'other'")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "evaluate",
+        help="measure the trap on annotated frames: detection, tracking, counts, classification",
+        description="Runs the detector, classifier and tracker of --config on frames with ground truth and "
+        "writes report.md and report.json: detection precision/recall, MOTA and IDF1, count error per "
+        "taxon, classification F1 per level. The trap's own data is not touched: the run uses a fresh "
+        "database <out>/evaluate.db, saves no crops, publishes nothing over MQTT and does not switch the "
+        "light; the schedule's windows still apply (frames outside them are not looked at).",
+    )
+    p.add_argument(
+        "ground_truth", metavar="GROUND_TRUTH", help="synthetic folder, COCO .json, or MOT gt.txt / sequence"
+    )
+    p.add_argument("-c", "--config", required=True, help="YAML configuration of the trap to evaluate")
+    p.add_argument(
+        "--format", choices=["synthetic", "coco", "mot"], help="ground-truth format (default: detected)"
+    )
+    p.add_argument(
+        "--images", help="folder of the images (COCO: default the JSON's folder; MOT: default img1)"
+    )
+    p.add_argument(
+        "--fps", type=float, help="frames per second when the annotations carry no times (default 1)"
+    )
+    p.add_argument("--start", help="ISO time of the first frame when the annotations carry none")
+    p.add_argument("--classes", help="MOT: labels.txt, line n names class n")
+    p.add_argument(
+        "--iou", type=float, default=0.5, help="IoU a box needs to match an annotation (default 0.5)"
+    )
+    p.add_argument("--out", help="output folder (default: <data_dir>/evaluate-<UTC time>)")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser(
         "install-service", help="write systemd units (trap loop with watchdog, daily export timer)"
     )

@@ -63,6 +63,9 @@ class RunResult:
     elapsed_s: float = 0.0
     # Per frame: [(track_id, box)] for evaluation against ground truth.
     track_boxes: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
+    # Per processed frame (also frames without detections): [(box, classification, track_id)] for
+    # every detection, for detection and classification scores (`trapcam evaluate`).
+    frame_detections: dict[int, list[tuple[Box, Classification | None, int]]] = field(default_factory=dict)
     inactive_frames: int = 0  # frames outside the schedule's active windows (not processed)
     operations: dict[str, Any] = field(default_factory=dict)  # FieldOps.status() at the end
 
@@ -294,6 +297,10 @@ class Pipeline:
                     b = Box(min(b.x0, seen.x0), min(b.y0, seen.y0), max(b.x1, seen.x1), max(b.y1, seen.y1))
                 boxes[track_id] = b
             result.track_boxes[frame.index] = list(boxes.items())
+            result.frame_detections[frame.index] = [
+                (item.detection.box, item.classification, track_id)
+                for item, track_id in zip(inputs, update.assignments, strict=True)
+            ]
 
     def _keep_crop(self, track_id: int, ts: datetime, classification: Classification | None) -> bool:
         """Save a track's first crop, any better-scored one, and one per `crop_every_s` otherwise."""

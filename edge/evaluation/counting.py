@@ -129,7 +129,7 @@ def _mot_scores(
         import motmetrics as mm
     except ImportError:
         raise EvaluationError(
-            "MOTA/IDF1 need the motmetrics package (pip install 'trapcam[dev]'), "
+            "MOTA/IDF1 need the motmetrics package (pip install 'trapcam[evaluate]'), "
             "or call evaluate_counts(..., mot_metrics=False)"
         ) from None
     acc = mm.MOTAccumulator(auto_id=False)
