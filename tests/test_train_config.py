@@ -52,3 +52,22 @@ def test_example_training_configs_are_valid() -> None:
     for name in ("train-synthetic.yaml", "train-moths.yaml"):
         cfg = load_train_config(root / name)
         assert cfg.model.heads == "hierarchical"
+
+
+def test_cosine_schedule_decays_over_the_stage_and_constant_stays() -> None:
+    from train.config import FineTuneConfig
+    from train.fit import learning_rate
+
+    constant = learning_rate(FineTuneConfig(epochs=10, learning_rate=0.002), None, 320, 32)
+    assert constant == 0.002
+    stage = FineTuneConfig(epochs=10, learning_rate=0.002, lr_schedule="cosine")
+    schedule = learning_rate(stage, None, 310, 32)  # 10 steps per epoch (the last batch is partial)
+    at = [float(schedule(step)) for step in (0, 50, 100, 150)]
+    assert at[0] == pytest.approx(0.002)
+    assert at[1] == pytest.approx(0.002 * (0.05 + 0.95 * 0.5), rel=1e-4)  # half-way down the cosine
+    assert at[2] == pytest.approx(0.002 * 0.05, rel=1e-4)  # 5% at the end of the stage's 100 steps
+    assert at[3] == pytest.approx(at[2])  # and stays there
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        parse_train_config(
+            "run_dir: r\ndata: {kind: synthetic}\ntraining: {stage2: {lr_schedule: linear}}", "t.yaml"
+        )

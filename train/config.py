@@ -105,6 +105,11 @@ class ModelConfig(Section):
 class StageConfig(Section):
     epochs: int = Field(10, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="cosine: decay from learning_rate to 5% of it over the stage's epochs "
+        "(steadier final weights, fewer near-ties for int8 to flip)",
+    )
 
 
 class FineTuneConfig(StageConfig):

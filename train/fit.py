@@ -32,7 +32,7 @@ from typing import Any
 import keras
 
 from edge.errors import TrapcamError
-from train.config import TrainConfig, TrainingConfig
+from train.config import StageConfig, TrainConfig, TrainingConfig
 from train.model import BuiltModel, compile_for_stage, freeze_backbone, unfreeze
 
 log = logging.getLogger("trapcam.train.fit")
@@ -396,6 +396,22 @@ def _iter_stages(cfg: TrainConfig) -> Iterator[tuple[int, Any]]:
     yield 2, cfg.training.stage2
 
 
+def learning_rate(
+    stage_cfg: StageConfig, train_batches: Any, train_images: int | None, batch_size: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The stage's rate, or its cosine decay to 5% over the stage's optimizer steps.
+
+    The schedule is a function of the optimizer's step count, which BackupAndRestore restores, so
+    a resumed stage continues the curve where it stopped.
+    """
+    if stage_cfg.lr_schedule == "constant" or stage_cfg.epochs == 0:
+        return stage_cfg.learning_rate
+    steps = math.ceil(train_images / batch_size) if train_images is not None else len(train_batches)
+    return keras.optimizers.schedules.CosineDecay(
+        stage_cfg.learning_rate, decay_steps=max(1, steps * stage_cfg.epochs), alpha=0.05
+    )
+
+
 def fit_two_stage(
     built: BuiltModel,
     train_batches: Any,
@@ -461,7 +477,12 @@ def fit_two_stage(
             )
             lr = stage_cfg.learning_rate
         with plan.scope():
-            compile_for_stage(built, lr, cfg.model, heads)
+            compile_for_stage(
+                built,
+                learning_rate(stage_cfg, train_batches, train_images, cfg.data.batch_size),
+                cfg.model,
+                heads,
+            )
 
         backup_dir = backup_root / f"stage{stage}"
         resume_epoch = _backup_epoch(backup_dir)

@@ -342,9 +342,12 @@ def build_model(
 
 
 def compile_for_stage(
-    built: BuiltModel, lr: float, cfg: ModelConfig, levels: Sequence[str] | None = None
+    built: BuiltModel,
+    lr: float | keras.optimizers.schedules.LearningRateSchedule,
+    cfg: ModelConfig,
+    levels: Sequence[str] | None = None,
 ) -> None:
-    """(Re)compile with Adam at `lr`: needed after every change of what is trainable.
+    """(Re)compile with Adam at `lr` (a rate or a schedule): needed after every change of what is trainable.
 
     Loss: sparse categorical cross-entropy per head, weighted by cfg.loss_weights (levels not
     listed weigh 1.0); the consistency term, if any, is added by its layer. Metrics: accuracy

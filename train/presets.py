@@ -28,7 +28,7 @@ model:
   dropout: 0.2
 training:
   stage1: {{epochs: 0}}
-  stage2: {{epochs: {epochs}, learning_rate: 0.001, unfreeze: all}}
+  stage2: {{epochs: {epochs}, learning_rate: 0.001, unfreeze: all, lr_schedule: {lr_schedule}}}
   early_stopping_patience: {patience}
   progress: "{progress}"
 evaluation:
@@ -48,6 +48,7 @@ def synthetic_run_config(
     seed: int = 1,
     heads: str = "hierarchical",
     progress: str = "off",
+    lr_schedule: str = "constant",
 ) -> str:
     """Training YAML for a small run on synthetic crops of `species`.
 
@@ -55,6 +56,7 @@ def synthetic_run_config(
     `patience` defaults to `epochs` (no early stop), which small noisy validation sets need.
     `heads`: "hierarchical" (order, family, species) or "flat" (species only).
     `progress`: Keras' own output ("bar", "epoch" or "off"; the demo draws its own bar).
+    `lr_schedule`: "constant" or "cosine" (decays to 5% over the epochs; the demo uses it).
     """
     return _TEMPLATE.format(
         run_dir=run_dir,
@@ -67,4 +69,5 @@ def synthetic_run_config(
         gradcam_samples=gradcam_samples,
         heads=heads,
         progress=progress,
+        lr_schedule=lr_schedule,
     )
