@@ -310,3 +310,16 @@ def test_bad_ground_truth_and_outputs_raise_one_line_errors(tmp_path: Path) -> N
     with pytest.raises(SyntheticDataError, match="fmt='gif'"):
         write_night(n, tmp_path / "g", fmt="gif")
     assert issubclass(SyntheticDataError, TrapcamError)
+
+
+def test_a_night_can_be_limited_to_chosen_species() -> None:
+    chosen = ("Noctua pronuba", "Coccinella septempunctata", "Bombus terrestris")
+    night = SyntheticNight(SceneParams(frames=60, insects=12, seed=4, species=chosen))
+    counts = night.ground_truth_counts()
+    assert sum(counts.values()) == 12 and set(counts) <= set(chosen) and len(counts) >= 2
+    everyone = SyntheticNight(SceneParams(frames=60, insects=12, seed=4)).ground_truth_counts()
+    assert not set(everyone) <= set(chosen)  # without a choice the whole catalogue comes
+    with pytest.raises(ConfigError, match=r"unknown synthetic species 'Vanessa cardui'"):
+        SceneParams(species=("Noctua pronuba", "Vanessa cardui"))
+    with pytest.raises(ConfigError, match=r"species=\(\)"):
+        SceneParams(species=())

@@ -43,6 +43,7 @@ from edge.synth.species import (
     draw_upright,
     rotate_sprite,
     sample_look,
+    species_by_name,
 )
 
 SceneKind = Literal["sheet", "flowers"]
@@ -66,6 +67,7 @@ class SceneParams:
     insects: int = 12
     seed: int = 0
     start: datetime = field(default_factory=lambda: datetime(2026, 7, 1, 21, 30, tzinfo=timezone.utc))
+    species: tuple[str, ...] | None = None  # None: the whole catalogue, by the scene's abundances
 
     def __post_init__(self) -> None:
         if self.scene not in ("sheet", "flowers"):
@@ -92,6 +94,11 @@ class SceneParams:
                 f"synthetic scene start={self.start!r}: expected a timezone-aware datetime (e.g. with +00:00)"
             )
         object.__setattr__(self, "start", self.start.astimezone(timezone.utc))
+        if self.species is not None:
+            if not self.species:
+                raise ConfigError("synthetic scene species=(): name at least one species or leave it out")
+            for name in self.species:
+                species_by_name(name)  # ConfigError naming the catalogue
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,8 +401,10 @@ class SyntheticNight:
 
     def _pick_species(self, rng: np.random.Generator) -> SyntheticSpecies:
         column = 0 if self.params.scene == "sheet" else 1
-        weights = np.array([s.abundance[column] for s in SPECIES], np.float64)
-        return SPECIES[int(rng.choice(len(SPECIES), p=weights / weights.sum()))]
+        chosen = self.params.species
+        pool = SPECIES if chosen is None else tuple(s for s in SPECIES if s.name in chosen)
+        weights = np.array([s.abundance[column] for s in pool], np.float64)
+        return pool[int(rng.choice(len(pool), p=weights / weights.sum()))]
 
     def _plan_visits(self, rng: np.random.Generator) -> None:
         """Choose every visit, then simulate all insects together frame by frame."""
