@@ -172,6 +172,18 @@ def test_thresholds_from_hand_made_scores() -> None:
     assert s["fallback"] == ["b", "c"] and s["min"] == pytest.approx(pooled, abs=1e-6)
 
 
+def test_a_class_learnt_by_heart_still_gets_a_threshold_a_crop_can_reach() -> None:
+    # Every training crop of class 0 scores 1.0: mean 1, std 0 -> mean - k*std = 1.0, which an int8
+    # model (largest probability 255/256) never reaches. The cap keeps the class nameable.
+    probs = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.2, 0.8], [0.4, 0.6]], np.float32)
+    y = np.array([0, 0, 0, 1, 1])
+    assert abstention_thresholds(probs, y, 1.0) == pytest.approx([0.9, 0.7 - np.sqrt(0.02)], abs=1e-6)
+    assert abstention_thresholds(probs, y, 1.0, max_threshold=0.95)[0] == pytest.approx(0.95)
+    assert abstention_thresholds(probs, y, 1.0, max_threshold=1.0)[0] == pytest.approx(1.0)
+    with pytest.raises(EvaluationError, match="max_threshold"):
+        abstention_thresholds(probs, y, 1.0, max_threshold=1.5)
+
+
 def test_thresholds_with_no_correct_samples_never_abstain(tmp_path: Path) -> None:
     probs = one_hot_probs([1, 0], 2)
     assert abstention_thresholds(probs, np.array([0, 1]), 1.0) == [0.0, 0.0]

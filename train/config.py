@@ -138,6 +138,13 @@ class EvaluationConfig(Section):
         ge=0,
         description="per-class abstention threshold = mean - k * std of the top score (Bjerge et al.)",
     )
+    threshold_max: float = Field(
+        0.9,
+        ge=0,
+        le=0.99,
+        description="cap of every class's threshold: a class learnt by heart (training scores all ~1.0) "
+        "would otherwise get one no new crop reaches",
+    )
     gradcam_samples: int = Field(8, ge=0)
     gradcam_level: Literal["order", "family", "species"] | None = Field(
         None, description="output whose Grad-CAM maps are drawn; default: the finest level of the model"

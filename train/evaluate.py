@@ -35,6 +35,10 @@ class EvaluationError(TrapcamError):
     """Inputs to evaluation do not fit together (shapes, labels, taxonomy, history file)."""
 
 
+# No class gets a threshold above this (see threshold_details); training configs may lower it.
+DEFAULT_MAX_THRESHOLD = 0.9
+
+
 # ---------------------------------------------------------------- prediction
 
 
@@ -198,12 +202,17 @@ def hierarchical_consistency(
 # ---------------------------------------------------------------- abstention thresholds
 
 
-def threshold_details(probs: np.ndarray, y_true: np.ndarray, k: float) -> list[dict[str, Any]]:
+def threshold_details(
+    probs: np.ndarray, y_true: np.ndarray, k: float, max_threshold: float = DEFAULT_MAX_THRESHOLD
+) -> list[dict[str, Any]]:
     """Per class: n correct, mean and std of their top score, threshold, and whether it fell back.
 
     The threshold follows Bjerge et al.: from the training samples of class c that the model
-    classifies correctly, take the top score; threshold = clamp(mean - k * std, 0, 1). std is
-    the sample standard deviation (ddof=1), the estimate of the spread of new samples.
+    classifies correctly, take the top score; threshold = clamp(mean - k * std, 0, max_threshold).
+    std is the sample standard deviation (ddof=1), the estimate of the spread of new samples.
+    The cap matters for a class the model has learnt by heart: its training scores are all ~1.0
+    with no spread, and a threshold of ~1.0 is one that no new crop reaches (an int8 model's
+    largest probability is 255/256), so the class would never be named on the trap.
 
     Fallback, for a class with fewer than 2 correctly classified samples (no spread to
     measure): the same formula over the correct samples of all classes of this level pooled;
@@ -217,13 +226,15 @@ def threshold_details(probs: np.ndarray, y_true: np.ndarray, k: float) -> list[d
     _check_level(y_true, probs, [str(i) for i in range(probs.shape[1])], "thresholds")
     if k < 0 or not math.isfinite(k):
         raise EvaluationError(f"threshold k must be a finite number >= 0, got {k}")
+    if not 0.0 <= max_threshold <= 1.0:
+        raise EvaluationError(f"max_threshold must be in 0..1, got {max_threshold}")
     top = probs.max(axis=1) if len(probs) else np.zeros(0)
     correct = probs.argmax(axis=1) == y_true if len(probs) else np.zeros(0, bool)
 
     def rule(scores: np.ndarray) -> tuple[float, float, float]:
         mean = float(scores.mean())
         std = float(scores.std(ddof=1))
-        return mean, std, float(min(1.0, max(0.0, mean - k * std)))
+        return mean, std, float(min(max_threshold, max(0.0, mean - k * std)))
 
     pooled = top[correct]
     pooled_threshold = rule(pooled)[2] if len(pooled) >= 2 else 0.0
@@ -249,9 +260,11 @@ def threshold_details(probs: np.ndarray, y_true: np.ndarray, k: float) -> list[d
     return out
 
 
-def abstention_thresholds(probs: np.ndarray, y_true: np.ndarray, k: float) -> list[float]:
+def abstention_thresholds(
+    probs: np.ndarray, y_true: np.ndarray, k: float, max_threshold: float = DEFAULT_MAX_THRESHOLD
+) -> list[float]:
     """Per-class thresholds in label order (see `threshold_details` for the rule and fallback)."""
-    return [d["threshold"] for d in threshold_details(probs, y_true, k)]
+    return [d["threshold"] for d in threshold_details(probs, y_true, k, max_threshold)]
 
 
 def threshold_summary(details: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> dict[str, Any]:

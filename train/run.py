@@ -169,7 +169,9 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> TrainSummary
         csv_path, png_path = run_dir / f"confusion_{level}.csv", run_dir / f"confusion_{level}.png"
         write_confusion(np.asarray(metrics[level]["confusion"]), labels, csv_path, png_path)
         files[f"confusion_{level}"] = png_path
-        details = threshold_details(probs_train[level], y["train"][level], cfg.evaluation.threshold_k)
+        details = threshold_details(
+            probs_train[level], y["train"][level], cfg.evaluation.threshold_k, cfg.evaluation.threshold_max
+        )
         thresholds[level] = [float(d["threshold"]) for d in details]
         threshold_report[level] = threshold_summary(details, labels) | {"k": cfg.evaluation.threshold_k}
     consistency = None
