@@ -1,0 +1,62 @@
+"""`trapcam demo`, registered with the trap's CLI through the `trapcam.commands` entry point."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+
+from demo.options import DemoOptions
+from edge.errors import TrapcamError
+
+
+class MissingExtraError(TrapcamError):
+    """The demo needs the training and conversion parts (TensorFlow), which are not installed."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    defaults = DemoOptions()
+    p = sub.add_parser(
+        "demo",
+        help="the whole chain on synthetic data: train, convert, a night through the device loop, "
+        "exports, plots, counts against ground truth",
+    )
+    p.add_argument("--out", default=str(defaults.out), help="folder for everything (default: %(default)s)")
+    p.add_argument("--broker", help="also publish over MQTT to HOST or HOST:PORT")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="synthetic night and training seed")
+    p.add_argument("--frames", type=int, default=defaults.frames, help="frames in the night (5 s apart)")
+    p.add_argument("--insects", type=int, default=defaults.insects, help="insect visits in the night")
+    p.add_argument(
+        "--species",
+        help="comma-separated synthetic species for the model and the night (default: all 11)",
+    )
+    p.add_argument("--per-class", type=int, default=defaults.per_class, help="training crops per species")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    options = DemoOptions(
+        out=Path(args.out),
+        seed=args.seed,
+        frames=args.frames,
+        insects=args.insects,
+        per_class=args.per_class,
+        epochs=args.epochs,
+        broker=args.broker,
+        species=tuple(n.strip() for n in args.species.split(",") if n.strip()) if args.species else None,
+    )
+    options.check()
+    missing = [name for name in ("keras", "tensorflow", "rich") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtraError(
+            f"trapcam demo trains and converts a model and needs {', '.join(missing)}: "
+            "pip install 'trapcam[demo]'"
+        )
+    # Before TensorFlow loads: its C++ start-up chatter would hide the demo's steps.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from demo.run import run_demo
+
+    run_demo(options)
+    return 0
