@@ -33,6 +33,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--per-class", type=int, default=defaults.per_class, help="training crops per species")
     p.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=defaults.budget_pp,
+        help="int8 check: largest accuracy drop in percentage points (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=defaults.min_agreement,
+        help="int8 check: least top-1 agreement with the trained model (default: %(default)s)",
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -45,6 +57,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         per_class=args.per_class,
         epochs=args.epochs,
         broker=args.broker,
+        budget_pp=args.budget,
+        min_agreement=args.min_agreement,
         species=tuple(n.strip() for n in args.species.split(",") if n.strip()) if args.species else None,
     )
     options.check()

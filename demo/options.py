@@ -23,6 +23,7 @@ class DemoOptions:
     per_class / epochs / image_size: the training set and run.
     frames / insects / seed: the synthetic night (one frame every 5 s: 240 frames = 20 minutes).
     broker: "host" or "host:port" of an MQTT broker to publish to; None: no publishing.
+    budget_pp / min_agreement: the int8 check's bar, as `trapcam convert --budget/--min-agreement`.
     """
 
     out: Path = Path("trapcam-data/demo")
@@ -36,6 +37,8 @@ class DemoOptions:
     image_size: int = 64
     species: tuple[str, ...] | None = None
     broker: str | None = None
+    budget_pp: float = 1.0
+    min_agreement: float = 0.99
 
     def check(self) -> None:
         """One-line errors for sizes that cannot make a demo."""
@@ -49,6 +52,10 @@ class DemoOptions:
                 raise ConfigError(f"{name} {value}: expected at least {lo}")
         if self.broker is not None:
             broker_address(self.broker)
+        if not 0.0 <= self.budget_pp <= 100.0:
+            raise ConfigError(f"--budget {self.budget_pp}: expected percentage points in 0..100")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ConfigError(f"--min-agreement {self.min_agreement}: expected a fraction in 0..1")
         if self.species is not None:
             from edge.synth.species import species_by_name  # numpy only; no TensorFlow
 

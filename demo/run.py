@@ -140,11 +140,21 @@ def _convert(steps: Steps, run_dir: Path, options: DemoOptions, result: DemoResu
     from convert.tflite import ConvertError
 
     bundle = (options.out / "bundle").resolve()
-    steps.say("  float32 and int8 TFLite; the int8 model must agree with Keras on >= 99% of test crops")
+    steps.say(
+        f"  float32 and int8 TFLite; the int8 model must agree with Keras on >= {options.min_agreement:.0%} "
+        f"of test crops and lose <= {options.budget_pp:g} percentage point(s) of accuracy"
+    )
     lines: list[str] = []
     try:
         with steps.bar("converting", 1) as advance:
-            converted = convert_run(run_dir, bundle, variants=("float32", "int8"), echo=lines.append)
+            converted = convert_run(
+                run_dir,
+                bundle,
+                variants=("float32", "int8"),
+                budget_pp=options.budget_pp,
+                min_agreement=options.min_agreement,
+                echo=lines.append,
+            )
             advance()
     except ConvertError as exc:
         raise DemoError(
