@@ -10,6 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# Known taxonomic ranks, coarse to fine: orders lineage columns and levels when the data alone cannot tell.
+RANKS = (
+    "kingdom",
+    "phylum",
+    "class",
+    "order",
+    "suborder",
+    "superfamily",
+    "family",
+    "subfamily",
+    "tribe",
+    "genus",
+    "species",
+    "subspecies",
+)
+
 
 @dataclass(frozen=True)
 class Taxonomy:

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from edge.classify.taxonomy import RANKS
 from edge.detect.base import Box
 from edge.errors import TrapcamError
 from edge.evaluation.counting import EvaluationError
@@ -38,21 +39,6 @@ FORMATS = ("synthetic", "coco", "mot")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_START = datetime(2000, 1, 1, tzinfo=timezone.utc)
 DEFAULT_FPS = 1.0
-# Taxonomic ranks, coarse to fine: category keys with these names are levels (COCO).
-RANKS = (
-    "kingdom",
-    "phylum",
-    "class",
-    "order",
-    "suborder",
-    "superfamily",
-    "family",
-    "subfamily",
-    "tribe",
-    "genus",
-    "species",
-    "subspecies",
-)
 _SYNTH_NAME = re.compile(r"^(\d{8}-\d{6})-(\d+)\.[A-Za-z]+$")
 
 

@@ -18,27 +18,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from edge.classify.taxonomy import RANKS
 from edge.errors import ExportError, StorageError
 from edge.intervals import track_lineage
 from edge.store.db import connect_reader
 from edge.store.schema import get_version, parse_utc, utc_iso
 
 NEEDED_SCHEMA = 2
-# Known ranks, coarse to fine: the order of lineage columns when the data alone cannot tell.
-RANKS = (
-    "kingdom",
-    "phylum",
-    "class",
-    "order",
-    "suborder",
-    "superfamily",
-    "family",
-    "subfamily",
-    "tribe",
-    "genus",
-    "species",
-    "subspecies",
-)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
