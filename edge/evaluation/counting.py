@@ -20,6 +20,7 @@ import numpy as np
 
 from edge.detect.base import Box
 from edge.errors import TrapcamError
+from edge.evaluation.metrics import iou_matrix, match_boxes
 
 # frame index -> [(ground-truth insect id, species or None, box)]
 GroundTruthFrames = Mapping[int, Sequence[tuple[int, str | None, Box]]]
@@ -86,25 +87,6 @@ class CountReport:
         )
 
 
-def _iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
-    if not a or not b:
-        return np.zeros((len(a), len(b)))
-    return np.array([[x.iou(y) for y in b] for x in a], dtype=np.float64)
-
-
-def _match_frame(
-    gt_boxes: Sequence[Box], track_boxes: Sequence[Box], threshold: float
-) -> list[tuple[int, int]]:
-    """Hungarian pairs (gt index, track index) with IoU >= threshold."""
-    from scipy.optimize import linear_sum_assignment
-
-    iou = _iou_matrix(gt_boxes, track_boxes)
-    if iou.size == 0:
-        return []
-    rows, cols = linear_sum_assignment(-iou)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= threshold]
-
-
 def _check_unique(frame: int, ids: Sequence[int], what: str) -> None:
     if len(set(ids)) != len(ids):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -136,7 +118,7 @@ def _mot_scores(
     for frame in frames:
         gt = ground_truth.get(frame, ())
         hyp = tracks.get(frame, [])
-        iou = _iou_matrix([g[2] for g in gt], [h[1] for h in hyp])
+        iou = iou_matrix([g[2] for g in gt], [h[1] for h in hyp])
         dist = np.where(iou >= threshold, 1.0 - iou, np.nan)
         acc.update([g[0] for g in gt], [h[0] for h in hyp], dist, frameid=frame)
     summary = mm.metrics.create().compute(acc, metrics=["num_switches", "mota", "idf1"], name="run")
@@ -197,10 +179,10 @@ def evaluate_counts(
         gt = ground_truth.get(frame, ())
         hyp = kept.get(frame, [])
         gt_boxes, hyp_boxes = [g[2] for g in gt], [h[1] for h in hyp]
-        for gi, hi in _match_frame(gt_boxes, hyp_boxes, iou_threshold):
+        for gi, hi, iou in match_boxes(gt_boxes, hyp_boxes, iou_threshold):
             tally = matched_frames.setdefault((hyp[hi][0], gt[gi][0]), [0.0, 0.0])
             tally[0] += 1
-            tally[1] += gt_boxes[gi].iou(hyp_boxes[hi])
+            tally[1] += iou
 
     track_to_gt: dict[int, int | None] = {}
     for tid in sorted(confirmed_ids):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.evaluation.counting import CountReport, EvaluationError
+from edge.evaluation.counting import CountReport
 from edge.evaluation.metrics import NOT_ANNOTATED, UNSURE, DetectionScores, LevelScores, TaxonCount
+from edge.export.csvsafe import atomic_write
 
 REPORT_VERSION = 1
 TRACKING_KEYS = (
@@ -327,8 +326,8 @@ class EvaluationReport:
         """Write report.md and report.json into `out_dir` (created), each replaced atomically."""
         out_dir = Path(out_dir)
         md, js = out_dir / "report.md", out_dir / "report.json"
-        _atomic_write(md, self.to_markdown().encode("utf-8"))
-        _atomic_write(js, (json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        atomic_write(md, self.to_markdown().encode("utf-8"))
+        atomic_write(js, (json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
         return md, js
 
 
@@ -380,21 +379,3 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(_esc(c) for c in row) + " |" for row in rows]
     return lines
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise EvaluationError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise EvaluationError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
