@@ -155,23 +155,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_time_arg(text: str, option: str) -> Any:
-    """An ISO time with a zone ('Z' accepted) for a command-line option."""
-    from datetime import datetime
-
-    from edge.evaluation.counting import EvaluationError
-
-    try:
-        stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise EvaluationError(
-            f"{option} {text!r}: expected an ISO time such as 2026-07-01T21:30:00+00:00"
-        ) from None
-    if stamp.tzinfo is None:
-        raise EvaluationError(f"{option} {text!r}: expected a time zone, e.g. 2026-07-01T21:30:00+00:00")
-    return stamp
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Run the trap's detector, classifier and tracker on annotated frames and report how they did."""
     from datetime import datetime, timezone
@@ -179,6 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.evaluation.counting import EvaluationError
     from edge.evaluation.ground_truth import load_ground_truth
+    from edge.sources.synthetic import parse_start
 
     cfg = load_config(args.config)
     if not 0.0 < args.iou <= 1.0:
@@ -188,7 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.format,
         images=Path(args.images) if args.images else None,
         fps=args.fps,
-        start=_parse_time_arg(args.start, "--start") if args.start else None,
+        start=parse_start(args.start, "--start") if args.start else None,
         classes=Path(args.classes) if args.classes else None,
     )
     out = (

@@ -16,16 +16,19 @@ from edge.sources.base import EndOfStream
 from edge.synth.scene import SceneParams, SyntheticNight
 
 
-def parse_start(text: str) -> datetime:
-    """An ISO 8601 time with a zone ('Z' accepted); a time without a zone is an error, not a guess."""
+def parse_start(text: str, key: str = "source.start") -> datetime:
+    """An ISO 8601 time with a zone ('Z' accepted); a time without a zone is an error, not a guess.
+
+    key: what the error names (a config key, or a command-line option such as '--start').
+    """
     try:
         start = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(
-            f"source.start: got {text!r}; expected an ISO time such as 2026-07-01T21:30:00+00:00"
+            f"{key}: got {text!r}; expected an ISO time such as 2026-07-01T21:30:00+00:00"
         ) from None
     if start.tzinfo is None:
-        raise ConfigError(f"source.start: got {text!r}; expected a time zone, e.g. 2026-07-01T21:30:00+00:00")
+        raise ConfigError(f"{key}: got {text!r}; expected a time zone, e.g. 2026-07-01T21:30:00+00:00")
     return start
 
 
