@@ -195,6 +195,13 @@ class SystemProbes:
         return done.stdout.strip() if done.returncode == 0 else None
 
 
+def decode_clock_state(state: int, status: int) -> bool | None:
+    """adjtimex()'s return value and `timex.status` as "synchronised?"; None when the call failed."""
+    if state < 0:
+        return None
+    return state != _TIME_ERROR and not status & _STA_UNSYNC
+
+
 def _adjtimex_synced() -> bool | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -202,9 +209,7 @@ def _adjtimex_synced() -> bool | None:
         state = libc.adjtimex(ctypes.byref(timex))
     except (OSError, AttributeError):
         return None
-    if state < 0:
-        return None
-    return state != _TIME_ERROR and not timex.status & _STA_UNSYNC
+    return decode_clock_state(state, timex.status)
 
 
 class HealthMonitor:
@@ -329,4 +334,11 @@ def _round(value: float | None, digits: int) -> float | None:
     return round(float(value), digits)
 
 
-__all__ = ["HealthMonitor", "LoopStats", "SystemProbes", "decode_throttled", "store_health"]
+__all__ = [
+    "HealthMonitor",
+    "LoopStats",
+    "SystemProbes",
+    "decode_clock_state",
+    "decode_throttled",
+    "store_health",
+]

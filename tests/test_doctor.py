@@ -8,8 +8,10 @@ print what rpicam-hello / nvidia-smi / vcgencmd print on the real boards, the li
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -24,7 +26,6 @@ import pytest
 from edge.classify.bundle import FileEntry, read_manifest, write_manifest
 from edge.cli import main
 from edge.doctor import (
-    CORAL_USB_IDS,
     DoctorEnv,
     check_coral,
     check_gpu,
@@ -121,62 +122,80 @@ def classifier_yaml(bundle: Path, **keys: object) -> str:
     return "classifier:\n" + "\n".join(lines)
 
 
-def machine_has_coral() -> bool:
-    usb = Path("/sys/bus/usb/devices")
-    ids = set()
-    for device in usb.glob("*") if usb.is_dir() else []:
-        try:
-            ids.add(((device / "idVendor").read_text().strip(), (device / "idProduct").read_text().strip()))
-        except OSError:
-            continue
-    return bool(ids & set(CORAL_USB_IDS)) or any(Path("/dev").glob("apex_*"))
+def table_row(text: str, name: str) -> tuple[str, str]:
+    """(status, detail) of the line named `name` in the doctor's text table."""
+    pattern = re.compile(rf"^  (ok|missing|warning|fail)\s+{re.escape(name)}\s{{2,}}(.*)$")
+    for line in text.splitlines():
+        match = pattern.match(line)
+        if match:
+            return match.group(1), match.group(2)
+    raise AssertionError(f"no {name!r} line in:\n{text}")
 
 
-def machine_has_gpu() -> bool:
-    return shutil.which("nvidia-smi") is not None or Path("/etc/nv_tegra_release").exists()
+def edgetpu_runtime_loads() -> bool:
+    """Whether the real libedgetpu loads here: then the real Edge TPU backend may open a Coral."""
+    try:
+        ctypes.CDLL("libedgetpu.so.1")
+    except OSError:
+        return False
+    return True
 
 
-def machine_has_camera_node() -> bool:
-    return any(Path("/dev").glob("video*")) or any(
-        shutil.which(tool) for tool in ("rpicam-hello", "libcamera-hello")
-    )
+# ---------------------------------------------------------------- the CLI, with PATH as the fixture
 
 
-# ---------------------------------------------------------------- this machine, through the CLI
-
-
-def test_doctor_here_is_honest_and_a_cpu_config_exits_0(tmp_path: Path, bundle: Path) -> None:
+def test_doctor_cli_reports_the_tools_on_its_path_and_a_cpu_config_exits_0(
+    tmp_path: Path, bundle: Path
+) -> None:
+    """The CLI in a subprocess; its PATH decides which vendor tools this "machine" has."""
     config = write_config(tmp_path, classifier_yaml(bundle))
     command = [sys.executable, "-m", "edge", "doctor", "--config", str(config), "--bench-crops", "8"]
-    text = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    text = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=os.environ | {"PATH": str(empty)}
+    )
     assert text.returncode == 0, text.stdout + text.stderr
-    as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    # no camera lister and no nvidia-smi on PATH: each line says what it looked for
+    assert table_row(text.stdout, "libcamera") == (
+        "missing",
+        "rpicam-hello/libcamera-hello not installed (Raspberry Pi OS: rpicam-apps)",
+    )
+    assert table_row(text.stdout, "nvidia-smi") == ("missing", "nvidia-smi not found")
+    # the table: section headers, one status word per line, and the verdict last
+    assert "\nCameras\n" in text.stdout and "\nBenchmark\n" in text.stdout
+    assert text.stdout.rstrip().splitlines()[-1].startswith("verdict: would run")
+
+    tools = tmp_path / "pi-bin"
+    sensor = "0 : imx708 [4608x2592 10-bit RGGB] (/base/axi/pcie@120000/rp1/i2c@88000/imx708@1a)"
+    script(tools, "rpicam-hello", f"echo 'Available cameras'\necho '{sensor}'")
+    script(tools, "nvidia-smi", "echo 'NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB'")
+    as_json = subprocess.run(
+        [*command, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=os.environ | {"PATH": str(tools)},
+    )
     assert as_json.returncode == 0, as_json.stderr
     report = json.loads(as_json.stdout)
     assert report["would_run"] is True and report["exit_code"] == 0
     assert report["verdict"].startswith("would run: cpu would run")
     assert {c["status"] for c in report["checks"]} <= {"ok", "missing", "warning"}
-
-    camera, coral, gpu = (
-        rows(report, "Cameras")["camera"],
-        rows(report, "Coral")["coral"],
-        rows(report, "GPU")["gpu"],
-    )
-    if not machine_has_camera_node():
-        assert camera["status"] == "missing" and "no camera found" in text.stdout
-    if machine_has_coral():
-        assert coral["status"] != "missing"
-    else:
-        assert coral["status"] == "missing" and "no Coral" in text.stdout
-    if machine_has_gpu():
-        assert gpu["status"] != "missing"
-    else:
-        assert gpu["status"] == "missing" and "no GPU" in text.stdout
-    # the table: section headers, one status word per line, and the verdict last
-    assert "\nCameras\n" in text.stdout and "\nBenchmark\n" in text.stdout
-    assert text.stdout.rstrip().splitlines()[-1].startswith("verdict: would run")
+    cameras, gpu = rows(report, "Cameras"), rows(report, "GPU")
+    assert cameras["libcamera"]["status"] == "ok"
+    assert cameras["libcamera"]["detail"] == "rpicam-hello: 0: imx708 [4608x2592 10-bit RGGB]"
+    assert cameras["camera"]["status"] == "ok"
+    assert "libcamera 0: imx708 [4608x2592 10-bit RGGB]" in cameras["camera"]["data"]["cameras"]
+    assert gpu["nvidia-smi"]["status"] == "ok"
+    assert gpu["nvidia-smi"]["detail"] == "NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB"
+    assert gpu["gpu"]["status"] in ("ok", "warning") and gpu["gpu"]["detail"].startswith("NVIDIA H100")
     cpu = rows(report, "Benchmark")["cpu"]
     assert cpu["status"] == "ok" and cpu["data"]["median_ms_per_crop"] > 0
+
+
+# ---------------------------------------------------------------- a fake machine, in process
 
 
 def test_without_a_config_it_is_a_hardware_report_and_exits_0(tmp_path: Path) -> None:
@@ -188,6 +207,29 @@ def test_without_a_config_it_is_a_hardware_report_and_exits_0(tmp_path: Path) ->
     assert (
         "no camera found" in report.render() and "no Coral" in report.render() and "no GPU" in report.render()
     )
+
+
+def test_what_the_fake_machine_has_is_what_the_report_says(tmp_path: Path) -> None:
+    """A camera lister, a Coral M.2 node and nvidia-smi put into the fake trees are each reported present."""
+    env = bare_env(tmp_path)
+    script(tmp_path / "bin", "rpicam-hello", "echo '0 : imx708 [4608x2592 10-bit RGGB] (/base/imx708@1a)'")
+    script(tmp_path / "bin", "nvidia-smi", "echo 'NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB'")
+    (env.dev_dir / "apex_0").touch()
+    report = run_doctor(None, env=env)
+    camera, gpu = rows(report, "Cameras")["camera"], rows(report, "GPU")["gpu"]
+    coral = rows(report, "Coral")
+    assert camera["status"] == "ok" and camera["data"]["cameras"] == [
+        "libcamera 0: imx708 [4608x2592 10-bit RGGB]"
+    ]
+    assert coral["pcie"]["status"] == "ok" and coral["pcie"]["data"]["devices"] == [
+        str(env.dev_dir / "apex_0")
+    ]
+    # the card without its runtime: present, but unusable, and the line says why
+    assert coral["coral"]["status"] == "warning"
+    assert coral["coral"]["detail"].startswith(f"{env.dev_dir / 'apex_0'}; libedgetpu.so.1 not found")
+    assert gpu["status"] in ("ok", "warning") and gpu["detail"].startswith("NVIDIA H100 80GB HBM3")
+    text = report.render()
+    assert "no camera found" not in text and "no Coral (" not in text and "no GPU" not in text
 
 
 # ---------------------------------------------------------------- Coral: fake /sys and /dev trees
@@ -230,23 +272,32 @@ def test_a_coral_pcie_card_is_found_by_its_apex_node(tmp_path: Path) -> None:
     assert checks["usb"].status == "missing"
 
 
+@pytest.mark.hardware
 def test_edgetpu_configured_and_none_found_exits_1_saying_what_was_looked_for(
     tmp_path: Path, bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if machine_has_coral():
-        pytest.skip("this machine has a Coral: the missing-device case cannot be shown here")
+    if edgetpu_runtime_loads():
+        pytest.skip("libedgetpu.so.1 loads here: the Edge TPU backend may open, its failure cannot be shown")
     config = write_config(tmp_path, classifier_yaml(bundle, backend="edgetpu"))
-    assert main(["doctor", "--config", str(config), "--bench-crops", "4"]) == 1
-    out = capsys.readouterr().out
+    assert main(["doctor", "--config", str(config), "--bench-crops", "0"]) == 1  # the CLI's exit code
+    capsys.readouterr()
+    env = bare_env(tmp_path)  # what the hint says this machine has comes from these empty trees
+    out = run_doctor(config, env=env, bench_crops=0).render()
     line = next(line for line in out.splitlines() if line.strip().startswith("fail") and " backend " in line)
     assert "would fail at start" in line and "classifier.backend edgetpu" in line
-    assert "looked for" in line and "libedgetpu.so.1" in line
-    assert "1a6e:089a" in line and "18d1:9302" in line and "apex_*" in line
+    assert "this machine: no Coral device; libedgetpu.so.1 not found" in line
+    assert "1a6e:089a" in line and "18d1:9302" in line and str(env.usb_devices) in line
+    assert f"PCIe {env.dev_dir}/apex_*" in line
     assert out.rstrip().splitlines()[-1].startswith("verdict: would NOT run: Config backend")
+
+    # a Coral M.2 card in the fake /dev but no runtime: still fails, and the line names the card
+    (env.dev_dir / "apex_0").touch()
+    backend = rows(run_doctor(config, env=env, bench_crops=0), "Config")["backend"]
+    assert backend["status"] == "fail" and f"this machine: {env.dev_dir / 'apex_0'};" in backend["detail"]
 
     # the same, allowed to fall back: it would run, degraded, and says so
     config = write_config(tmp_path, classifier_yaml(bundle, backend="edgetpu", allow_cpu_fallback=True))
-    report = run_doctor(config, bench_crops=0)
+    report = run_doctor(config, env=bare_env(tmp_path), bench_crops=0)
     backend = rows(report, "Config")["backend"]
     assert report.exit_code == 0
     assert backend["status"] == "warning" and "cpu fallback" in backend["detail"]

@@ -158,20 +158,30 @@ def test_sigkill_mid_run_with_the_broker_away_then_restart_loses_no_track(tmp_pa
     )
     try:
 
-        def tracks_queued() -> bool:
+        def finished_and_open() -> bool:
+            """At least 3 finished tracks queued and one confirmed track still open: the kill cuts both."""
             if not db.exists():
                 return False
             try:
-                return query(db, "SELECT COUNT(*) FROM outbox WHERE kind = 'track'")[0][0] >= 3
+                queued = query(db, "SELECT COUNT(*) FROM outbox WHERE kind = 'track'")[0][0]
+                open_now = query(db, "SELECT COUNT(*) FROM tracks WHERE status = 'confirmed'")[0][0]
             except sqlite3.Error:
                 return False
+            return queued >= 3 and open_now >= 1
 
-        assert wait_until(tracks_queued, timeout=120, step=0.2), "no finished track before the kill"
+        assert wait_until(finished_and_open, timeout=120, step=0.2), (
+            "no finished and open tracks before the kill"
+        )
     finally:
         trap.send_signal(signal.SIGKILL)
         trap.wait(30)
     assert query(db, "PRAGMA integrity_check")[0][0] == "ok"
-    open_at_kill = query(db, "SELECT COUNT(*) FROM tracks WHERE status = 'confirmed'")[0][0]
+    # what the killed process left open, read before anything restarts
+    open_at_kill = {r[0] for r in query(db, "SELECT track_id FROM tracks WHERE status = 'confirmed'")}
+    assert open_at_kill, "no confirmed track was open at the SIGKILL: nothing for the restart to recover"
+    queued_at_kill = {
+        r[0] for r in query(db, "SELECT json_extract(payload, '$.track_id') FROM outbox WHERE kind = 'track'")
+    }
 
     with broker, Subscriber(broker, [f"trapcam/{DEVICE}/track"]) as sub:
         text = config.read_text().replace("realtime: true", "realtime: false").replace("2000", "60")
@@ -187,11 +197,24 @@ def test_sigkill_mid_run_with_the_broker_away_then_restart_loses_no_track(tmp_pa
         ended = _ended_tracks(db)
         assert wait_until(lambda: len(_track_messages(sub)) >= len(ended), timeout=30)
         messages = _track_messages(sub)
+        raw = [m.payload for m in sub.snapshot(f"trapcam/{DEVICE}/track")]
     assert set(messages) == set(ended)  # before the kill, ended by the restart's recovery, and after
-    recovered = [m for m in messages.values() if m["run_id"] == 1 and m["track_id"] in ended]
-    assert len(recovered) >= 3
+    assert len(queued_at_kill) >= 3 and queued_at_kill <= set(messages)  # queued while the broker was away
     assert query(db, "SELECT exit_reason FROM runs WHERE run_id = 1")[0][0].startswith("interrupted")
-    assert open_at_kill == 0 or len(recovered) > 0
+    # every track open at the kill was ended by the restart's recovery, in the killed run
+    placeholders = ", ".join("?" * len(open_at_kill))
+    settled = query(
+        db,
+        f"SELECT track_id, status, run_id FROM tracks WHERE track_id IN ({placeholders})",
+        tuple(open_at_kill),
+    )
+    assert sorted(settled) == [(t, "ended", 1) for t in sorted(open_at_kill)]
+    # ... and reached the broker exactly once: one delivery, one message id, per recovered track
+    arrivals = Counter(p["track_id"] for p in raw if p["track_id"] in open_at_kill)
+    assert arrivals == Counter(dict.fromkeys(open_at_kill, 1)), arrivals
+    ids = [p["id"] for p in raw if p["track_id"] in open_at_kill]
+    assert len(set(ids)) == len(ids) == len(open_at_kill)
+    assert all(messages[t]["run_id"] == 1 for t in open_at_kill)
     assert query(db, "SELECT COUNT(*) FROM outbox WHERE kind = 'track' AND delivered_utc IS NULL")[0][0] == 0
     assert query(db, "PRAGMA integrity_check")[0][0] == "ok"
 

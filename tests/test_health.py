@@ -3,9 +3,13 @@ None where a reading does not exist, flags and status, and storage in a real SQL
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
+import shutil
 import stat
+import subprocess
 from collections import namedtuple
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +25,7 @@ from edge.health import (
     LoopStats,
     SystemProbes,
     _adjtimex_synced,
+    decode_clock_state,
     decode_throttled,
     store_health,
 )
@@ -208,18 +213,75 @@ def test_retention_fields_when_given(tmp_path: Path, pi: SystemProbes) -> None:
     assert sample["flags"] == ["disk-near-full"]
 
 
+PI_THERMAL_ZONE = Path("/sys/class/thermal/thermal_zone0/temp")
+TIME_ERROR = 5  # sys/timex.h: what the kernel's clock state is while STA_UNSYNC is set
+
+
+def kernel_clock_synced() -> bool | None:
+    """The kernel's clock state read another way: glibc's ntp_gettime() returns TIME_ERROR when unsynced."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    state = libc.ntp_gettime(ctypes.create_string_buffer(512))  # struct ntptimeval is under 100 bytes
+    return None if state < 0 else state != TIME_ERROR
+
+
+def system_clock_synced() -> bool | None:
+    """What timedatectl says (systemd), else the kernel's state: read here, not through SystemProbes."""
+    tool = shutil.which("timedatectl")
+    if tool is not None:
+        out = subprocess.run(
+            [tool, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, timeout=10
+        )
+        if out.returncode == 0 and out.stdout.strip() in ("yes", "no"):
+            return out.stdout.strip() == "yes"
+    return kernel_clock_synced()
+
+
 def test_default_probes_on_this_machine_do_not_fail(tmp_path: Path) -> None:
     """Whatever this machine has (a VM: maybe no thermal zone, no vcgencmd), a sample comes out."""
+    assert SystemProbes(tmp_path).thermal_path == PI_THERMAL_ZONE  # the Pi's SoC sensor by default
     sample = monitor(tmp_path, None).sample(T0, stats())
     assert set(sample) == KEYS
-    assert sample["cpu_temp_c"] is None or -40 < sample["cpu_temp_c"] < 150
-    assert sample["disk_total_gb"] > 0  # the nearest existing parent of a data_dir not yet made
-    assert sample["clock_synced"] in (True, False, None)
+    try:
+        here = int(PI_THERMAL_ZONE.read_text()) / 1000.0
+    except (OSError, ValueError):
+        assert sample["cpu_temp_c"] is None  # no sensor here: no number
+    else:
+        assert sample["cpu_temp_c"] == pytest.approx(here, abs=3.0)  # a live sensor moves between reads
+    # the nearest existing parent of a data_dir not yet made
+    assert sample["disk_total_gb"] == round(shutil.disk_usage(tmp_path).total / GB, 3)
+    assert sample["clock_synced"] is system_clock_synced()
+
+
+def test_cpu_temperature_is_the_thermal_zone_in_millidegrees(tmp_path: Path) -> None:
+    zone = tmp_path / "thermal_zone0" / "temp"
+    zone.parent.mkdir()
+    zone.write_text("48123\n")
+    probes = SystemProbes(tmp_path, thermal_path=zone, vcgencmd=None, timedatectl=None, adjtimex=False)
+    assert probes.cpu_temp_c() == 48.123
+    assert monitor(tmp_path, probes).sample(T0, stats())["cpu_temp_c"] == 48.1
+    zone.write_text("-2500\n")  # a cold night outside
+    assert probes.cpu_temp_c() == -2.5
+    zone.write_text("")
+    assert probes.cpu_temp_c() is None
+    zone.unlink()
+    assert probes.cpu_temp_c() is None
+    zone.mkdir()  # there, but unreadable as a file
+    assert probes.cpu_temp_c() is None
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/version"), reason="adjtimex is Linux")
 def test_adjtimex_reads_the_kernel_clock_state() -> None:
-    assert _adjtimex_synced() in (True, False)
+    assert _adjtimex_synced() is kernel_clock_synced()
+
+
+def test_adjtimex_state_and_status_bits_are_decoded() -> None:
+    sta_unsync, sta_pll, sta_nano = 0x0040, 0x0001, 0x2000
+    assert decode_clock_state(0, sta_pll | sta_nano) is True  # TIME_OK, NTP disciplining the clock
+    assert decode_clock_state(1, sta_pll) is True  # TIME_INS: a leap second pending, still synced
+    assert decode_clock_state(TIME_ERROR, sta_pll) is False
+    assert decode_clock_state(0, sta_pll | sta_unsync) is False
+    assert decode_clock_state(TIME_ERROR, sta_unsync) is False  # a fresh boot with no NTP
+    assert decode_clock_state(-1, 0) is None  # the call failed: unknown
 
 
 def test_store_health_writes_a_row(tmp_path: Path, pi: SystemProbes) -> None:
