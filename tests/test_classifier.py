@@ -12,12 +12,10 @@ import time
 from pathlib import Path
 
 import cv2
+import modelkit as mk
 import numpy as np
 import pytest
-
-pytest.importorskip("tensorflow", reason="tests build their TFLite models with TensorFlow (trapcam[dev])")
-
-import modelkit as mk
+import tensorflow  # noqa: F401  (tests build their TFLite models with TensorFlow)
 
 from edge.classify.bundle import load_bundle
 from edge.classify.classifier import Classifier
@@ -396,6 +394,7 @@ def test_edge_classifier_imports_without_tensorflow() -> None:
 # ---------------------------------------------------------------- the real third-party model (optional data)
 
 
+@pytest.mark.shared_data
 @pytest.mark.skipif(not INAT.is_dir(), reason=f"optional real model not present at {INAT}")
 def test_real_inaturalist_insect_model_classifies_a_dragonfly() -> None:
     bundle = load_bundle(
@@ -423,12 +422,18 @@ def test_real_inaturalist_insect_model_classifies_a_dragonfly() -> None:
     )
     assert any(word in top3[0][0] for word in odonata), top3
     assert top3[0][1] > 0.3
-    # Per-crop time vs the interpreter's own invoke(), measured side by side.
+    # A batch of the same crop: every crop gets the single crop's answer, and the timing counters
+    # add up (invoke() inside classify() inside the wall time around it). How the per-crop
+    # overhead beyond invoke() compares is measured in bench/bench_loop.py (row 3, side by side).
     batch = np.repeat(crop[None], 20, axis=0)
     classifier.reset_timing()
     start = time.perf_counter()
-    classifier.classify(batch)
-    wall = (time.perf_counter() - start) / len(batch)
+    results = classifier.classify(batch)
+    wall_s = time.perf_counter() - start
     timing = classifier.timing()
-    print(f"iNat: classify {1000 * wall:.2f} ms/crop, invoke {timing['invoke_ms_per_crop']:.2f} ms/crop")
-    assert timing["invoke_ms_per_crop"] / (1000 * wall) > 0.8  # overhead beyond invoke() stays small
+    assert len(results) == 20
+    assert all(r.levels["species"].top_k[0][0] == top3[0][0] for r in results)
+    assert all(r.levels["species"].top_k[0][1] == pytest.approx(top3[0][1], abs=1e-3) for r in results)
+    assert timing["crops"] == 20 and timing["calls"] == 1
+    assert 0 < timing["last_invoke_s"] <= timing["invoke_s"] <= timing["classify_s"] <= wall_s
+    assert timing["invoke_ms_per_crop"] == pytest.approx(1000 * timing["invoke_s"] / 20)

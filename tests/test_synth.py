@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -235,16 +234,6 @@ def test_a_long_night_has_brief_overlaps_and_many_insects_at_once() -> None:
     assert overlap_frames > 0
     assert longest <= 40
     assert most >= 6
-
-
-def test_render_time_full_hd_ten_insects() -> None:
-    n = SyntheticNight(SceneParams(width=1920, height=1080, frames=60, insects=10, seed=1))
-    n.render(0)
-    t = time.perf_counter()
-    for i in range(len(n)):
-        n.render(i)
-    ms = (time.perf_counter() - t) / len(n) * 1000
-    print(f"render 1920x1080, 10 insects: {ms:.1f} ms/frame (sprites drawn on first use included)")
 
 
 # ---------------------------------------------------------------- writers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import numpy as np
@@ -68,19 +67,57 @@ def test_reopen_starts_again_and_read_needs_open() -> None:
         source.read()
 
 
-def test_realtime_paces_frames() -> None:
-    source = make(frames=4, interval=0.05, realtime="true")
+class FakeTime:
+    """Stands in for the module's `time`: sleep() advances the clock by exactly what was asked."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_realtime_paces_frames_on_a_schedule_from_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr("edge.sources.synthetic.time", clock)
+    source = make(frames=30, interval=0.05, realtime="true")
     source.open()
-    t = time.monotonic()
+    read_at = []
     for _ in range(4):
         source.read()
-    assert time.monotonic() - t >= 0.14
-    fast = make(frames=4, interval=5.0)
-    fast.open()
-    t = time.monotonic()
-    for _ in range(4):
-        fast.read()
-    assert time.monotonic() - t < 2.0  # not realtime: no 15 s of waiting
+        read_at.append(clock.now - 1000.0)
+    assert read_at == pytest.approx([0.0, 0.05, 0.10, 0.15])  # frame k at open + k intervals
+    assert clock.sleeps == pytest.approx([0.05] * 3)
+    # A consumer 0.5 s late: frames already due come without waiting, then the schedule resumes.
+    clock.now += 0.5  # now open + 0.65 s: frames 4-13 are due
+    clock.sleeps.clear()
+    frames = [source.read() for _ in range(11)]
+    assert [f.index for f in frames] == list(range(4, 15))
+    assert clock.sleeps == pytest.approx([0.05])  # only frame 14, due at open + 0.70 s
+    # Frame times are trap time (interval apart), whatever the pacing did.
+    assert frames[-1].timestamp - frames[0].timestamp == timedelta(seconds=0.5)
+    # open() starts the schedule again.
+    source.open()
+    clock.sleeps.clear()
+    source.read()
+    source.read()
+    assert clock.sleeps == pytest.approx([0.05])
+
+
+def test_without_realtime_nothing_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr("edge.sources.synthetic.time", clock)
+    source = make(frames=4, interval=5.0)
+    source.open()
+    frames = [source.read() for _ in range(4)]
+    assert clock.sleeps == [] and clock.now == 1000.0  # no 15 s of waiting
+    assert [f.timestamp - frames[0].timestamp for f in frames] == [timedelta(seconds=5 * k) for k in range(4)]
 
 
 @pytest.mark.parametrize(

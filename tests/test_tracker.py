@@ -551,30 +551,50 @@ def test_snapshots_do_not_change_after_later_frames() -> None:
     assert first.votes["species"]["Noctua pronuba"] == pytest.approx(0.8)
 
 
-def test_tracker_time_per_frame_with_10_objects() -> None:
+def test_ten_insects_with_missed_detections_are_counted_once_each() -> None:
+    """A crowded frame sequence: 10 insects, each missed in ~10% of 300 frames.
+
+    Speed lives in bench/bench_tracker.py (update time per frame against the other per-frame
+    parts, side by side); here only a no-hang guard.
+    """
     rng = np.random.default_rng(0)
     tracker = Tracker(TrackerConfig())
     looks = [appearance_descriptor(crop_of((40 + 20 * k, 200 - 15 * k, 90), k)) for k in range(10)]
     centres = rng.uniform(100, 1100, size=(10, 2))
     velocity = rng.normal(0, 3, size=(10, 2))
-    times = []
+    ids: dict[int, list[int]] = {k: [] for k in range(10)}  # insect -> track id per frame it was seen
+    confirmed: list[TrackState] = []
+    ended: list[TrackState] = []
+    began = time.monotonic()
     for i in range(300):
+        seen = [k for k in range(10) if rng.random() > 0.1]
         inputs = [
             TrackInput(
                 Detection(box_at(*(centres[k] + velocity[k] * i)), 1200, 1.0), i * 10 + k, None, looks[k]
             )
-            for k in range(10)
-            if rng.random() > 0.1
+            for k in seen
         ]
-        t0 = time.perf_counter()
-        tracker.update(T0 + timedelta(seconds=i / 10), inputs)
-        times.append(time.perf_counter() - t0)
-    ms = 1000 * float(np.median(times))
-    print(
-        f"\ntracker update with 10 objects: median {ms:.3f} ms, p95 {1000 * np.percentile(times, 95):.3f} ms"
-    )
-    assert len(tracker.active_tracks()) == 10
-    assert ms < 20  # generous: a Pi 4 is ~5-10x slower than this machine
+        update = tracker.update(T0 + timedelta(seconds=i / 10), inputs)
+        for k, track_id in zip(seen, update.assignments, strict=True):
+            ids[k].append(track_id)
+        confirmed.extend(update.confirmed)
+        ended.extend(update.ended)
+    assert time.monotonic() - began < 60  # no-hang guard only (300 updates take ~0.2 s)
+    active = sorted(t.track_id for t in tracker.active_tracks())
+    final = tracker.finish(T0 + timedelta(seconds=30))
+
+    # From its 10th sighting on, each insect keeps one track, and no two insects share one.
+    settled = {k: set(track_ids[10:]) for k, track_ids in ids.items()}
+    assert all(len(s) == 1 for s in settled.values()), settled
+    owner = {track_id: k for k, s in settled.items() for track_id in s}
+    assert len(owner) == 10
+    # Each insect is counted exactly once: ten confirmations, and they are the settled tracks.
+    assert sorted(t.track_id for t in confirmed) == sorted(owner)
+    assert active == sorted(owner)  # all ten still followed at the last frame
+    counted = [t for t in [*ended, *final] if t.status == "ended"]
+    assert sorted(t.track_id for t in counted) == sorted(owner)
+    # What ended during the run were only unconfirmed tracks (a miss right after a first sighting).
+    assert all(t.status == "discarded" for t in ended)
 
 
 # ---------------------------------------------------------------- vote
