@@ -25,14 +25,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
-import pytest
-
-pytest.importorskip("tensorflow", reason="tests build their TFLite models with TensorFlow (trapcam[dev])")
-pytest.importorskip("onnxruntime", reason="the TensorRT fake runs the bundle's ONNX file on the CPU")
-
 import modelkit as mk
+import numpy as np
+import onnxruntime  # noqa: F401  (the TensorRT fake runs the bundle's ONNX file on the CPU)
 import onnxruntime as real_ort
+import pytest
+import tensorflow  # noqa: F401  (tests build their TFLite models with TensorFlow)
 
 from edge.classify.backends import (
     CPU_FALLBACK_FLAG,
@@ -242,6 +240,7 @@ def test_edgetpu_missing_is_a_loud_start_error(
     assert hint in message and "libedgetpu1-std" in message
 
 
+@pytest.mark.hardware
 @pytest.mark.skipif(ctypes.util.find_library("edgetpu") is not None, reason="this machine has libedgetpu")
 def test_edgetpu_without_the_runtime_library_for_real(tpu_bundle: Path) -> None:
     """No fake: the real loader on a machine without libedgetpu."""
@@ -341,6 +340,7 @@ def test_cpu_fallback_flag_makes_health_degraded(tmp_path: Path) -> None:
     assert monitor.sample(now, stats, extra_flags=[CPU_FALLBACK_FLAG])["status"] == "degraded: cpu fallback"
 
 
+@pytest.mark.hardware
 def test_configured_missing_accelerator_exits_non_zero(tmp_path: Path, tpu_bundle: Path) -> None:
     """`trapcam run` as a user runs it: exit code 2 and one line on stderr, no traceback."""
     if ctypes.util.find_library("edgetpu") is not None:
@@ -543,6 +543,7 @@ def test_tensorrt_new_runtime_version_rebuilds(tmp_path: Path, trt_bundle: Path,
     assert classifier.describe()["backend_detail"]["engine"] == "built"
 
 
+@pytest.mark.hardware
 def test_tensorrt_missing_here_is_a_loud_error_for_real(trt_bundle: Path, tmp_path: Path) -> None:
     """No fake: this machine's onnxruntime has no TensorRT provider."""
     if TRT in real_ort.get_available_providers():

@@ -7,12 +7,10 @@ import json
 from pathlib import Path
 
 import cv2
+import modelkit as mk
 import numpy as np
 import pytest
-
-pytest.importorskip("tensorflow", reason="tests build their TFLite models with TensorFlow (trapcam[dev])")
-
-import modelkit as mk
+import tensorflow  # noqa: F401  (tests build their TFLite models with TensorFlow)
 
 from edge.classify.bundle import (
     MANIFEST_NAME,

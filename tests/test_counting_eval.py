@@ -235,7 +235,6 @@ def _run_night(seed: int) -> tuple[CountReport, dict[int, bool], int]:
 
 @pytest.mark.slow
 def test_synthetic_nights_count_error_within_5_percent() -> None:
-    pytest.importorskip("edge.synth.scene")
     true_total = counted_total = merged_total = 0
     for seed in (1, 2, 3):
         report, sitting, merged = _run_night(seed)

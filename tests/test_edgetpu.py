@@ -15,11 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
-
-pytest.importorskip("tensorflow")
-pytest.importorskip("keras")
+import tensorflow  # noqa: F401
 
 from convert.edgetpu import (
     EDGETPU_OPS,
@@ -37,7 +36,6 @@ SIZE = 16
 def _build(activation: Any) -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
 
     image = keras.Input((SIZE, SIZE, 3), batch_size=1, name="image")
     x = keras.layers.Rescaling(1.0 / 255.0)(image)
@@ -72,7 +70,6 @@ def _convert(model: Any, int8: bool) -> bytes:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import keras
 
     folder = tmp_path_factory.mktemp("edgetpu_models")
     paths = {}

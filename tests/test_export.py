@@ -13,6 +13,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import frictionless  # noqa: F401
 import numpy as np
 import pytest
 
@@ -25,8 +26,6 @@ from edge.export.data import TrackRecord, day_window, ordered_levels
 from edge.intervals import SummaryRow, store_summary
 from edge.store.db import Database
 from edge.store.schema import DetectionRow, RunInfo, TrackRow, utc_iso
-
-pytest.importorskip("frictionless")
 
 D = date(2026, 7, 1)  # the night of 1 to 2 July; Berlin is UTC+2, so the day is 10:00Z to 10:00Z
 SITE = SiteConfig(name="Meadow plot 3", latitude=52.52, longitude=13.4, timezone="Europe/Berlin")

@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import matplotlib  # noqa: F401
 import pytest
 from PIL import Image
 
@@ -28,8 +29,6 @@ from edge.report.html import render_html
 from edge.report.plots import DPI, SIZE_IN
 from edge.store.db import Database
 from edge.store.schema import RunInfo, TrackRow
-
-pytest.importorskip("matplotlib")
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = SiteConfig(name="Meadow", latitude=52.52, longitude=13.4, timezone="Europe/Berlin")

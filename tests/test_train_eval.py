@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -28,8 +29,6 @@ from train.evaluate import (
     write_thresholds,
 )
 from train.report import write_report
-
-cv2 = pytest.importorskip("cv2")
 
 
 def one_hot_probs(pred: list[int], classes: int, top: float = 0.8) -> np.ndarray:
@@ -352,7 +351,7 @@ def test_report_rejects_bad_input(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- Keras: predict and Grad-CAM
 
-keras = pytest.importorskip("keras")
+import keras  # noqa: E402
 
 
 def square_images(n: int, rng: np.random.Generator, size: int = 32) -> tuple[np.ndarray, np.ndarray, list]:

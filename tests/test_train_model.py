@@ -8,7 +8,6 @@ a crash), not accuracy.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,14 +15,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from edge.errors import TrapcamError  # noqa: E402
-from train.config import AugmentConfig, ModelConfig, TrainConfig  # noqa: E402
-from train.fit import (  # noqa: E402
+from edge.errors import TrapcamError
+from train.config import AugmentConfig, ModelConfig, TrainConfig
+from train.fit import (
     AlignedCSVLogger,
     FitError,
     ResumableEarlyStopping,
@@ -31,7 +29,7 @@ from train.fit import (  # noqa: E402
     fit_two_stage,
     read_history,
 )
-from train.model import (  # noqa: E402
+from train.model import (
     PREPROCESSING,
     BackbonePreprocess,
     ModelBuildError,
@@ -426,7 +424,6 @@ JAX_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_builds_and_trains_with_the_jax_backend(tmp_path):
     script = tmp_path / "jax_run.py"
     script.write_text(JAX_SCRIPT.format(tests=str(ROOT / "tests")), encoding="utf-8")
