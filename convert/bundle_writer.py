@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from convert.check import (
+    CLEAR_MISS_CROPS,
     CheckResult,
     check_budget,
     figures_for,
+    gate,
     keras_predict,
     run_on_edge,
     truth_indices,
@@ -290,6 +292,7 @@ def convert_run(
                 budget_pp=budget_pp,
                 min_agreement=min_agreement,
                 gated_variant=gated,
+                verdict="passed" if gated else "ungated",
             )
             for variant in chosen:
                 check_dir = Path(work) / f"bundle-{variant}"
@@ -318,7 +321,7 @@ def convert_run(
             onnx_facts: dict[str, Any] | None = None
             try:
                 if gated:
-                    check_budget(keras_figures, result.variants[gated], budget_pp, min_agreement)
+                    gate(result, gated)
                 if onnx:
                     written, onnx_facts = _onnx_files(
                         model,
@@ -337,7 +340,7 @@ def convert_run(
                         names[variant_file(variant, bundle_variant)] = variant
                         roles[variant_file(variant, bundle_variant)] = role
             except ConvertError:
-                result.passed = False
+                result.passed, result.verdict = False, "failed"
                 if echo:
                     echo(result.table())
                 raise
@@ -408,7 +411,17 @@ def _onnx_files(
     figures = measure_onnx("onnx-int8", candidate, images, truth, reference, num_threads)
     result.variants["onnx-int8"] = figures
     try:
-        check_budget(result.keras, figures, result.budget_pp, result.min_agreement)
+        if result.measurable:
+            check_budget(result.keras, figures, result.budget_pp, result.min_agreement)
+        else:  # too small a split to measure the budget: refuse only a clear miss, as for the TFLite int8
+            check_budget(
+                result.keras,
+                figures,
+                result.budget_pp,
+                result.min_agreement,
+                slack_crops=CLEAR_MISS_CROPS,
+                images=result.images,
+            )
     except ConvertError as exc:
         facts["int8_left_out"] = str(exc)
         if echo:

@@ -187,7 +187,7 @@ def inspect_text(path: Path) -> str:
         lines.append(
             f"validation: {validation.get('images')} {validation.get('split', '')} crops,"
             f" budget {validation.get('budget_pp')} pp / agreement {validation.get('min_agreement')}:"
-            f" {'passed' if validation.get('passed') else 'FAILED'}"
+            f" {_verdict(validation)}"
         )
         keras = validation.get("keras", {})
         for level, figs in keras.items():
@@ -255,3 +255,13 @@ def verify_bundle(path: Path) -> str:
 def cmd_verify(args: argparse.Namespace) -> int:
     print(verify_bundle(Path(args.path)))
     return 0
+
+
+def _verdict(validation: dict) -> str:
+    """passed / FAILED / not measured (test split too small), with the check's resolution."""
+    verdict = validation.get("verdict") or ("passed" if validation.get("passed") else "failed")
+    text = {"passed": "passed", "failed": "FAILED", "unmeasured": "not measured (test split too small)"}.get(
+        verdict, verdict
+    )
+    resolution = validation.get("resolution_pp")
+    return text + (f"; one crop = {resolution:.2f} pp" if isinstance(resolution, (int, float)) else "")

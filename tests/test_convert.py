@@ -1,8 +1,16 @@
 """`convert`: a real (tiny) training run -> TFLite variants -> a checked model bundle the edge loads.
 
-The run folder is trained once per module by `train.run.train` on a synthetic dataset (4 species,
-3 families, 2 orders, 64 px, MobileNetV2 alpha 0.35 from scratch). The bundle is then loaded by
-the device's own code (load_bundle + Classifier) and compared with the Keras model crop by crop.
+The run folder is trained once per session (tests/conftest.py `trained_run`) on a synthetic dataset
+(4 species, 3 families, 2 orders, 64 px, MobileNetV2 alpha 0.35 from scratch). The bundle is then
+loaded by the device's own code (load_bundle + Classifier) and compared with the Keras model crop by
+crop.
+
+The budget these tests hold the fixture to is chosen for the fixture (FIXTURE_BUDGET_PP,
+FIXTURE_MIN_AGREEMENT): a one-minute model from scratch whose int8 twin flips 0-2% of the test crops
+depending on the CPU's float kernels (oneDNN on or off, thread count, seed: see
+`python -m bench.model_margin`). 208 test crops resolve 0.48 pp, so the fixture's 5 pp / 95% is ten
+crops of margin, never one lucky crop. Convert's default bar (1 pp / 99%) is held by the demo's
+model, on 1,650 test crops (tests/test_demo.py).
 """
 
 from __future__ import annotations
@@ -15,11 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
-
-pytest.importorskip("tensorflow")
-pytest.importorskip("keras")
+import tensorflow  # noqa: F401
 
 from convert.check import LevelFigures, VariantFigures, check_budget, figures_for
 from convert.tflite import ConvertError, converter_failure
@@ -28,6 +35,12 @@ from train.presets import synthetic_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIES = ["Noctua pronuba", "Autographa gamma", "Pterostichus melanarius", "Coccinella septempunctata"]
+# 130 crops per species, 40% held out: 208 test crops, one crop = 0.48 pp (the training set stays at
+# ~58 crops per species, as small as before: the test split grew, not the training time).
+FIXTURE_CONFIG = synthetic_run_config(Path("{run_dir}"), SPECIES, per_class=130, test_fraction=0.4)
+FIXTURE_TEST_CROPS = 208
+FIXTURE_BUDGET_PP = 5.0
+FIXTURE_MIN_AGREEMENT = 0.95
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -42,18 +55,8 @@ def _last_line(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.config import load_train_config
-    from train.run import train
-
-    work = tmp_path_factory.mktemp("convert-run")
-    config = work / "train.yaml"
-    config.write_text(
-        synthetic_run_config(work / "run", SPECIES),
-        encoding="utf-8",
-    )
-    train(load_train_config(config))
-    return work / "run"
+def run_dir(trained_run: Any) -> Path:
+    return trained_run(FIXTURE_CONFIG)
 
 
 # Coral's edgetpu_compiler comes only from Coral's apt repository, which this machine cannot reach:
@@ -89,7 +92,15 @@ def converted(run_dir: Path, tmp_path_factory: pytest.TempPathFactory, fake_comp
     tables: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", f"{fake_compiler}{os.pathsep}{os.environ.get('PATH', '')}")
-        result = convert_run(run_dir, out, edgetpu=True, onnx=True, echo=tables.append)
+        result = convert_run(
+            run_dir,
+            out,
+            edgetpu=True,
+            onnx=True,
+            budget_pp=FIXTURE_BUDGET_PP,
+            min_agreement=FIXTURE_MIN_AGREEMENT,
+            echo=tables.append,
+        )
     table = next(t for t in tables if t.startswith("quantization check"))
     assert "int8" in table and "onnx-int8" in table and "onnxruntime" in table
     print("\n".join(tables))
@@ -99,7 +110,6 @@ def converted(run_dir: Path, tmp_path_factory: pytest.TempPathFactory, fake_comp
 @pytest.fixture(scope="module")
 def keras_and_test(run_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Keras float probabilities on the test split and the test images (uint8 RGB)."""
-    import keras
 
     import train.model  # noqa: F401  (custom layers)
     from train.dataset import read_splits
@@ -126,10 +136,14 @@ def test_int8_bundle_reproduces_keras_top1_on_the_edge_runtime(
     assert bundle.source == "bundle" and bundle.model_path.name == "model.tflite"
     classifier = Classifier(bundle, num_threads=1)
     results = classifier.classify(np.ascontiguousarray(images[..., ::-1]))  # BGR like the trap's crops
+    recorded = converted.manifest.validation["variants"]["int8"]["levels"]
+    assert len(images) == FIXTURE_TEST_CROPS
     for level, reference in keras_probs.items():
         got = np.array([np.argmax(r.probs[level]) for r in results])
         agreement = float(np.mean(got == np.argmax(reference, axis=1)))
-        assert agreement >= 0.99, (level, agreement)
+        # the device, batched, reproduces crop for crop what convert measured one crop at a time
+        assert agreement == pytest.approx(recorded[level]["agreement"], abs=1e-9), level
+        assert agreement >= FIXTURE_MIN_AGREEMENT, (level, agreement)
     assert classifier.input_dtype == "uint8"
 
 
@@ -152,7 +166,8 @@ def test_manifest_describes_the_files_labels_thresholds_and_quantization(
         "model_dynamic.tflite": "reference",
         "model_edgetpu.tflite": "edgetpu",
         "model.onnx": "onnx",
-    } | ({"model_int8.onnx": "onnx"} if (out / "model_int8.onnx").exists() else {})
+        "model_int8.onnx": "onnx",  # it keeps the fixture's budget (checked below)
+    }
     assert sorted(p.name for p in out.iterdir()) == sorted([*roles, "model.json"])
     for name, entry in manifest.files.items():
         assert entry.sha256 == sha256_file(out / name)
@@ -175,13 +190,20 @@ def test_manifest_describes_the_files_labels_thresholds_and_quantization(
 
     validation = manifest.validation
     assert validation["passed"] is True and validation["bundle_variant"] == "int8"
+    assert validation["verdict"] == "passed" and validation["measurable"] is True
+    assert validation["images"] == FIXTURE_TEST_CROPS
+    assert validation["resolution_pp"] == pytest.approx(100 / FIXTURE_TEST_CROPS, abs=1e-4)
+    assert (validation["budget_pp"], validation["min_agreement"]) == (
+        FIXTURE_BUDGET_PP,
+        FIXTURE_MIN_AGREEMENT,
+    )
     assert set(validation["variants"]) == {"float32", "float16", "dynamic", "int8", "onnx", "onnx-int8"}
     report = json.loads((run_dir / "report.json").read_text())
     assert validation["images"] == report["dataset"]["test"]
     for level in meta["levels"]:
         assert validation["keras"][level]["accuracy"] == pytest.approx(report["metrics"][level]["accuracy"])
         int8 = validation["variants"]["int8"]["levels"][level]
-        assert int8["agreement"] >= 0.99
+        assert int8["agreement"] >= FIXTURE_MIN_AGREEMENT
         assert validation["variants"]["float32"]["levels"][level]["agreement"] == 1.0
     sizes = {v: validation["variants"][v]["size_bytes"] for v in validation["variants"]}
     assert sizes["int8"] < sizes["float32"] / 2
@@ -278,26 +300,58 @@ def test_onnx_files_reproduce_keras_in_onnxruntime(
         assert agreement == 1.0 and diff <= 1e-4, (level, agreement, diff)
     assert validation["variants"]["onnx"]["file"] == "model.onnx"
 
-    # The int8 file is in the bundle exactly when it kept the int8 budget; its figures are recorded
-    # either way. Quantize model.onnx again here to check the Q/DQ form TensorRT reads.
+    # The int8 file keeps the fixture's budget, so it is in the bundle; onnxruntime here agrees with
+    # Keras as well as convert recorded (the file that is left out is the next test's case).
+    # Quantize model.onnx again here to check the Q/DQ form TensorRT reads.
     int8 = validation["variants"]["onnx-int8"]
-    kept = (out / "model_int8.onnx").exists()
-    assert (int8["file"] == "model_int8.onnx") is kept and ("int8_left_out" in validation["onnx"]) is not kept
-    if kept:
-        for level, (agreement, _diff) in agreement_and_diff(out / "model_int8.onnx").items():
-            assert agreement >= 0.99, level
-    else:
-        assert (
-            "percentage points" in validation["onnx"]["int8_left_out"]
-            or "agrees" in (validation["onnx"]["int8_left_out"])
-        )
-        figures = converted.check.variants["onnx-int8"]
-        with pytest.raises(ConvertError):
-            check_budget(converted.check.keras, figures, 1.0, 0.99)
+    assert int8["file"] == "model_int8.onnx" and "int8_left_out" not in validation["onnx"]
+    for level, (agreement, _diff) in agreement_and_diff(out / "model_int8.onnx").items():
+        assert agreement >= FIXTURE_MIN_AGREEMENT, level
+        assert agreement == pytest.approx(int8["levels"][level]["agreement"], abs=1e-9), level
+    check_budget(converted.check.keras, converted.check.variants["onnx-int8"], FIXTURE_BUDGET_PP, 0.95)
     calibration, _ = split_images(read_run(run_dir), "train", limit=50)
     again = quantize_onnx(describe_onnx(out / "model.onnx"), tmp_path / "q.onnx", calibration)
     ops = {node.op_type for node in onnx.load(again.path).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+
+
+def test_onnx_int8_that_misses_the_budget_is_left_out_with_its_reason(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibrated on black images, the int8 ONNX file saturates on every real crop: a certain miss.
+
+    The file is left out (with the reason, naming the level) and model.onnx still serves TensorRT.
+    """
+    import convert.bundle_writer as writer
+    from convert import convert_run
+    from edge.classify.bundle import read_manifest
+
+    real_split = writer.split_images
+
+    def black_calibration(run: Any, split: str, limit: int | None = None) -> Any:
+        images, samples = real_split(run, split, limit=limit)
+        return (np.zeros_like(images), samples) if split == "train" else (images, samples)
+
+    monkeypatch.setattr(writer, "split_images", black_calibration)
+    out = tmp_path / "bundle"
+    lines: list[str] = []
+    convert_run(
+        run_dir,
+        out,
+        variants=["int8"],
+        onnx=True,
+        budget_pp=FIXTURE_BUDGET_PP,
+        min_agreement=FIXTURE_MIN_AGREEMENT,
+        echo=lines.append,
+    )
+    validation = read_manifest(out / "model.json").validation
+    reason = validation["onnx"]["int8_left_out"]
+    assert "onnx-int8 model" in reason and "at level '" in reason
+    assert validation["variants"]["onnx-int8"]["file"] is None
+    worst = min(f["agreement"] for f in validation["variants"]["onnx-int8"]["levels"].values())
+    assert worst < FIXTURE_MIN_AGREEMENT
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "model.tflite"]
+    assert any("model_int8.onnx left out" in line for line in lines)
 
 
 def test_edgetpu_without_the_compiler_fails_before_converting(
@@ -319,18 +373,11 @@ def test_edgetpu_without_the_compiler_fails_before_converting(
 
 
 @pytest.fixture(scope="module")
-def flat_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.config import load_train_config
-    from train.run import train
-
-    work = tmp_path_factory.mktemp("flat-run")
-    config = work / "train.yaml"
-    config.write_text(
-        synthetic_run_config(work / "run", SPECIES, heads="flat", epochs=40, per_class=100),
-        encoding="utf-8",
+def flat_run(trained_run: Any) -> Path:
+    # 100 crops per species, 15% held out: 60 test crops, one crop = 1.67 pp (too few for a 1 pp budget)
+    return trained_run(
+        synthetic_run_config(Path("{run_dir}"), SPECIES, heads="flat", epochs=40, per_class=100)
     )
-    train(load_train_config(config))
-    return work / "run"
 
 
 def test_flat_run_gives_a_uint8_single_head_bundle_that_also_loads_as_a_plain_model(
@@ -338,13 +385,12 @@ def test_flat_run_gives_a_uint8_single_head_bundle_that_also_loads_as_a_plain_mo
 ) -> None:
     """One head, uint8 in and uint8 out: the shape of the common third-party models (e.g. iNat).
 
-    The budget is looser here than convert's default: this tiny from-scratch *flat* model is less
-    robust to int8 than the hierarchical one (its int8 twin flipped 1-2% of test crops in every
-    configuration tried; the hierarchical run above flips none), and convert's default budget
-    rightly refuses it. What this test holds is the single-head path: the bundle's manifest, its
-    uint8 tensors, and the device reproducing exactly the agreement that convert recorded.
+    Its test split (60 crops, one crop = 1.67 pp) is too small to measure convert's default budget,
+    and the check says so in one line instead of certifying or refusing on one crop: the verdict
+    "unmeasured" and the resolution are in model.json. What this test also holds is the single-head
+    path: the bundle's manifest, its uint8 tensors, and the device reproducing exactly the agreement
+    that convert recorded.
     """
-    import keras
     from ai_edge_litert.interpreter import Interpreter
 
     import train.model  # noqa: F401  (custom layers)
@@ -354,15 +400,22 @@ def test_flat_run_gives_a_uint8_single_head_bundle_that_also_loads_as_a_plain_mo
     from train.dataset import read_splits
     from train.inputs import load_images
 
+    lines: list[str] = []
     result = convert_run(
-        flat_run,
-        tmp_path / "bundle",
-        variants=["float32", "int8"],
-        representative=200,
-        budget_pp=5.0,
-        min_agreement=0.9,
+        flat_run, tmp_path / "bundle", variants=["float32", "int8"], representative=200, echo=lines.append
     )
     manifest = result.manifest
+    validation = manifest.validation
+    assert validation["images"] == 60 and (validation["budget_pp"], validation["min_agreement"]) == (
+        1.0,
+        0.99,
+    )
+    assert validation["verdict"] == "unmeasured" and validation["measurable"] is False
+    assert validation["passed"] is False  # not certified
+    assert validation["resolution_pp"] == pytest.approx(100 / 60, abs=1e-4)
+    said = [line for line in "\n".join(lines).splitlines() if "too small to measure the budget" in line]
+    assert len(said) == 1 and "one crop of 60 is 1.67 pp" in said[0] and "at least 200 test crops" in said[0]
+    assert "not measured" in "\n".join(lines)
     assert [h.level for h in manifest.outputs] == ["species"] == manifest.taxonomy.levels
     assert manifest.outputs[0].labels == json.loads((flat_run / "run.json").read_text())["labels"]["species"]
     recorded = manifest.validation["variants"]["int8"]["levels"]["species"]["agreement"]
@@ -388,7 +441,8 @@ def test_flat_run_gives_a_uint8_single_head_bundle_that_also_loads_as_a_plain_mo
         results = Classifier(bundle, num_threads=1).classify(np.ascontiguousarray(images[..., ::-1]))
         answers[source] = np.array([np.argmax(r.probs["species"]) for r in results])
     agreement = float(np.mean(answers["bundle"] == reference))
-    assert agreement == pytest.approx(recorded) and agreement >= 0.9
+    # a clear miss (more than 3 crops beyond the budget) would have been refused even on 60 crops
+    assert agreement == pytest.approx(recorded) and agreement >= 0.99 - 3 / 60
     assert np.array_equal(answers["bundle"], answers["plain"])  # the same model, read either way
 
 
@@ -452,6 +506,52 @@ def test_missed_budget_names_the_level_and_both_numbers() -> None:
         check_budget(ref, fig, budget_pp=1.0, min_agreement=0.99)
 
 
+def _check_on(images: int, flips: int) -> Any:
+    """A CheckResult of `images` crops, one level, where int8 changes its answer on `flips` crops."""
+    from convert.check import CheckResult
+
+    truth = {"species": np.zeros(images, dtype=np.int64)}
+    keras = {"species": np.eye(2)[np.zeros(images, dtype=np.int64)]}
+    int8 = {"species": np.eye(2)[(np.arange(images) < flips).astype(np.int64)]}
+    result = CheckResult(images=images, keras=figures_for("keras", truth, keras, keras))
+    result.variants["int8"] = figures_for("int8", truth, keras, int8)
+    return result
+
+
+def test_budget_resolution_and_too_small_test_splits() -> None:
+    """One crop = 100/n pp; where that is more than half the budget the check neither certifies nor
+    refuses on one crop (verdict "unmeasured", one line saying so), but still refuses a clear miss."""
+    from convert.check import budget_measurable, format_table, gate
+
+    assert budget_measurable(200, 1.0, 0.99) and not budget_measurable(199, 1.0, 0.99)
+    assert budget_measurable(40, 5.0, 0.95) and not budget_measurable(39, 5.0, 0.95)
+    assert budget_measurable(10, 0.0, 1.0)  # an exact demand is always measured
+
+    small = _check_on(48, flips=1)  # the fixture that failed on another machine: one crop = 2.08 pp
+    gate(small, "int8")
+    assert (small.verdict, small.passed, small.measurable) == ("unmeasured", False, False)
+    table = format_table(small)
+    assert "on 48 test crops (edge runtime); one crop = 2.08 pp" in table
+    assert table.splitlines()[-1].startswith("the test split is too small to measure the budget")
+    assert "at least 200 test crops" in table and ": not measured" in table
+    json_ = small.to_json()
+    assert (json_["verdict"], json_["measurable"], json_["resolution_pp"]) == ("unmeasured", False, 2.0833)
+
+    clear_miss = _check_on(48, flips=5)  # 10.4 pp: more than three crops beyond 1 pp / 99%
+    with pytest.raises(ConvertError, match="on this small test split"):
+        gate(clear_miss, "int8")
+    assert clear_miss.verdict == "failed"
+
+    measured = _check_on(400, flips=2)  # 0.5%: within 1 pp / 99%
+    gate(measured, "int8")
+    assert (measured.verdict, measured.passed) == ("passed", True)
+    assert "too small" not in format_table(measured) and ": passed" in format_table(measured)
+    missed = _check_on(400, flips=5)
+    with pytest.raises(ConvertError, match=r"loses 1\.25 percentage points"):
+        gate(missed, "int8")
+    assert (missed.verdict, missed.passed) == ("failed", False)
+
+
 def test_converter_failures_name_the_op() -> None:
     assert "op 'HARD_SWISH'" in str(
         converter_failure("int8", "Quantization not yet supported for op: 'HARD_SWISH'.")
@@ -470,10 +570,23 @@ def test_converter_failures_name_the_op() -> None:
 def test_convert_command_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli-bundle"
     cli = _cli(
-        "convert", str(run_dir), "--out", str(out), "--variants", "float32", "int8", "--representative", "100"
+        "convert",
+        str(run_dir),
+        "--out",
+        str(out),
+        "--variants",
+        "float32",
+        "int8",
+        "--representative",
+        "100",
+        "--budget",
+        str(FIXTURE_BUDGET_PP),
+        "--min-agreement",
+        str(FIXTURE_MIN_AGREEMENT),
     )
     assert cli.returncode == 0, cli.stderr[-3000:]
-    assert "quantization check on" in cli.stdout and "int8" in cli.stdout and "passed" in cli.stdout
+    assert f"quantization check on {FIXTURE_TEST_CROPS} test crops" in cli.stdout
+    assert "one crop = 0.48 pp" in cli.stdout and "int8" in cli.stdout and ": passed" in cli.stdout
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.tflite", "model_float32.tflite"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     verify = _cli("bundle", "verify", str(out), timeout=60)
