@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from edge.errors import ConfigError, ModelError, TrapcamError
+from edge.native_log import divert_native_stderr, quiet_environment
 
 _VARIANTS = ("float32", "float16", "dynamic", "int8")
 
@@ -58,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run_dir", metavar="RUN_DIR", help="training run folder (model.keras, run.json, splits.csv)"
     )
     p.add_argument("--out", help="bundle folder to write (default: RUN_DIR/bundle)")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's and the converter's own log lines (else kept in a temporary log file, "
+        "whose path is printed if the conversion fails)",
+    )
     p.add_argument(
         "--variants",
         nargs="+",
@@ -120,9 +131,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_convert(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("keras") is None or importlib.util.find_spec("tensorflow") is None:
         raise MissingExtraError("trapcam convert needs Keras and TensorFlow: pip install 'trapcam[convert]'")
+    log = None
+    if not args.verbose:
+        quiet_environment()
+        log = divert_native_stderr(Path(tempfile.gettempdir()) / f"trapcam-convert-{os.getpid()}.log")
+
+    try:
+        result = _convert(args)
+    except TrapcamError:
+        if log is not None and log.is_file() and log.stat().st_size:
+            print(f"trapcam: TensorFlow's own log lines are in {log}", file=sys.stderr)
+        raise
+    if log is not None:
+        log.unlink(missing_ok=True)
+    print(f"bundle: {result.out_dir}")
+    for name, variant in result.files.items():
+        entry = result.manifest.files[name]
+        print(f"  {name:24s} {variant:8s} {entry.role:9s} sha256 {entry.sha256[:12]}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> Any:
     from convert.bundle_writer import convert_run
 
-    result = convert_run(
+    return convert_run(
         Path(args.run_dir),
         Path(args.out) if args.out else None,
         variants=args.variants,
@@ -136,11 +168,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
         num_threads=args.threads,
         echo=print,
     )
-    print(f"bundle: {result.out_dir}")
-    for name, variant in result.files.items():
-        entry = result.manifest.files[name]
-        print(f"  {name:24s} {variant:8s} {entry.role:9s} sha256 {entry.sha256[:12]}")
-    return 0
 
 
 def _manifest_path(path: Path) -> Path:

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 
 from edge.errors import TrapcamError
+from edge.native_log import divert_native_stderr, quiet_environment
 
 
 class MissingExtraError(TrapcamError):
@@ -15,6 +16,11 @@ class MissingExtraError(TrapcamError):
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an insect classifier (desktop/GPU; needs trapcam[train])")
     p.add_argument("--config", required=True, help="training YAML file")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's own log lines (else written to RUN_DIR/native.log)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -24,6 +30,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from train.config import load_train_config
 
     cfg = load_train_config(args.config)  # a bad file fails before Keras and TensorFlow load
+    if not args.verbose:
+        quiet_environment()
+        divert_native_stderr(cfg.run_dir / "native.log")
     from train.run import train
 
     summary = train(cfg)
