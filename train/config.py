@@ -69,6 +69,13 @@ class AugmentConfig(Section):
     zoom: float = Field(0.1, ge=0, le=0.5)
     contrast: float = Field(0.2, ge=0, le=1)
     brightness: float = Field(0.2, ge=0, le=1)
+    noise: float = Field(
+        0.0,
+        ge=0,
+        le=64,
+        description="std of Gaussian pixel noise on the 0-255 scale: a model that keeps its answer under "
+        "a few grey levels of noise also keeps it in int8, whose rounding is noise of that size",
+    )
 
 
 class ModelConfig(Section):
@@ -129,6 +136,11 @@ class TrainingConfig(Section):
     distribute: Literal["auto", "off"] = Field("auto", description="auto: MirroredStrategy over several GPUs")
     progress: Literal["bar", "epoch", "off"] = Field(
         "bar", description="Keras progress output: a bar per epoch, one line per epoch, or nothing"
+    )
+    deterministic: bool = Field(
+        False,
+        description="pin the thread count and enable TensorFlow's op determinism (train/reproducible.py); "
+        "with TF_ENABLE_ONEDNN_OPTS=0 the same seed gives the same model on every x86 CPU; slower",
     )
 
 

@@ -154,6 +154,33 @@ def output_levels(cfg: ModelConfig, levels: Sequence[str]) -> tuple[str, ...]:
     return levels
 
 
+@keras.saving.register_keras_serializable(package="trapcam")
+class PixelNoise(kl.Layer):
+    """Gaussian noise of `stddev` grey levels (0-255 scale), only while training.
+
+    Keras' GaussianNoise takes a std of at most 1 (for inputs scaled to 0..1); this model's
+    augmentation works on 0-255 pixels.
+    """
+
+    def __init__(self, stddev: float, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stddev = float(stddev)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        if not training or self.stddev <= 0:
+            return inputs
+        noise = keras.random.normal(ops.shape(inputs), stddev=self.stddev, seed=self.seed_generator)
+        return inputs + ops.cast(noise, inputs.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
+
+
 def augmentation(augment: AugmentConfig, seed: int | None = None) -> keras.Sequential | None:
     """Keras preprocessing layers; they transform only when called with training=True.
 
@@ -172,6 +199,8 @@ def augmentation(augment: AugmentConfig, seed: int | None = None) -> keras.Seque
         steps.append(kl.RandomContrast(augment.contrast, value_range=(0, 255), name="contrast", **kw))
     if augment.brightness > 0:
         steps.append(kl.RandomBrightness(augment.brightness, value_range=(0, 255), name="brightness", **kw))
+    if augment.noise > 0:
+        steps.append(PixelNoise(augment.noise, name="noise", **kw))
     if not steps:
         return None
     return keras.Sequential(steps, name="augment")

@@ -16,12 +16,12 @@ data:
   kind: synthetic
   image_size: {image_size}
   batch_size: 32
-  validation_fraction: 0.15
+  validation_fraction: {validation_fraction}
   test_fraction: {test_fraction}
   synthetic:
     species: [{species}]
     per_class: {per_class}
-model:
+{augment}model:
   backbone: mobilenet_v2
   weights: none
   alpha: 0.35
@@ -33,6 +33,7 @@ training:
   stage2: {{epochs: {epochs}, learning_rate: 0.001, unfreeze: all, lr_schedule: {lr_schedule}}}
   early_stopping_patience: {patience}
   progress: "{progress}"
+  deterministic: {deterministic}
 evaluation:
   gradcam_samples: {gradcam_samples}
 """
@@ -52,6 +53,10 @@ def synthetic_run_config(
     progress: str = "off",
     lr_schedule: str = "constant",
     test_fraction: float = 0.15,
+    validation_fraction: float = 0.15,
+    deterministic: bool = False,
+    noise: float = 0.0,
+    colour_augment: bool = True,
 ) -> str:
     """Training YAML for a small run on synthetic crops of `species`.
 
@@ -62,6 +67,11 @@ def synthetic_run_config(
     `lr_schedule`: "constant" or "cosine" (decays to 5% over the epochs; the demo uses it).
     `test_fraction`: share of crops held out for the test split, which the int8 check runs on; a
     larger one makes the 1-point budget a measurement rather than one or two crops.
+    `validation_fraction`: share held out for checkpoints and early stopping.
+    `deterministic`: pinned threads and op determinism (train/reproducible.py; the demo uses it).
+    `noise`: std of Gaussian pixel noise in training (0-255 scale): answers that survive a few grey
+    levels of noise survive int8 rounding too (the demo uses it).
+    `colour_augment`: random contrast and brightness (off in the demo: colour tells its species apart).
     """
     return _TEMPLATE.format(
         run_dir=run_dir,
@@ -76,4 +86,17 @@ def synthetic_run_config(
         progress=progress,
         lr_schedule=lr_schedule,
         test_fraction=test_fraction,
+        validation_fraction=validation_fraction,
+        deterministic="true" if deterministic else "false",
+        augment=_augment(noise, colour_augment),
     )
+
+
+def _augment(noise: float, colour: bool) -> str:
+    """The augment section when it differs from the defaults, else nothing."""
+    if noise <= 0 and colour:
+        return ""
+    parts = [] if colour else ["contrast: 0", "brightness: 0"]
+    if noise > 0:
+        parts.append(f"noise: {noise:g}")
+    return "augment: {" + ", ".join(parts) + "}\n"

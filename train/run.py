@@ -101,6 +101,12 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> TrainSummary
 
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    numerics = None
+    if cfg.training.deterministic and keras.backend.backend() == "tensorflow":
+        from train.reproducible import pin_numerics
+
+        numerics = pin_numerics()
+        log.info("deterministic training: %s", numerics)
     keras.utils.set_random_seed(cfg.seed)
     (run_dir / "train.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "utf-8")
 
@@ -194,6 +200,7 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> TrainSummary
             "backbone": cfg.model.backbone,
             "weights": cfg.model.weights,
             "seed": cfg.seed,
+            "numerics": numerics,  # None: not pinned (training.deterministic false)
             "splits": "splits.csv",
         },
     )
