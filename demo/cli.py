@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
+import sys
 from pathlib import Path
 
 from demo.options import DemoOptions
 from edge.errors import TrapcamError
+from edge.native_log import diverted_to, quiet_environment
+from train.reproducible import pin_numerics_environment
 
 
 class MissingExtraError(TrapcamError):
@@ -45,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=defaults.min_agreement,
         help="int8 check: least top-1 agreement with the trained model (default: %(default)s)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show TensorFlow's, absl's and the converter's log lines (else written to OUT/native.log)",
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -59,6 +66,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         broker=args.broker,
         budget_pp=args.budget,
         min_agreement=args.min_agreement,
+        verbose=args.verbose,
         species=tuple(n.strip() for n in args.species.split(",") if n.strip()) if args.species else None,
     )
     options.check()
@@ -68,9 +76,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"trapcam demo trains and converts a model and needs {', '.join(missing)}: "
             "pip install 'trapcam[demo]'"
         )
-    # Before TensorFlow loads: its C++ start-up chatter would hide the demo's steps.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before TensorFlow loads: the same float kernels on every x86 CPU, and no C++ start-up chatter.
+    pin_numerics_environment()
+    if not options.verbose:
+        quiet_environment()
     from demo.run import run_demo
 
-    run_demo(options)
+    try:
+        run_demo(options)
+    except TrapcamError:
+        log = diverted_to()
+        if log is not None and log.is_file() and log.stat().st_size:
+            print(f"trapcam: TensorFlow's own log lines are in {log}", file=sys.stderr)
+        raise
     return 0

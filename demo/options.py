@@ -24,6 +24,7 @@ class DemoOptions:
     frames / insects / seed: the synthetic night (one frame every 5 s: 240 frames = 20 minutes).
     broker: "host" or "host:port" of an MQTT broker to publish to; None: no publishing.
     budget_pp / min_agreement: the int8 check's bar, as `trapcam convert --budget/--min-agreement`.
+    verbose: show TensorFlow's and the converter's own log lines (else they go to native.log).
     """
 
     out: Path = Path("trapcam-data/demo")
@@ -39,6 +40,7 @@ class DemoOptions:
     broker: str | None = None
     budget_pp: float = 1.0
     min_agreement: float = 0.99
+    verbose: bool = False
 
     def check(self) -> None:
         """One-line errors for sizes that cannot make a demo."""

@@ -15,7 +15,6 @@ every `trapcam` command can be tried on the demo's data afterwards.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,13 +26,18 @@ import yaml
 from demo.options import NIGHT_START, DemoError, DemoOptions, broker_address
 from demo.progress import Steps, epoch_callback
 from edge.errors import TrapcamError
+from edge.native_log import divert_native_stderr, quiet_environment
 
 MARKER = "demo.json"
+NATIVE_LOG = "native.log"  # TensorFlow's, absl's and the converter's own log lines (not with --verbose)
 # 40% of the rendered crops are the test split that the int8 check runs on: with a few hundred test
 # crops the 1-point budget measures the model, not the luck of one or two crops near a tie.
 TEST_FRACTION = 0.4
+VALIDATION_FRACTION = 0.15
+# Training noise (std in grey levels) and no random contrast/brightness: see demo_training_config.
+PIXEL_NOISE = 8.0
 # What the demo writes under its folder; a re-run replaces exactly these and nothing else.
-PARTS = ("train", "bundle", "night", "trap", "evaluation", "trap.yaml", MARKER)
+PARTS = ("train", "bundle", "night", "trap", "evaluation", "trap.yaml", MARKER, NATIVE_LOG)
 
 
 @dataclass
@@ -98,16 +102,21 @@ def trap_config(options: DemoOptions, bundle: Path, night: Path) -> dict[str, An
     return cfg
 
 
-def _train(steps: Steps, options: DemoOptions, result: DemoResult) -> Path:
-    from edge.synth.species import SPECIES
-    from train.config import parse_train_config
-    from train.presets import synthetic_run_config
-    from train.run import train
+def demo_training_config(options: DemoOptions, run_dir: Path, *, deterministic: bool = True) -> str:
+    """The demo's training YAML: its recipe in one place (bench/model_margin.py trains it too).
 
-    run_dir = (options.out / "train").resolve()
-    chosen = [s for s in SPECIES if options.species is None or s.name in options.species]
-    species = [s.name for s in chosen]
-    text = synthetic_run_config(
+    An int8 copy of a network changes its activations by about as much as a few grey levels of
+    pixel noise. A model trained only on clean crops changes its answer for some crops under that
+    noise (about 1 in 200 here), and the int8 model then disagrees on the same crops; trained with
+    Gaussian pixel noise (PIXEL_NOISE) its answers hold, and the int8 model keeps them. Random
+    contrast and brightness are off: colour is what tells the two Noctuidae apart, and jittering it
+    left the float model unsure between them (see DemoOptions for the sizes).
+    """
+    from edge.synth.species import SPECIES
+    from train.presets import synthetic_run_config
+
+    species = [s.name for s in SPECIES if options.species is None or s.name in options.species]
+    return synthetic_run_config(
         run_dir,
         species,
         image_size=options.image_size,
@@ -116,8 +125,22 @@ def _train(steps: Steps, options: DemoOptions, result: DemoResult) -> Path:
         seed=options.seed,
         lr_schedule="cosine",
         test_fraction=TEST_FRACTION,
+        validation_fraction=VALIDATION_FRACTION,
+        noise=PIXEL_NOISE,
+        colour_augment=False,
+        deterministic=deterministic,
     )
-    cfg = parse_train_config(text, "demo training config")
+
+
+def _train(steps: Steps, options: DemoOptions, result: DemoResult) -> Path:
+    from edge.synth.species import SPECIES
+    from train.config import parse_train_config
+    from train.run import train
+
+    run_dir = (options.out / "train").resolve()
+    chosen = [s for s in SPECIES if options.species is None or s.name in options.species]
+    species = [s.name for s in chosen]
+    cfg = parse_train_config(demo_training_config(options, run_dir), "demo training config")
     families = len({s.family for s in chosen})
     orders = sorted({s.order for s in chosen})
     steps.say(
@@ -323,10 +346,12 @@ def truth_lines(report: Any) -> list[str]:
 def run_demo(options: DemoOptions, steps: Steps | None = None) -> DemoResult:
     """Run all six steps into options.out; returns what was made (see `DemoResult`)."""
     options.check()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # in case TensorFlow is not loaded yet
     steps = steps or Steps(6)
     out = options.out
     prepare_folder(out)
+    if not options.verbose:
+        quiet_environment()  # in case TensorFlow is not loaded yet
+        divert_native_stderr((out / NATIVE_LOG).resolve())
     (out / MARKER).write_text(
         json.dumps({"written_by": "trapcam demo", "options": {k: str(v) for k, v in vars(options).items()}}),
         encoding="utf-8",

@@ -587,6 +587,8 @@ def test_convert_command_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert f"quantization check on {FIXTURE_TEST_CROPS} test crops" in cli.stdout
     assert "one crop = 0.48 pp" in cli.stdout and "int8" in cli.stdout and ": passed" in cli.stdout
+    noise = ("oneDNN", "absl", "I0000", "W0000", "XNNPACK", "fully_quantize")
+    assert [line for line in (cli.stdout + cli.stderr).splitlines() if any(w in line for w in noise)] == []
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.tflite", "model_float32.tflite"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     verify = _cli("bundle", "verify", str(out), timeout=60)

@@ -1,17 +1,19 @@
-"""`trapcam demo` end to end at reduced sizes, judged by the content of what it wrote.
+"""`trapcam demo` end to end, judged by the content of what it wrote.
 
-One real run through the CLI: synthetic crops, a model trained here with TensorFlow on the CPU,
-an int8 bundle, a rendered night, the device loop with a real mosquitto broker, exports, plots
-and the evaluation. Every figure it prints is checked against the files and the database.
+One real run of the command in a process of its own, as a newcomer runs it: synthetic crops, the
+demo's model trained here with TensorFlow on the CPU at the demo's default settings, an int8 bundle
+held to convert's default bar (1 pp, 99%), a rendered night (shorter than the default: the night
+does not change the model), the device loop with a real mosquitto broker, exports, plots and the
+evaluation. Every figure it prints is checked against the files and the database.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,11 +30,14 @@ from edge.errors import ConfigError
 from edge.export import validate_camtrap_dp
 from edge.synth.species import SPECIES
 
-# The demo's own training and a shorter night (10 minutes, 8 insect visits). The int8 bar is loosened
-# to 2 points / 98%: this model's species agreement lands at 0.988-0.994 from run to run (TensorFlow's
-# CPU training differs between machines), and this test is about the chain; the 1-point / 99% bar
-# itself is held in tests/test_convert.py.
-SIZES = ["--frames", "120", "--insects", "8", "--budget", "2", "--min-agreement", "0.98"]
+ROOT = Path(__file__).resolve().parents[1]
+# The demo's own training and int8 bar, and a shorter night (10 minutes, 8 insect visits).
+SIZES = ["--frames", "120", "--insects", "8"]
+# What the int8 model must keep at every level, with margin over the bar of 0.99 (issue: the demo
+# failed on another CPU at 0.981 when its model had none).
+MARGIN_AGREEMENT = 0.995
+# Native log lines that must not reach a newcomer's screen (they go to OUT/native.log).
+NOISE = ("oneDNN", "absl", "I0000", "cpu_feature_guard", "XNNPACK", "fully_quantize", "TF_ENABLE_ONEDNN")
 
 # The module's first test also pays for the demo's run (about 5 minutes on two cores).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -44,16 +49,31 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("demo")
     out = root / "demo"
     with Broker(root / "broker") as broker, Subscriber(broker, ["trapcam/demo-trap/#"]) as sub:
-        stdout = io.StringIO()
-        with contextlib.redirect_stdout(stdout):
-            code = main(["demo", "--out", str(out), "--broker", f"{broker.host}:{broker.port}", *SIZES])
+        broker_address = f"{broker.host}:{broker.port}"
+        done = subprocess.run(
+            [sys.executable, "-m", "edge", "demo", "--out", str(out), "--broker", broker_address, *SIZES],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=1400,
+        )
+        code = done.returncode
         if code != 0:
-            pytest.fail(f"trapcam demo exited {code}; its output ended:\n{stdout.getvalue()[-4000:]}")
+            pytest.fail(
+                f"trapcam demo exited {code}; its output ended:\n{done.stdout[-4000:]}\n{done.stderr[-3000:]}"
+            )
         db = out / "trap" / "trapcam.db"
         ended = {r[0] for r in query(db, "SELECT track_id FROM tracks WHERE status = 'ended'")}
         wait_until(lambda: {m.payload["track_id"] for m in sub.snapshot("trapcam/demo-trap/track")} >= ended)
         tracks_published = [m.payload for m in sub.snapshot("trapcam/demo-trap/track")]
-    return {"code": code, "out": out, "stdout": stdout.getvalue(), "db": db, "published": tracks_published}
+    return {
+        "code": code,
+        "out": out,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "db": db,
+        "published": tracks_published,
+    }
 
 
 def _files(stdout: str) -> dict[str, Path]:
@@ -84,6 +104,17 @@ def test_demo_runs_every_step_and_lists_files_that_exist(demo_run: dict[str, Any
     assert (demo_run["out"] / MARKER).is_file()
 
 
+def test_the_screen_holds_the_demo_and_not_the_libraries_log_lines(demo_run: dict[str, Any]) -> None:
+    """TensorFlow's, absl's, oneDNN's and the converter's own lines went to native.log, not to the
+    terminal; the run's numerics were pinned (oneDNN off, two threads, op determinism)."""
+    screen = demo_run["stdout"] + demo_run["stderr"]
+    noisy = [line for line in screen.splitlines() if any(word in line for word in NOISE)]
+    assert noisy == []
+    assert (demo_run["out"] / "native.log").is_file()
+    run = json.loads((demo_run["out"] / "train" / "run.json").read_text())
+    assert run["numerics"] == {"onednn": "0", "op_determinism": True, "threads": 2}
+
+
 def test_bundle_is_checked_int8_and_is_what_the_trap_ran(demo_run: dict[str, Any]) -> None:
     out, db = demo_run["out"], demo_run["db"]
     bundle = load_bundle(out / "bundle")
@@ -93,14 +124,16 @@ def test_bundle_is_checked_int8_and_is_what_the_trap_ran(demo_run: dict[str, Any
     assert manifest["input"]["dtype"] == "uint8"
     validation = manifest["validation"]
     assert validation["passed"] and validation["gated_variant"] == "int8"
-    assert (validation["budget_pp"], validation["min_agreement"]) == (2.0, 0.98)  # the bar it was held to
-    assert validation["images"] >= 1000  # 40% of the crops: the check measures, not one crop's luck
+    assert validation["verdict"] == "passed" and validation["measurable"] is True
+    assert (validation["budget_pp"], validation["min_agreement"]) == (1.0, 0.99)  # convert's default bar
+    # a thousand crops and more: one crop is 0.1 pp or less, far below the budget
+    assert validation["images"] >= 1000 and validation["resolution_pp"] <= 0.1
     int8 = validation["variants"]["int8"]["levels"]
     keras = validation["keras"]
     assert set(int8) == {"order", "family", "species"}
     for level, figures in int8.items():
-        assert figures["agreement"] >= 0.98
-        assert keras[level]["accuracy"] - figures["accuracy"] <= 0.02 + 1e-9
+        assert figures["agreement"] >= MARGIN_AGREEMENT, (level, figures["agreement"])
+        assert keras[level]["accuracy"] - figures["accuracy"] <= 0.01 + 1e-9
     (sha,) = query(db, "SELECT model_sha256 FROM runs")[0]
     assert sha == sha256_file(out / "bundle" / "model.tflite")
 
@@ -124,12 +157,15 @@ def test_counts_match_ground_truth_database_exports_and_broker(demo_run: dict[st
         assert re.search(rf"^\s+{re.escape(species)}\s+{n}\s+{rows[species]['counted']}\s", stdout, re.M)
     assert sum(r["counted"] for r in rows.values()) == len(ended)
 
-    # Daily CSV: one file of counts per taxon whose total is the database's.
-    counts_files = sorted((out / "trap" / "export").rglob("*counts*.csv"))
-    assert counts_files, "a daily counts CSV"
-    with counts_files[0].open() as fh:
-        total = sum(int(r["count"]) for r in csv.DictReader(fh) if r.get("level") in (None, "", "species"))
-    assert total <= len(ended) and total > 0
+    # Daily CSV: its "all" row is the database's finished tracks, and its species rows add up to the
+    # tracks named at species level (the rest are named higher up, or unsure).
+    (counts_file,) = sorted((out / "trap" / "export").rglob("counts_*.csv"))
+    with counts_file.open() as fh:
+        rows_csv = list(csv.DictReader(fh))
+    (all_row,) = [r for r in rows_csv if r["level"] == "all"]
+    assert int(all_row["count"]) == len(ended)
+    species_total = sum(int(r["count"]) for r in rows_csv if r["level"] == "species")
+    assert species_total == sum(1 for r in ended if r[2] == "species") > 0
 
     # Camtrap DP: valid, one observation per counted insect.
     (package,) = [p.parent for p in (out / "trap" / "export").rglob("datapackage.json")]
@@ -147,9 +183,11 @@ def test_report_and_evaluation_files_hold_the_night(demo_run: dict[str, Any]) ->
     out = demo_run["out"]
     report_dir = out / "trap" / "report"
     html = (report_dir / "report.html").read_text()
-    assert "Demo meadow" in html or "demo-trap" in html
-    for png in report_dir.glob("*.png"):
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<title>Insect report - demo-trap, " in html
+    pngs = sorted(report_dir.glob("*.png"))
+    assert [p.name for p in pngs] == ["activity_per_hour.png", "counts_per_night.png"]
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     with (report_dir / "taxa.csv").open() as fh:
         taxa_total = sum(int(r["count"]) for r in csv.DictReader(fh))
     ended = query(demo_run["db"], "SELECT COUNT(*) FROM tracks WHERE status = 'ended'")[0][0]

@@ -247,5 +247,6 @@ def test_factory_builds_a_folder_source(tmp_path: Path) -> None:
 
 def test_factory_builds_the_synthetic_source_lazily() -> None:
     import edge.sources.synthetic as synthetic
+
     source = make_source(SyntheticSource(kind="synthetic", frames=2))
     assert isinstance(source, synthetic.SyntheticFrameSource)

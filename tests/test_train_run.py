@@ -18,6 +18,8 @@ import pytest
 from train.presets import synthetic_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
+# Native log lines of TensorFlow and friends that must not reach the screen of a normal run.
+NOISE = ("oneDNN", "absl", "I0000", "W0000", "cpu_feature_guard", "XNNPACK", "fully_quantize")
 SPECIES = [
     "Noctua pronuba",
     "Autographa gamma",
@@ -49,6 +51,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     config.write_text(text, encoding="utf-8")
     out = _train(config)
     assert out.returncode == 0, out.stderr[-3000:]
+    (work / "screen.txt").write_text(out.stdout + out.stderr)
     return run_dir, config, out.stdout
 
 
@@ -71,6 +74,14 @@ def test_small_model_learns_every_level(run: tuple[Path, Path, str]) -> None:
     # two between machines (TensorFlow's CPU kernels are not bit-reproducible across thread counts).
     assert report["hierarchical_consistency"] >= 0.97
     assert "macro F1" in stdout and str(run_dir / "report.md") in stdout
+
+
+def test_train_command_keeps_tensorflows_log_lines_off_the_screen(run: tuple[Path, Path, str]) -> None:
+    """TensorFlow's, absl's and oneDNN's own lines go to RUN_DIR/native.log, not to the terminal."""
+    run_dir, _, _ = run
+    screen = (run_dir.parent / "screen.txt").read_text()
+    assert [line for line in screen.splitlines() if any(w in line for w in NOISE)] == []
+    assert (run_dir / "native.log").is_file()
 
 
 def test_report_holds_the_numbers_the_test_computes_itself(run: tuple[Path, Path, str]) -> None:

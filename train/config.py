@@ -139,8 +139,8 @@ class TrainingConfig(Section):
     )
     deterministic: bool = Field(
         False,
-        description="pin the thread count and enable TensorFlow's op determinism (train/reproducible.py); "
-        "with TF_ENABLE_ONEDNN_OPTS=0 the same seed gives the same model on every x86 CPU; slower",
+        description="pin the thread counts and enable op determinism (train/reproducible.py); with "
+        "TF_ENABLE_ONEDNN_OPTS=0 the same seed gives the same model on every x86 CPU; 15-20% slower",
     )
 
 

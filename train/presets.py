@@ -15,7 +15,7 @@ seed: {seed}
 data:
   kind: synthetic
   image_size: {image_size}
-  batch_size: 32
+  batch_size: {batch_size}
   validation_fraction: {validation_fraction}
   test_fraction: {test_fraction}
   synthetic:
@@ -30,7 +30,7 @@ data:
   dropout: 0.2
 training:
   stage1: {{epochs: 0}}
-  stage2: {{epochs: {epochs}, learning_rate: 0.001, unfreeze: all, lr_schedule: {lr_schedule}}}
+  stage2: {{epochs: {epochs}, learning_rate: {learning_rate}, unfreeze: all, lr_schedule: {lr_schedule}}}
   early_stopping_patience: {patience}
   progress: "{progress}"
   deterministic: {deterministic}
@@ -56,6 +56,8 @@ def synthetic_run_config(
     validation_fraction: float = 0.15,
     deterministic: bool = False,
     noise: float = 0.0,
+    batch_size: int = 32,
+    learning_rate: float = 0.001,
     colour_augment: bool = True,
 ) -> str:
     """Training YAML for a small run on synthetic crops of `species`.
@@ -71,6 +73,7 @@ def synthetic_run_config(
     `deterministic`: pinned threads and op determinism (train/reproducible.py; the demo uses it).
     `noise`: std of Gaussian pixel noise in training (0-255 scale): answers that survive a few grey
     levels of noise survive int8 rounding too (the demo uses it).
+    `batch_size` / `learning_rate`: of the one training stage (the demo trains at 64 / 0.002).
     `colour_augment`: random contrast and brightness (off in the demo: colour tells its species apart).
     """
     return _TEMPLATE.format(
@@ -89,6 +92,8 @@ def synthetic_run_config(
         validation_fraction=validation_fraction,
         deterministic="true" if deterministic else "false",
         augment=_augment(noise, colour_augment),
+        batch_size=batch_size,
+        learning_rate=f"{learning_rate:g}",
     )
 
 
