@@ -7,9 +7,10 @@ crop.
 
 The budget these tests hold the fixture to is chosen for the fixture (FIXTURE_BUDGET_PP,
 FIXTURE_MIN_AGREEMENT): a one-minute model from scratch whose int8 twin flips 0-2% of the test crops
-depending on the CPU's float kernels (oneDNN on or off, thread count, seed: see
-`python -m bench.model_margin`). 208 test crops resolve 0.48 pp, so the fixture's 5 pp / 95% is ten
-crops of margin, never one lucky crop. Convert's default bar (1 pp / 99%) is held by the demo's
+depending on the CPU's float kernels, and up to 4% when its training stalls before it separates
+the two Noctuidae (oneDNN on or off, thread count, seed: `python -m bench.model_margin`). 208 test
+crops resolve 0.48 pp, so the fixture's 5 pp / 90% is ten and twenty crops: twice the worst seen,
+never one lucky crop. Convert's default bar (1 pp / 99%) is held by the demo's
 model, on 1,650 test crops (tests/test_demo.py).
 """
 
@@ -40,7 +41,7 @@ SPECIES = ["Noctua pronuba", "Autographa gamma", "Pterostichus melanarius", "Coc
 FIXTURE_CONFIG = synthetic_run_config(Path("{run_dir}"), SPECIES, per_class=130, test_fraction=0.4)
 FIXTURE_TEST_CROPS = 208
 FIXTURE_BUDGET_PP = 5.0
-FIXTURE_MIN_AGREEMENT = 0.95
+FIXTURE_MIN_AGREEMENT = 0.9
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -308,7 +309,9 @@ def test_onnx_files_reproduce_keras_in_onnxruntime(
     for level, (agreement, _diff) in agreement_and_diff(out / "model_int8.onnx").items():
         assert agreement >= FIXTURE_MIN_AGREEMENT, level
         assert agreement == pytest.approx(int8["levels"][level]["agreement"], abs=1e-9), level
-    check_budget(converted.check.keras, converted.check.variants["onnx-int8"], FIXTURE_BUDGET_PP, 0.95)
+    check_budget(
+        converted.check.keras, converted.check.variants["onnx-int8"], FIXTURE_BUDGET_PP, FIXTURE_MIN_AGREEMENT
+    )
     calibration, _ = split_images(read_run(run_dir), "train", limit=50)
     again = quantize_onnx(describe_onnx(out / "model.onnx"), tmp_path / "q.onnx", calibration)
     ops = {node.op_type for node in onnx.load(again.path).graph.node}
