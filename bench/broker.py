@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,11 +31,34 @@ class BrokerError(RuntimeError):
     """mosquitto could not be set up or started (the message holds the tail of its log)."""
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral (client source port) range; 32768 where unknown."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A TCP port nobody listens on right now, below the kernel's ephemeral range.
+
+    A port from the ephemeral range can be lost while the broker is down: a trap that keeps
+    reconnecting to HOST:PORT is sooner or later given PORT itself as its source port and connects
+    to itself (TCP simultaneous open), and mosquitto then cannot bind it ("Address already in use";
+    seen in the SIGKILL test). No client is ever given a port below that range.
+    """
+    high = _ephemeral_low()
+    low = 20000 if high > 21000 else 1024
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise BrokerError(f"no free TCP port on {HOST} in {low}..{high - 1}")
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
