@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from convert.check import (
-    CLEAR_MISS_CROPS,
     CheckResult,
-    check_budget,
     figures_for,
     gate,
+    hold_to_budget,
     keras_predict,
     run_on_edge,
     truth_indices,
@@ -411,17 +410,7 @@ def _onnx_files(
     figures = measure_onnx("onnx-int8", candidate, images, truth, reference, num_threads)
     result.variants["onnx-int8"] = figures
     try:
-        if result.measurable:
-            check_budget(result.keras, figures, result.budget_pp, result.min_agreement)
-        else:  # too small a split to measure the budget: refuse only a clear miss, as for the TFLite int8
-            check_budget(
-                result.keras,
-                figures,
-                result.budget_pp,
-                result.min_agreement,
-                slack_crops=CLEAR_MISS_CROPS,
-                images=result.images,
-            )
+        hold_to_budget(result, figures)  # the same rule as the TFLite int8 model's
     except ConvertError as exc:
         facts["int8_left_out"] = str(exc)
         if echo:

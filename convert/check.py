@@ -210,34 +210,28 @@ def check_budget(
             )
 
 
+def hold_to_budget(result: CheckResult, figures: VariantFigures) -> None:
+    """ConvertError when `figures` miss result's budget under the split's rule: the exact budget on a
+    split that measures it, only a clear miss (more than CLEAR_MISS_CROPS crops beyond) on one too small."""
+    slack = 0 if result.measurable else CLEAR_MISS_CROPS
+    check_budget(
+        result.keras, figures, result.budget_pp, result.min_agreement, slack_crops=slack, images=result.images
+    )
+
+
 def gate(result: CheckResult, variant: str) -> None:
     """Set result.verdict for `variant` against the budget; ConvertError when it is refused.
 
     On a split that measures the budget: passed or failed (raises). On a split too small: refused only
-    for a clear miss (more than CLEAR_MISS_CROPS crops beyond the budget), otherwise "unmeasured".
+    for a clear miss, otherwise "unmeasured".
     """
-    figures = result.variants[variant]
-    if result.measurable:
-        try:
-            check_budget(result.keras, figures, result.budget_pp, result.min_agreement)
-        except ConvertError:
-            result.verdict, result.passed = "failed", False
-            raise
-        result.verdict, result.passed = "passed", True
-        return
     try:
-        check_budget(
-            result.keras,
-            figures,
-            result.budget_pp,
-            result.min_agreement,
-            slack_crops=CLEAR_MISS_CROPS,
-            images=result.images,
-        )
+        hold_to_budget(result, result.variants[variant])
     except ConvertError:
         result.verdict, result.passed = "failed", False
         raise
-    result.verdict, result.passed = "unmeasured", False
+    result.verdict = "passed" if result.measurable else "unmeasured"
+    result.passed = result.measurable
 
 
 def format_table(result: CheckResult) -> str:
