@@ -120,6 +120,16 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _assert_error_ending(db: Path, tmp_path: Path) -> None:
+    """A run ended by an exception: closed cleanly, 'error: RuntimeError' after FAIL_AFTER frames,
+    and the same tracks and detections as a clean stop at that frame."""
+    _assert_closed_cleanly(db)
+    assert query(db, "SELECT exit_reason, ended_utc IS NOT NULL, frames_processed FROM runs") == [
+        ("error: RuntimeError", 1, FAIL_AFTER)
+    ]
+    _assert_same_as_clean_stop(db, tmp_path)
+
+
 def test_detector_failing_mid_run_exits_non_zero_and_keeps_what_was_counted(tmp_path: Path) -> None:
     """A bug in a stage must not lose the night: runs says why, tracks so far are stored and ended,
     the file is closed cleanly, and `trapcam run` exits non-zero so systemd restarts it."""
@@ -136,12 +146,7 @@ def test_detector_failing_mid_run_exits_non_zero_and_keeps_what_was_counted(tmp_
     )
     assert out.returncode != 0, out.stdout
     assert "RuntimeError: detector broke" in out.stderr
-    db = data / "trapcam.db"
-    _assert_closed_cleanly(db)
-    assert query(db, "SELECT exit_reason, ended_utc IS NOT NULL, frames_processed FROM runs") == [
-        ("error: RuntimeError", 1, FAIL_AFTER)
-    ]
-    _assert_same_as_clean_stop(db, tmp_path)
+    _assert_error_ending(data / "trapcam.db", tmp_path)
 
 
 def test_tracker_failing_in_the_loop_thread_stores_tracks_and_records_the_error(
@@ -154,12 +159,7 @@ def test_tracker_failing_in_the_loop_thread_stores_tracks_and_records_the_error(
     _fail_after(monkeypatch, pipeline.tracker, "update", FAIL_AFTER, RuntimeError("tracker broke"))
     with pytest.raises(RuntimeError, match="tracker broke"):
         pipeline.run()
-    db = cfg.database_path
-    _assert_closed_cleanly(db)
-    assert query(db, "SELECT exit_reason, ended_utc IS NOT NULL, frames_processed FROM runs") == [
-        ("error: RuntimeError", 1, FAIL_AFTER)
-    ]
-    _assert_same_as_clean_stop(db, tmp_path)
+    _assert_error_ending(cfg.database_path, tmp_path)
 
 
 def test_keyboard_interrupt_in_the_loop_is_recorded_as_interrupted(
