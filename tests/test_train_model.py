@@ -13,11 +13,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from edge.errors import TrapcamError
 from train.config import AugmentConfig, ModelConfig, TrainConfig
@@ -31,8 +33,10 @@ from train.fit import (
 )
 from train.model import (
     PREPROCESSING,
+    SMALL_CNN_FILTERS,
     BackbonePreprocess,
     ModelBuildError,
+    build_backbone,
     build_model,
     compile_for_stage,
     count_params,
@@ -113,6 +117,7 @@ def test_preprocessing_is_inside_the_model_and_survives_save_and_load(tmp_path):
 
 def test_preprocessing_modes_match_each_backbone():
     assert PREPROCESSING["mobilenet_v2"] == PREPROCESSING["mobilenet_v3_large_minimalistic"] == "tf"
+    assert PREPROCESSING["small_cnn"] == "tf"
     assert PREPROCESSING["efficientnet_b0"] == PREPROCESSING["efficientnet_b3"] == "raw"
     assert PREPROCESSING["resnet50"] == "caffe"
     rgb = np.array([[[[255.0, 0.0, 128.0]]]], dtype="float32")
@@ -121,6 +126,32 @@ def test_preprocessing_modes_match_each_backbone():
     caffe = keras.ops.convert_to_numpy(BackbonePreprocess("caffe")(rgb))  # BGR minus ImageNet means
     np.testing.assert_allclose(caffe.ravel(), [128 - 103.939, 0 - 116.779, 255 - 123.68], atol=1e-4)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(BackbonePreprocess("raw")(rgb)), rgb)
+
+
+def test_small_cnn_is_plain_convolutions_and_learns_from_scratch():
+    """The demo's backbone: conv-BN-ReLU-pool stages only (int8- and Edge-TPU-friendly), and it
+    separates colour-coded crops in a few epochs from random weights."""
+    built = build(tiny_cfg(backbone="small_cnn"))
+    kinds = Counter(type(layer).__name__ for layer in built.backbone.layers)
+    stages = len(SMALL_CNN_FILTERS)
+    assert kinds == Counter(
+        InputLayer=1, Conv2D=stages + 1, BatchNormalization=stages + 1, ReLU=stages + 1,
+        MaxPooling2D=stages, GlobalAveragePooling2D=1,
+    )  # fmt: skip
+    assert built.backbone.output_shape == (None, SMALL_CNN_FILTERS[-1])
+    x, targets = coloured_images(96, seed=5)
+    compile_for_stage(built, 3e-3, tiny_cfg(backbone="small_cnn"))
+    built.model.fit(x, targets, epochs=8, batch_size=16, verbose=0)
+    predicted = built.model.predict(x, verbose=0)["species"].argmax(axis=1)
+    assert (predicted == targets["species"]).mean() >= 0.95
+
+
+def test_small_cnn_has_no_imagenet_weights():
+    with pytest.raises(ValidationError, match="small_cnn has no ImageNet weights"):
+        ModelConfig(backbone="small_cnn")  # weights default to imagenet
+    with pytest.raises(ModelBuildError, match=r"small_cnn.*no ImageNet weights") as err:
+        build_backbone(ModelConfig.model_construct(backbone="small_cnn", weights="imagenet", alpha=1.0), SIZE)
+    assert "\n" not in str(err.value)
 
 
 def test_minimalistic_mobilenet_v3_has_no_hard_swish():

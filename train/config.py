@@ -87,6 +87,7 @@ class ModelConfig(Section):
         "efficientnet_b0",
         "efficientnet_b3",
         "resnet50",
+        "small_cnn",
     ] = "mobilenet_v2"
     weights: str = Field("imagenet", description="'imagenet', 'none', or a path to a weights file")
     alpha: float = Field(1.0, gt=0, le=1.4, description="width multiplier (MobileNets only)")
@@ -106,6 +107,11 @@ class ModelConfig(Section):
         unknown = set(self.loss_weights) - set(LEVELS)
         if unknown:
             raise ValueError(f"loss_weights has unknown level(s) {sorted(unknown)}; expected {list(LEVELS)}")
+        if self.backbone == "small_cnn" and self.weights.strip().lower() == "imagenet":
+            raise ValueError(
+                "backbone small_cnn has no ImageNet weights (it is for training from scratch); "
+                "set weights: none, or a weights file saved from small_cnn"
+            )
         return self
 
 
