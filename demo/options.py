@@ -34,7 +34,7 @@ class DemoOptions:
     width: int = 1280
     height: int = 720
     per_class: int = 300
-    epochs: int = 40
+    epochs: int = 15
     image_size: int = 64
     species: tuple[str, ...] | None = None
     broker: str | None = None

@@ -22,6 +22,7 @@ import pytest
 from helpers import query
 from mqtt_broker import Broker, Subscriber, wait_until
 
+from convert.edgetpu import edgetpu_report
 from demo.options import DemoError, DemoOptions, broker_address
 from demo.run import MARKER, prepare_folder
 from edge.classify.bundle import load_bundle, sha256_file
@@ -39,13 +40,13 @@ MARGIN_AGREEMENT = 0.995
 # Native log lines that must not reach a newcomer's screen (they go to OUT/native.log).
 NOISE = ("oneDNN", "absl", "I0000", "cpu_feature_guard", "XNNPACK", "fully_quantize", "TF_ENABLE_ONEDNN")
 
-# The module's first test also pays for the demo's run (about 5 minutes on two cores).
+# The module's first test also pays for the demo's run (about 3 minutes on two cores).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run the demo once (about five minutes) with a broker; the tests below read what it left."""
+    """Run the demo once (about three minutes) with a broker; the tests below read what it left."""
     root = tmp_path_factory.mktemp("demo")
     out = root / "demo"
     with Broker(root / "broker") as broker, Subscriber(broker, ["trapcam/demo-trap/#"]) as sub:
@@ -136,6 +137,10 @@ def test_bundle_is_checked_int8_and_is_what_the_trap_ran(demo_run: dict[str, Any
         assert keras[level]["accuracy"] - figures["accuracy"] <= 0.01 + 1e-9
     (sha,) = query(db, "SELECT model_sha256 FROM runs")[0]
     assert sha == sha256_file(out / "bundle" / "model.tflite")
+    # the demo's small_cnn is plain conv-BN-ReLU: its int8 file would map whole onto a Coral
+    report = edgetpu_report(out / "bundle" / "model.tflite")
+    assert report.unsupported == {} and report.all_int8, report.ops
+    assert report.ops["CONV_2D"] == 5 and report.ops["MAX_POOL_2D"] == 4
 
 
 def test_counts_match_ground_truth_database_exports_and_broker(demo_run: dict[str, Any]) -> None:
