@@ -31,7 +31,8 @@ from train.run import train
 for arg in sys.argv[1:]:  # RUN_DIR:SEED ...
     run_dir, seed = arg.rsplit(":", 1)
     text = synthetic_run_config(Path(run_dir), ["Noctua pronuba", "Autographa gamma", "Cabera pusaria"],
-        image_size=32, per_class=12, epochs=2, seed=int(seed), deterministic=True, noise=8.0)
+        image_size=32, per_class=12, epochs=2, seed=int(seed), deterministic=True, noise=8.0,
+        backbone="small_cnn")  # the demo's
     train(parse_train_config(text, "reproducible"))
 """
 
