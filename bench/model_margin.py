@@ -9,8 +9,8 @@ level the test-split size, Keras accuracy, int8 accuracy drop and top-1 agreemen
 recipe is held to and the worst case beside it.
 
     python -m bench.model_margin                          # the convert tests' fixture, 12 combinations
-    python -m bench.model_margin --recipe demo --seeds 7  # the demo's model (about 5 min a run)
-    python -m bench.model_margin --recipe flat            # the single-head fixture (verdict unmeasured)
+    python -m bench.model_margin --recipe demo --seeds 7  # the demo's model (about 2.5 min a run)
+    python -m bench.model_margin --recipe flat            # the single-head fixture (about 40 s a run)
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # recipe -> (what it is, the bar its test holds it to: budget pp, min agreement)
 RECIPES: dict[str, tuple[str, float, float]] = {
     "convert": ("tests/test_convert.py fixture: 4 species, 130 per class, 208 test crops", 5.0, 0.9),
-    "flat": ("tests/test_convert.py flat fixture: 4 species, 60 test crops (too few for 1 pp)", 1.0, 0.99),
+    # 60 test crops (one = 1.67 pp) cannot measure 1 pp; the test refuses only a clear miss, more than
+    # 3 crops below convert's 99% agreement.
+    "flat": ("tests/test_convert.py flat fixture: 4 species, small_cnn, 60 test crops", 100.0, 0.99 - 3 / 60),
     "demo": ("the demo's model at its defaults", 1.0, 0.995),
 }
 
