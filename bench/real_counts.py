@@ -46,6 +46,12 @@ SETS = (
         Path("data/ami-trap-frames/sequential"),
         "light-trap.yaml",
     ),
+    RealSet(
+        "flower-pi",
+        REAL / "flower-pi.coco.json",
+        Path("data/flower-pi-frames"),
+        "flower-camera.yaml",
+    ),
 )
 
 
