@@ -18,7 +18,7 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class RealSet:
     annotation: Path
     images: Path  # relative to the shared folder
     example: str  # the example config whose detector/tracker a user of this camera would start from
+    detector: dict[str, Any] = field(default_factory=dict)  # what a user adds for this camera
 
 
 SETS = (
@@ -45,6 +46,8 @@ SETS = (
         REAL / "ami-sequential.coco.json",
         Path("data/ami-trap-frames/sequential"),
         "light-trap.yaml",
+        # the camera burns its date and time into the bottom-right corner of every frame
+        {"mask": [{"name": "timestamp", "rect": [4010, 2130, 4096, 2160]}]},
     ),
     RealSet(
         "flower-pi",
@@ -59,7 +62,7 @@ class BenchError(Exception):
     """The bench cannot run: a missing folder or file, named in one line."""
 
 
-def trap_config(example: str, shared: Path, data_dir: Path) -> str:
+def trap_config(example: str, shared: Path, data_dir: Path, detector: dict[str, Any] | None = None) -> str:
     """The example's detector, crop, classifier and tracker settings; the iNat model; nothing else.
 
     Device parts (camera, schedule, light, MQTT, export folders) are left out: evaluation reads
@@ -83,6 +86,7 @@ def trap_config(example: str, shared: Path, data_dir: Path) -> str:
     for section in ("detector", "crop", "tracker"):
         if section in raw:
             config[section] = raw[section]
+    config["detector"] = {**config.get("detector", {}), **(detector or {})}
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -119,7 +123,7 @@ def run_set(real: RealSet, shared: Path, out: Path, iou: float, keep: bool) -> l
     truth = load_ground_truth(real.annotation, "coco", images=images)
     folder = out / real.name
     folder.mkdir(parents=True, exist_ok=True)
-    text = trap_config(real.example, shared, folder)
+    text = trap_config(real.example, shared, folder, real.detector)
     (folder / "trap.yaml").write_text(text, encoding="utf-8")
     cfg = isolated_config(parse_config(text, str(folder / "trap.yaml")), folder)
     report, _ = evaluate_frames(cfg, truth, iou_threshold=iou)

@@ -117,6 +117,72 @@ SourceConfig = Annotated[
 # ---------------------------------------------------------------- detection
 
 
+class MaskRegion(Section):
+    """A part of every frame where nothing is ever detected: the camera's timestamp overlay, the
+    trap's own frame or lamp, a label on the sheet. Full-resolution pixels of the camera's frames
+    (the coordinates an image viewer shows); give either `rect` or `polygon`.
+    """
+
+    name: str | None = Field(None, description="what it hides, for messages (e.g. 'timestamp')")
+    rect: tuple[int, int, int, int] | None = Field(
+        None, description="x0, y0, x1, y1 in full-resolution pixels (x1 and y1 exclusive)"
+    )
+    polygon: list[tuple[int, int]] | None = Field(
+        None, min_length=3, description="[[x, y], ...] corners in full-resolution pixels"
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> MaskRegion:
+        if (self.rect is None) == (self.polygon is None):
+            raise ValueError(
+                "a mask region needs exactly one of rect: [x0, y0, x1, y1] or polygon: [[x, y], ...]"
+            )
+        if self.rect is not None:
+            x0, y0, x1, y1 = self.rect
+            if min(self.rect) < 0 or x1 <= x0 or y1 <= y0:
+                raise ValueError(
+                    f"rect {list(self.rect)}: expected x0, y0, x1, y1 with 0 <= x0 < x1 and 0 <= y0 < y1"
+                )
+        if self.polygon is not None and min(min(p) for p in self.polygon) < 0:
+            raise ValueError(f"polygon {[list(p) for p in self.polygon]}: expected corners >= 0")
+        return self
+
+    @property
+    def bounds(self) -> tuple[int, int, int, int]:
+        """x0, y0, x1, y1 (exclusive) of the region."""
+        if self.rect is not None:
+            return self.rect
+        xs = [p[0] for p in self.polygon or ()]
+        ys = [p[1] for p in self.polygon or ()]
+        return min(xs), min(ys), max(xs) + 1, max(ys) + 1
+
+    def describe(self, index: int) -> str:
+        """`detector.mask[i] (name): rect [...]` for messages."""
+        shape = (
+            f"rect {list(self.rect)}"
+            if self.rect is not None
+            else f"polygon {[list(p) for p in self.polygon or ()]}"
+        )
+        named = f" ({self.name})" if self.name else ""
+        return f"detector.mask[{index}]{named}: {shape}"
+
+
+def mask_outside_frame(regions: list[MaskRegion], width: int, height: int) -> str | None:
+    """The first region that reaches outside a width x height frame, as one line; None if all fit.
+
+    A region outside the frame is a mistake (coordinates of another camera, or of a downscaled
+    preview), not something to clip quietly: the overlay it was meant to hide would still count.
+    """
+    for index, region in enumerate(regions):
+        _, _, x1, y1 = region.bounds
+        if x1 > width or y1 > height:
+            return (
+                f"{region.describe(index)} reaches x {x1}, y {y1}, outside the {width}x{height} frame; "
+                f"expected full-resolution pixel coordinates within 0..{width} x 0..{height}"
+            )
+    return None
+
+
 class DetectorConfig(Section):
     """Finding insects. `static_screen` for a sheet or board, `motion` for natural scenes."""
 
@@ -202,6 +268,12 @@ class DetectorConfig(Section):
         ge=1,
         description="motion: an object that stays put is kept as foreground (a sitting pollinator) for at "
         "most this many frames; then it becomes background (a bent stem, a moved leaf)",
+    )
+
+    mask: list[MaskRegion] = Field(
+        default_factory=list,
+        description="regions never searched for insects (timestamp overlay, the trap's frame), in "
+        "full-resolution pixels; checked against the frame size",
     )
 
     @property
@@ -571,6 +643,15 @@ class TrapConfig(Section):
     retention: RetentionConfig = RetentionConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     export: ExportConfig = ExportConfig()
+
+    @model_validator(mode="after")
+    def _mask_inside_the_frame(self) -> TrapConfig:
+        """Where the source declares its frame size, a mask outside it is an error now, not at night."""
+        if isinstance(self.source, (SyntheticSource, Picamera2Source)):
+            problem = mask_outside_frame(self.detector.mask, self.source.width, self.source.height)
+            if problem:
+                raise ValueError(f"{problem} ({self.source.kind} source)")
+        return self
 
     @model_validator(mode="after")
     def _sun_needs_a_place(self) -> TrapConfig:

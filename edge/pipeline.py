@@ -29,6 +29,7 @@ from edge.config import TrapConfig
 from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
 from edge.detect.factory import make_detector
+from edge.detect.mask import check_mask
 from edge.errors import SourceError
 from edge.frames import Frame
 from edge.operations import FieldOps
@@ -171,6 +172,7 @@ class Pipeline:
         last_stats, frames_at_last_stats = time.monotonic(), 0
         last_tick = -float("inf")
         last_frame_time: datetime | None = None
+        checked_size: tuple[int, int] | None = None
         try:
             while not self.stop_event.is_set():
                 if time.monotonic() - last_tick >= 1.0:
@@ -197,6 +199,10 @@ class Pipeline:
                 if result.first_frame_s is None:
                     result.first_frame_s = time.monotonic() - started
                 frame, detections = item
+                size = (frame.image.shape[1], frame.image.shape[0])
+                if size != checked_size:  # a mask for another camera must stop the run, not go quiet
+                    check_mask(self.cfg.detector.mask, *size)
+                    checked_size = size
                 if not ops.is_active(frame.timestamp) or detections is None:
                     ops.on_idle_frame()
                     result.inactive_frames += 1

@@ -45,6 +45,7 @@ import numpy as np
 from edge.config import DetectorConfig
 from edge.detect.base import Box, Detection
 from edge.detect.crop import check_frame
+from edge.detect.mask import DetectionMask
 from edge.detect.static_screen import blobs, clean_mask, downscale, extract_detections
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class MotionDetector:
 
     def __init__(self, cfg: DetectorConfig) -> None:
         self.cfg = cfg
+        self.exclude = DetectionMask(cfg.mask)
         self.reinits = 0
         self.light_fixes = 0
         self.ghosts_healed = 0
@@ -129,7 +131,7 @@ class MotionDetector:
         dist = self._outside(small, self._range(self._background8()))
         ratio = self._relative(dist)
         _, low = cv2.threshold(ratio, self.cfg.grow_fraction, 255, cv2.THRESH_BINARY)
-        mask = clean_mask(low.astype(np.uint8))
+        mask = self.exclude.apply(clean_mask(low.astype(np.uint8)), full_size)
         if cv2.countNonZero(mask) > self.cfg.reinit_fraction * mask.size:
             self._changed_run += 1
             self.foreground_mask = mask

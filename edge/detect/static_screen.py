@@ -44,6 +44,7 @@ import numpy as np
 from edge.config import DetectorConfig
 from edge.detect.base import Box, Detection
 from edge.detect.crop import check_frame
+from edge.detect.mask import DetectionMask
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +380,7 @@ class StaticScreenDetector:
 
     def __init__(self, cfg: DetectorConfig) -> None:
         self.cfg = cfg
+        self.exclude = DetectionMask(cfg.mask)
         self.reinits = 0
         self.skipped_frames = 0
         self.reset()
@@ -479,7 +481,10 @@ class StaticScreenDetector:
             threshold = max(threshold, self.cfg.noise_factor * noise)
         self.last_threshold = threshold
         _, low = cv2.threshold(dist, threshold * self.cfg.grow_fraction, 255, cv2.THRESH_BINARY)
-        return dist, threshold, clean_mask(low.astype(np.uint8))
+        mask = clean_mask(low.astype(np.uint8))
+        if self.exclude and self._full_size is not None:
+            self.exclude.apply(mask, self._full_size)
+        return dist, threshold, mask
 
     def _heal_ghosts(self, small: np.ndarray, held: np.ndarray) -> int:
         """Repair the background where a held blob is not an object in the current frame.
