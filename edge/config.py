@@ -196,6 +196,14 @@ class DetectorConfig(Section):
     max_area_px: int = Field(400_000, ge=1, description="largest insect, in full-resolution pixels")
     max_aspect: float = Field(6.0, ge=1, description="longest/shortest side of an insect's box")
     min_solidity: float = Field(0.3, ge=0, le=1, description="blob area / convex hull area")
+    light_cells: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="static_screen: the background follows the light in this many cells across the frame "
+        "(rows to match), interpolated smoothly: a camera's exposure lifts dark borders more than a "
+        "bright centre; 1 = one gain for the whole frame",
+    )
     background_rate: float = Field(
         0.02, gt=0, le=1, description="how fast the background follows light where no insect is"
     )

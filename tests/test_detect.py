@@ -399,3 +399,29 @@ def test_restart_mid_night_finds_every_insect_already_on_the_sheet() -> None:
 
 def _contains(outer, inner) -> bool:
     return outer.x0 <= inner.x0 and outer.y0 <= inner.y0 and outer.x1 >= inner.x1 and outer.y1 >= inner.y1
+
+
+def _exposure_shift(tmp_path: Path, light_cells: int) -> tuple[list[list[Detection]], Box]:
+    """A bright sheet whose centre is clipped white (227, as a real light trap's 4K frames) and whose
+    corners are darker (vignetting), a moth in one corner; from frame 4 the camera's
+    exposure rises 6%: the clipped centre stays as it was, the borders get brighter (between two
+    real frames a minute apart: +4.4% at the borders, 0 in the centre)."""
+    scene = render_sheet(640, 360, seed=21, base=(280, 280, 280))  # clipped inside the lamp's circle
+    truth = draw_insect(scene, 60, 310, 40, 60)  # in the dark bottom-left corner
+    tmp_path.mkdir()
+    camera = Camera(tmp_path, seed=22)
+    detector = StaticScreenDetector(small_cfg(light_cells=light_cells))
+    frames = []
+    for i in range(10):
+        exposed = np.minimum(scene * (1.0 if i < 4 else 1.06), 227.0)
+        frames.append(detector.detect(camera.shoot(exposed)))
+    return frames, truth
+
+
+def test_exposure_that_lifts_the_borders_is_followed_cell_by_cell(tmp_path: Path) -> None:
+    one_gain, truth = _exposure_shift(tmp_path / "one", light_cells=1)
+    # the premise: with one gain for the frame the lifted borders become foreground
+    assert sum(len(f) > 1 or any(d.box.iou(truth) < 0.5 for d in f) for f in one_gain[4:]) >= 3
+    cells, truth = _exposure_shift(tmp_path / "cells", light_cells=8)
+    for frame in cells[4:]:
+        assert len(frame) == 1 and frame[0].box.iou(truth) >= 0.6, frame
