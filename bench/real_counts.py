@@ -126,7 +126,7 @@ def run_set(real: RealSet, shared: Path, out: Path, iou: float, keep: bool) -> l
     text = trap_config(real.example, shared, folder, real.detector)
     (folder / "trap.yaml").write_text(text, encoding="utf-8")
     cfg = isolated_config(parse_config(text, str(folder / "trap.yaml")), folder)
-    report, _ = evaluate_frames(cfg, truth, iou_threshold=iou)
+    report, result = evaluate_frames(cfg, truth, iou_threshold=iou)
     report.write(folder)
     tracking = report.tracking
     if tracking is None:
@@ -144,6 +144,10 @@ def run_set(real: RealSet, shared: Path, out: Path, iou: float, keep: bool) -> l
         f"  counted {tracking.counted} tracks for {tracking.true_count} insects; false tracks "
         f"{tracking.false_tracks}, extra tracks on double-counted insects {tracking.extra_tracks}; "
         f"(false + extra) / true = {excess:.0%}"
+    )
+    lines.append(
+        f"  not counted: {result.partial_tracks} partial (slivers at the frame's border), "
+        f"{result.not_insects} voted not an insect"
     )
     if tracking.mota is not None and tracking.idf1 is not None:
         lines.append(

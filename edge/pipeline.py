@@ -24,7 +24,7 @@ import numpy as np
 from edge import __version__
 from edge.classify.classifier import Classifier
 from edge.classify.taxonomy import Taxonomy
-from edge.classify.types import Classification
+from edge.classify.types import Classification, names_a_taxon
 from edge.config import TrapConfig
 from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
@@ -59,6 +59,7 @@ class RunResult:
     # Finished, confirmed tracks by id (a revived track replaces its earlier state, never adds).
     finished_tracks: dict[int, TrackState] = field(default_factory=dict)
     not_insects: int = 0  # finished tracks the classifier voted a "not insect" label (not counted)
+    partial_tracks: int = 0  # finished tracks only ever seen as a nameless sliver at the border (not counted)
     exit_reason: str = "completed"
     first_frame_s: float | None = None
     elapsed_s: float = 0.0
@@ -94,6 +95,20 @@ class _Timer:
 
     def mean_ms(self) -> float:
         return 1000.0 * float(np.mean(self.samples)) if self.samples else 0.0
+
+
+def is_partial(track: TrackState) -> bool:
+    """A sliver, not a count: every detection of the track was cut by the frame's border and the
+    model could not name it (no classifier, no level above its threshold, or a third-party model's
+    `background`).
+
+    A moth mostly outside the frame shows a wing edge or legs; counted, each such sliver adds an
+    insect that the frame never showed (real light-trap frames: legs and wing tips at the border
+    became tracks). A track that shows its whole body once, or that the model names, is an insect:
+    an insect that walks in from the border is one count, and a half-visible moth the model knows
+    is counted too.
+    """
+    return track.hits > 0 and track.edge_hits >= track.hits and not names_a_taxon(track.label)
 
 
 class Pipeline:
@@ -320,10 +335,14 @@ class Pipeline:
         return False
 
     def _store_track(self, run_id: int, track: TrackState, result: RunResult, finished: bool = True) -> None:
-        not_insect = track.status == "ended" and track.label in self.cfg.classifier.not_insect_labels
-        if not_insect:  # the model says this was no insect: keep the record, do not count it
-            track = dataclasses.replace(track, status="discarded")
+        reason = "noise" if track.status == "discarded" else None
+        if track.status == "ended" and track.label in self.cfg.classifier.not_insect_labels:
+            # the model says this was no insect: keep the record, do not count it
+            track, reason = dataclasses.replace(track, status="discarded"), "not_insect"
             result.not_insects += 1
+        elif track.status == "ended" and is_partial(track):
+            track, reason = dataclasses.replace(track, status="discarded"), "partial"
+            result.partial_tracks += 1
         row = TrackRow(
             track_id=track.track_id,
             run_id=run_id,
@@ -342,6 +361,8 @@ class Pipeline:
             y1=track.box.y1,
             moved_px=track.moved_px,
             lineage_json=self.lineage(track),
+            edge_hits=track.edge_hits,
+            discard_reason=reason,
         )
         self.db.upsert_track(row)
         if finished:

@@ -58,6 +58,11 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
     if result.not_insects:
         labels = ", ".join(cfg.classifier.not_insect_labels)
         print(f"  not counted: {result.not_insects} track(s) the model called {labels}")
+    if result.partial_tracks:
+        print(
+            f"  not counted: {result.partial_tracks} partial track(s), only ever a nameless sliver at the "
+            "frame's border (tracks.discard_reason = 'partial')"
+        )
     report = synthetic_count_report(pipeline, result)
     if report is not None:
         print(f"  against ground truth: {report.summary()}")

@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 UNSURE = "unsure"
+# The no-insect class of many third-party models (the iNaturalist insect model's last label). What
+# that model says, not a decision (DESIGN.md: counted as unsure unless listed in not_insect_labels).
+BACKGROUND = "background"
+
+
+def names_a_taxon(label: str | None) -> bool:
+    """Did the model name something: a label that is neither missing, `unsure` nor `background`?"""
+    return label is not None and label not in (UNSURE, BACKGROUND)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,11 +52,18 @@ class Detection:
 
     area_px: foreground pixel count of the blob at full resolution (not the box area).
     score: detector confidence in [0, 1] (contrast for the static screen, 1.0 for motion).
+    at_edge: the box touches the frame's border, so part of the insect may be outside the frame.
     """
 
     box: Box
     area_px: int
     score: float
+    at_edge: bool = False
+
+
+def touches_border(box: Box, width: int, height: int) -> bool:
+    """Does `box` (full resolution, clamped to the frame) reach the frame's border?"""
+    return box.x0 <= 0 or box.y0 <= 0 or box.x1 >= width or box.y1 >= height
 
 
 class Detector(Protocol):

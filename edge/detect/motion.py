@@ -154,7 +154,7 @@ class MotionDetector:
         detections, held = extract_detections(mask, scale, full_size, self.cfg, ratio, 1.0)
         # Scores stay 1.0 as the Detection contract says for motion (contrast is relative here).
         merged = merge_close(detections, round(2 * self.cfg.sway_px))
-        detections = [Detection(d.box, d.area_px, 1.0) for d in merged]
+        detections = [Detection(d.box, d.area_px, 1.0, d.at_edge) for d in merged]
         for det in detections:  # parts of an insect the sway tolerance missed are not learned either
             b = det.box
             rows = slice(int(b.y0 * scale), math.ceil(b.y1 * scale))
@@ -353,6 +353,7 @@ def merge_close(detections: list[Detection], gap: int) -> list[Detection]:
                         box=box,
                         area_px=merged[i].area_px + merged[j].area_px,
                         score=max(merged[i].score, merged[j].score),
+                        at_edge=merged[i].at_edge or merged[j].at_edge,
                     )
                     del merged[j]
                     changed = True

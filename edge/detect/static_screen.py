@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from edge.config import DetectorConfig
-from edge.detect.base import Box, Detection
+from edge.detect.base import Box, Detection, touches_border
 from edge.detect.crop import check_frame
 from edge.detect.mask import DetectionMask
 
@@ -321,7 +321,9 @@ def _detection(
         score = mean / (mean + seed_threshold)
     bx, by, bw, bh = cv2.boundingRect(part)
     box = to_full_box(x + bx, y + by, bw, bh, scale, full_size[0], full_size[1])
-    return Detection(box=box, area_px=round(full_area), score=round(score, 4))
+    return Detection(
+        box=box, area_px=round(full_area), score=round(score, 4), at_edge=touches_border(box, *full_size)
+    )
 
 
 def extract_detections(

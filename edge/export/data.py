@@ -2,7 +2,8 @@
 
 The trap may be writing while the export runs (WAL): everything is read inside one read
 transaction, so the counts, the tracks and the effort of a file all describe the same moment.
-Only finished tracks (status 'ended') are exported; 'discarded' ones (noise, not insects) never.
+Only finished tracks (status 'ended') are exported; 'discarded' ones (noise, not insects, slivers at the
+frame's border: `discard_reason`) never.
 """
 
 from __future__ import annotations

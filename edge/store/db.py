@@ -73,10 +73,22 @@ _INSERT_RUN = (
 )
 # A run that has no end was cut short (SIGKILL, power loss): close it at its last logged moment,
 # and settle its open tracks, which no tracker will ever continue.
-_CLOSE_INTERRUPTED = [
+_SETTLE_TRACKS_V1 = (
     "UPDATE tracks SET status = CASE status WHEN 'tentative' THEN 'discarded' ELSE 'ended' END "
     "WHERE status IN ('tentative', 'confirmed') "
-    "AND run_id IN (SELECT run_id FROM runs WHERE ended_utc IS NULL)",
+    "AND run_id IN (SELECT run_id FROM runs WHERE ended_utc IS NULL)"
+)
+# From schema 3: the pipeline's rule too (pipeline.is_partial): a confirmed track that was only ever
+# a nameless sliver at the frame's border is 'partial', not a count; and every discard says why.
+_PARTIAL = "(edge_hits >= hits AND hits > 0 AND (label IS NULL OR label IN ('unsure', 'background')))"
+_SETTLE_TRACKS = (
+    "UPDATE tracks SET "
+    f"discard_reason = CASE WHEN status = 'tentative' THEN 'noise' WHEN {_PARTIAL} THEN 'partial' END, "
+    f"status = CASE WHEN status = 'tentative' OR {_PARTIAL} THEN 'discarded' ELSE 'ended' END "
+    "WHERE status IN ('tentative', 'confirmed') "
+    "AND run_id IN (SELECT run_id FROM runs WHERE ended_utc IS NULL)"
+)
+_CLOSE_INTERRUPTED = [
     "UPDATE runs SET exit_reason = 'interrupted (no clean shutdown; ended_utc is the last logged time)', "
     "ended_utc = MAX(started_utc, "
     "COALESCE((SELECT MAX(ts_utc) FROM detections d WHERE d.run_id = runs.run_id), started_utc), "
@@ -331,7 +343,9 @@ class Database:
         params = info.params()
 
         def insert(conn: sqlite3.Connection) -> int:
-            for statement in _CLOSE_INTERRUPTED:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(tracks)")}
+            settle = _SETTLE_TRACKS if {"edge_hits", "discard_reason"} <= columns else _SETTLE_TRACKS_V1
+            for statement in (settle, *_CLOSE_INTERRUPTED):
                 conn.execute(statement)
             run_id = conn.execute(_INSERT_RUN, params).lastrowid
             assert run_id is not None

@@ -40,6 +40,7 @@ from edge.errors import StorageError
 log = logging.getLogger(__name__)
 
 TRACK_STATUSES = ("tentative", "confirmed", "ended", "discarded")
+DISCARD_REASONS = ("noise", "not_insect", "partial")
 RUN_COUNTERS = ("frames_processed", "frames_dropped", "frames_corrupt", "detections", "tracks_confirmed")
 
 # ---------------------------------------------------------------- timestamps
@@ -193,9 +194,19 @@ ALTER TABLE tracks ADD COLUMN lineage_json TEXT;
 ALTER TABLE detections ADD COLUMN crop_deleted_utc TEXT;
 """
 
+# Real frames (issue 13): how many of a track's detections were cut by the frame's border, and why
+# a track is not counted ('noise': never confirmed; 'not_insect': voted a not-insect label;
+# 'partial': only ever a sliver at the border that the model could not name).
+_V3 = """
+ALTER TABLE tracks ADD COLUMN edge_hits INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tracks ADD COLUMN discard_reason TEXT;
+UPDATE tracks SET discard_reason = 'noise' WHERE status = 'discarded';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, detections, tracks", _V1),
     Migration(2, "outbox, counters, summaries, health; track lineage; deleted crops", _V2),
+    Migration(3, "tracks: detections cut by the frame border, why a track was discarded", _V3),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -533,11 +544,21 @@ class TrackRow:
     # The answer at every level it implies, e.g. {"order": "Lepidoptera", "family": "Noctuidae",
     # "species": "Noctua pronuba"}: counts per taxon at each level need no taxonomy later.
     lineage_json: str | Mapping[str, str] | None = None
+    # Detections whose box touched the frame's border, and (status 'discarded' only) why.
+    edge_hits: int = 0
+    discard_reason: str | None = None
 
     def params(self) -> tuple[Any, ...]:
         o = "TrackRow"
         if self.status not in TRACK_STATUSES:
             raise StorageError(f"TrackRow.status: expected one of {TRACK_STATUSES}, got {self.status!r}")
+        if self.discard_reason is not None and (
+            self.status != "discarded" or self.discard_reason not in DISCARD_REASONS
+        ):
+            raise StorageError(
+                f"TrackRow.discard_reason: expected one of {DISCARD_REASONS} on a discarded track, "
+                f"got {self.discard_reason!r} with status {self.status!r}"
+            )
         first, last = utc_iso(self.first_utc), utc_iso(self.last_utc)
         if last < first:
             raise StorageError(f"TrackRow.last_utc: {last} is before first_utc {first}")
@@ -556,10 +577,12 @@ class TrackRow:
             *_box(o, self.x0, self.y0, self.x1, self.y1),
             _float(o, "moved_px", self.moved_px),
             _json(o, "lineage_json", self.lineage_json),
+            _int(o, "edge_hits", self.edge_hits, 0),
+            self.discard_reason,
         )
 
 
 TRACK_COLUMNS = (
     "track_id, run_id, status, first_utc, last_utc, hits, level, label, score, votes_json, "
-    "best_detection_id, x0, y0, x1, y1, moved_px, lineage_json"
+    "best_detection_id, x0, y0, x1, y1, moved_px, lineage_json, edge_hits, discard_reason"
 )

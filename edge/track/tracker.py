@@ -91,6 +91,8 @@ class TrackState:
         finished: final), "discarded" (never confirmed: noise, not counted).
     first_seen / last_seen: times of its first and latest own detection.
     hits: frames with a detection; misses: consecutive frames without one.
+    edge_hits: of those, detections whose box touched the frame's border (a sliver of an insect
+        outside the frame, when every hit is one).
     box: latest box (during a merge, its predicted place inside the merged box).
     best_detection_id: detection with the highest classification score, else the largest.
     level / label / score / votes: the confidence-weighted vote (see vote.py).
@@ -118,6 +120,7 @@ class TrackState:
     revivals: int = 0
     hops: int = 0
     ended_at: datetime | None = None
+    edge_hits: int = 0
 
 
 @dataclass
@@ -642,6 +645,7 @@ class Tracker:
         (ox, oy), (fx, fy) = o.box.center, new.first_box.center
         o.moved_px += math.hypot(fx - ox, fy - oy) + n.moved_px
         o.hits += n.hits
+        o.edge_hits += n.edge_hits
         old.last_frame = new.last_frame
         o.box, o.misses, o.occluded, o.last_seen = n.box, 0, False, n.last_seen
         o.hops += 1
@@ -715,6 +719,7 @@ class Tracker:
             state.moved_px += math.hypot(nx - ox, ny - oy)
         state.box = new_box
         state.hits += 1
+        state.edge_hits += int(item.detection.at_edge)
         state.misses = 0
         state.occluded = False
         state.last_seen = timestamp
