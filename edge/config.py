@@ -9,6 +9,7 @@ code without starting anything.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -522,6 +523,48 @@ class SiteConfig(Section):
         return self
 
 
+class SizeConfig(Section):
+    """Body length per track, and size classes (a biomass proxy ecologists count by).
+
+    The length is the long side of the box of the track's best detection, in full-resolution
+    pixels, and in millimetres where `mm_per_px` (the camera's scale at the sheet or the flowers,
+    measured once with a ruler in the frame) is given. `classes` name the lower bounds of each
+    class in `unit`, smallest first and starting at 0.
+    """
+
+    mm_per_px: float | None = Field(None, gt=0, description="millimetres per full-resolution pixel")
+    unit: Literal["px", "mm"] = Field("px", description="the unit of the class bounds")
+    classes: list[tuple[str, float]] = Field(
+        default_factory=lambda: [("small", 0.0), ("large", 100.0)],
+        min_length=1,
+        description="[[name, lowest length], ...] smallest first, the first at 0",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SizeConfig:
+        if self.unit == "mm" and self.mm_per_px is None:
+            raise ValueError("unit mm needs mm_per_px (the camera's millimetres per pixel)")
+        names = [name for name, _ in self.classes]
+        bounds = [bound for _, bound in self.classes]
+        if len(set(names)) != len(names) or any(not name.strip() for name in names):
+            raise ValueError(f"classes {names}: expected distinct, non-empty names")
+        if bounds[0] != 0 or any(later <= earlier for earlier, later in pairwise(bounds)):
+            raise ValueError(
+                f"classes bounds {bounds}: expected the first 0 and each larger than the one before"
+            )
+        return self
+
+    def measure(self, length_px: float) -> tuple[float | None, str]:
+        """(length in mm or None, size class) of a body `length_px` long."""
+        length_mm = length_px * self.mm_per_px if self.mm_per_px is not None else None
+        length = length_mm if self.unit == "mm" and length_mm is not None else length_px
+        name = self.classes[0][0]
+        for candidate, bound in self.classes:
+            if length >= bound:
+                name = candidate
+        return length_mm, name
+
+
 class MqttTlsConfig(Section):
     """TLS to the broker: the CA that signed it, and optionally our client certificate."""
 
@@ -645,6 +688,7 @@ class TrapConfig(Section):
     storage: StorageConfig = StorageConfig()
     logging: LoggingConfig = LoggingConfig()
     site: SiteConfig = SiteConfig()
+    size: SizeConfig = SizeConfig()
     mqtt: MqttConfig = MqttConfig()
     summary: SummaryConfig = SummaryConfig()
     health: HealthConfig = HealthConfig()

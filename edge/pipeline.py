@@ -343,6 +343,9 @@ class Pipeline:
         elif track.status == "ended" and is_partial(track):
             track, reason = dataclasses.replace(track, status="discarded"), "partial"
             result.partial_tracks += 1
+        sized = track.best_box or track.box  # the best detection's box; the last one if none was kept
+        length_px = float(max(sized.width, sized.height))
+        length_mm, size_class = self.cfg.size.measure(length_px)
         row = TrackRow(
             track_id=track.track_id,
             run_id=run_id,
@@ -363,6 +366,9 @@ class Pipeline:
             lineage_json=self.lineage(track),
             edge_hits=track.edge_hits,
             discard_reason=reason,
+            length_px=length_px,
+            length_mm=None if length_mm is None else round(length_mm, 2),
+            size_class=size_class,
         )
         self.db.upsert_track(row)
         if finished:

@@ -126,6 +126,9 @@ def build_db(data_dir: Path) -> Path:
                 score=score,
                 best_detection_id=best,
                 lineage_json=lineage,
+                length_px=120.0 if tid == 1 else None,
+                length_mm=14.4 if tid == 1 else None,
+                size_class="large" if tid == 1 else None,
             )
         )
     db.submit(
@@ -242,6 +245,9 @@ def test_counts_per_level_by_content(db_path: Path, tmp_path: Path) -> None:
         "level",
         "label",
         "score",
+        "length_px",
+        "length_mm",
+        "size_class",
         "order",
         "family",
         "species",
@@ -254,6 +260,8 @@ def test_counts_per_level_by_content(db_path: Path, tmp_path: Path) -> None:
     assert by_id[3]["best_crop"] == "2026-07-01/3/31.jpg"  # the best crop was deleted by retention
     assert by_id[4]["best_crop"] == ""
     assert by_id[1]["duration_s"] == "30.000" and by_id[1]["score"] == "0.9000"
+    assert (by_id[1]["length_px"], by_id[1]["length_mm"], by_id[1]["size_class"]) == ("120", "14.40", "large")
+    assert (by_id[5]["length_px"], by_id[5]["length_mm"], by_id[5]["size_class"]) == ("", "", "")
 
     # The next day gets the noon track and the other half of the summary that crosses noon.
     nxt = counts_of(export_days(db_path, tmp_path, [D + timedelta(days=1)], SITE, EXPORT)[0])
@@ -417,6 +425,9 @@ def test_camtrap_dp_package_is_valid_and_idempotent(db_path: Path, tmp_path: Pat
     assert by_event[1]["scientificName"] == "Noctua pronuba" and by_event[1]["observationType"] == "animal"
     assert by_event[1]["classifiedBy"] == "moths-v2" and by_event[1]["classificationProbability"] == "0.9000"
     assert by_event[7]["observationType"] == "unclassified" and by_event[7]["scientificName"] == ""
+    # body size in the tags: mm where known, its class; nothing where the track has none
+    assert by_event[1]["observationTags"].endswith("|hits:6|size_class:large|length_mm:14.40")
+    assert "size_class" not in by_event[5]["observationTags"]
     assert by_event[13]["scientificName"] == "'" + HYPERLINK
     assert {o["observationLevel"] for o in observations} == {"event"}
     deployments = read_csv(pkg / "deployments.csv")

@@ -14,7 +14,8 @@ What the package says, and why:
   deepest label of the vote, classificationMethod "machine", classifiedBy the model name,
   classificationProbability the vote's confidence. A track whose vote abstained everywhere is
   observationType "unclassified" without a name. The whole lineage goes to observationTags
-  (`level:species|order:Lepidoptera|family:Noctuidae|hits:12`) and the package's `taxonomic`
+  (`level:species|order:Lepidoptera|family:Noctuidae|hits:12|size_class:large|length_mm:21.30`,
+  `length_px` where the camera's scale is not configured) and the package's `taxonomic`
   list (taxonRank where the level is a Camtrap DP rank).
 - Media = the best crop of each track that is still on disk, copied into the package under
   `media/<path in the crops folder>`; filePath is relative to the package, filePublic false,
@@ -218,6 +219,12 @@ def write_camtrap_dp(
         tags = [f"level:{t.level}"] if not t.unsure and t.level else []
         tags += [f"{lv}:{t.lineage[lv]}" for lv in ordered_levels([t])]
         tags.append(f"hits:{t.hits}")
+        if t.size_class is not None:  # body size: a biomass proxy (config `size`)
+            tags.append(f"size_class:{t.size_class}")
+        if t.length_mm is not None:
+            tags.append(f"length_mm:{t.length_mm:.2f}")
+        elif t.length_px is not None:
+            tags.append(f"length_px:{t.length_px:.0f}")
         score = None if t.unsure or t.score is None else min(1.0, max(0.0, t.score))
         observation_rows.append(
             _row(

@@ -25,9 +25,12 @@ to the day its `first_utc` falls in; only finished tracks (status 'ended') are e
 `<out>/<D>/tracks_<device>_<D>.csv`, one row per finished track, by first sighting:
 
     track_id, run_id, first_seen, last_seen, duration_s, hits, level, label, score,
-    <one column per lineage level, coarse to fine>, best_crop
+    length_px, length_mm, size_class, <one column per lineage level, coarse to fine>, best_crop
 
-best_crop is the path of the track's best crop still on disk, relative to the crops folder.
+length_px is the long side of the box of the track's best detection (full-resolution pixels),
+length_mm the same where the camera's scale is configured (`size.mm_per_px`), size_class its class
+(`size.classes`). best_crop is the path of the track's best crop still on disk, relative to the
+crops folder.
 
 Files are written atomically and are byte-identical when re-run on the same data (no export
 time inside, stable order, fixed decimals, '\\n' line ends); text cells are escaped against
@@ -81,6 +84,9 @@ TRACKS_HEADER = (
     "level",
     "label",
     "score",
+    "length_px",
+    "length_mm",
+    "size_class",
 )
 
 
@@ -188,6 +194,9 @@ def tracks_csv(tracks: Sequence[TrackRecord], zone: ZoneInfo) -> bytes:
                 t.level if not t.unsure else None,
                 t.label if not t.unsure else None,
                 fixed(t.score, 4) if not t.unsure else None,
+                fixed(t.length_px, 0) if t.length_px is not None else None,
+                fixed(t.length_mm, 2) if t.length_mm is not None else None,
+                t.size_class,
                 *[t.lineage.get(lv) for lv in levels],
                 t.crop_path,
             ]

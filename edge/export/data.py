@@ -25,7 +25,7 @@ from edge.intervals import track_lineage
 from edge.store.db import connect_reader
 from edge.store.schema import get_version, parse_utc, utc_iso
 
-NEEDED_SCHEMA = 2
+NEEDED_SCHEMA = 3
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -94,6 +94,9 @@ class TrackRecord:
     crop_path: str | None = None  # relative to the crops folder; None when no crop is left
     crop_detection_id: int | None = None
     crop_ts: datetime | None = None
+    length_px: float | None = None
+    length_mm: float | None = None
+    size_class: str | None = None
 
     @property
     def unsure(self) -> bool:
@@ -164,7 +167,8 @@ def read_tracks(conn: sqlite3.Connection, windows: Sequence[tuple[datetime, date
     for start, end in windows:
         rows = conn.execute(
             "SELECT track_id, run_id, first_utc, last_utc, hits, level, label, score, lineage_json, "
-            "best_detection_id FROM tracks WHERE status = 'ended' AND first_utc >= ? AND first_utc < ? "
+            "best_detection_id, length_px, length_mm, size_class "
+            "FROM tracks WHERE status = 'ended' AND first_utc >= ? AND first_utc < ? "
             "ORDER BY first_utc, track_id",
             (utc_iso(start), utc_iso(end)),
         ).fetchall()
@@ -185,6 +189,9 @@ def read_tracks(conn: sqlite3.Connection, windows: Sequence[tuple[datetime, date
                     crop_path=crop["crop_path"] if crop else None,
                     crop_detection_id=int(crop["detection_id"]) if crop else None,
                     crop_ts=parse_utc(crop["ts_utc"]) if crop else None,
+                    length_px=r["length_px"],
+                    length_mm=r["length_mm"],
+                    size_class=r["size_class"],
                 )
             )
     out.sort(key=lambda t: (t.first, t.track_id))

@@ -150,7 +150,7 @@ def _number(kind: str, name: str, value: Any) -> float | int | None:
 
 TRACK_FIELDS = (
     "track_id", "run_id", "first_utc", "last_utc", "hits", "level", "label", "score",
-    "lineage", "best_detection_id", "moved_px",
+    "lineage", "best_detection_id", "moved_px", "length_px", "length_mm", "size_class",
 )  # fmt: skip
 
 
@@ -173,6 +173,9 @@ def track_message(prefix: str, device_id: str, track: Mapping[str, Any]) -> Mess
         "lineage": _lineage(track.get("lineage", track.get("lineage_json"))),
         "best_detection_id": _number("track", "best_detection_id", track.get("best_detection_id")),
         "moved_px": _number("track", "moved_px", track.get("moved_px")),
+        "length_px": _number("track", "length_px", track.get("length_px")),
+        "length_mm": _number("track", "length_mm", track.get("length_mm")),
+        "size_class": track.get("size_class"),
     }
     start, end = track.get("first_utc"), track.get("last_utc")
     if isinstance(start, datetime) and isinstance(end, datetime):

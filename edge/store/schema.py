@@ -194,19 +194,22 @@ ALTER TABLE tracks ADD COLUMN lineage_json TEXT;
 ALTER TABLE detections ADD COLUMN crop_deleted_utc TEXT;
 """
 
-# Real frames (issue 13): how many of a track's detections were cut by the frame's border, and why
-# a track is not counted ('noise': never confirmed; 'not_insect': voted a not-insect label;
-# 'partial': only ever a sliver at the border that the model could not name).
+# Real frames (issue 13): how many of a track's detections were cut by the frame's border, why a
+# track is not counted ('noise': never confirmed; 'not_insect': voted a not-insect label;
+# 'partial': only ever a sliver at the border that the model could not name), and its size.
 _V3 = """
 ALTER TABLE tracks ADD COLUMN edge_hits INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tracks ADD COLUMN discard_reason TEXT;
+ALTER TABLE tracks ADD COLUMN length_px REAL;
+ALTER TABLE tracks ADD COLUMN length_mm REAL;
+ALTER TABLE tracks ADD COLUMN size_class TEXT;
 UPDATE tracks SET discard_reason = 'noise' WHERE status = 'discarded';
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, detections, tracks", _V1),
     Migration(2, "outbox, counters, summaries, health; track lineage; deleted crops", _V2),
-    Migration(3, "tracks: detections cut by the frame border, why a track was discarded", _V3),
+    Migration(3, "tracks: detections cut by the frame border, why a track was discarded, size", _V3),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -547,6 +550,11 @@ class TrackRow:
     # Detections whose box touched the frame's border, and (status 'discarded' only) why.
     edge_hits: int = 0
     discard_reason: str | None = None
+    # Body length (long side of the best detection's box) in full-resolution px, in mm where the
+    # camera's scale is configured, and its size class (config `size`).
+    length_px: float | None = None
+    length_mm: float | None = None
+    size_class: str | None = None
 
     def params(self) -> tuple[Any, ...]:
         o = "TrackRow"
@@ -579,10 +587,14 @@ class TrackRow:
             _json(o, "lineage_json", self.lineage_json),
             _int(o, "edge_hits", self.edge_hits, 0),
             self.discard_reason,
+            _float(o, "length_px", self.length_px, optional=True),
+            _float(o, "length_mm", self.length_mm, optional=True),
+            _text(o, "size_class", self.size_class, optional=True),
         )
 
 
 TRACK_COLUMNS = (
     "track_id, run_id, status, first_utc, last_utc, hits, level, label, score, votes_json, "
-    "best_detection_id, x0, y0, x1, y1, moved_px, lineage_json, edge_hits, discard_reason"
+    "best_detection_id, x0, y0, x1, y1, moved_px, lineage_json, edge_hits, discard_reason, length_px, "
+    "length_mm, size_class"
 )

@@ -94,7 +94,8 @@ class TrackState:
     edge_hits: of those, detections whose box touched the frame's border (a sliver of an insect
         outside the frame, when every hit is one).
     box: latest box (during a merge, its predicted place inside the merged box).
-    best_detection_id: detection with the highest classification score, else the largest.
+    best_detection_id: detection with the highest classification score, else the largest;
+        best_box: its box (what the insect's size is measured on).
     level / label / score / votes: the confidence-weighted vote (see vote.py).
     moved_px: path length of the box centre.
     occluded: hidden inside another insect's detection in the latest frame.
@@ -121,6 +122,7 @@ class TrackState:
     hops: int = 0
     ended_at: datetime | None = None
     edge_hits: int = 0
+    best_box: Box | None = None
 
 
 @dataclass
@@ -657,7 +659,7 @@ class Tracker:
         result = old.vote.result()
         o.level, o.label, o.score, o.votes = result.level, result.label, result.score, result.votes
         if new.best_key > old.best_key:
-            old.best_key, o.best_detection_id = new.best_key, n.best_detection_id
+            old.best_key, o.best_detection_id, o.best_box = new.best_key, n.best_detection_id, n.best_box
         self._active.remove(new)
         n.status, n.ended_at = "discarded", timestamp
 
@@ -735,6 +737,7 @@ class Tracker:
         if key > track.best_key:
             track.best_key = key
             track.state.best_detection_id = item.detection_id
+            track.state.best_box = item.detection.box
         if c is None:
             return
         track.vote.add(c)
