@@ -19,7 +19,9 @@ Definitions (the export and the MQTT `summary` message rely on them):
   interval of the track's `last_utc`. Each track adds 1 at every level of its lineage
   (`{"order": {"Lepidoptera": 1}, "family": {...}, "species": {...}}`); a track whose vote
   abstained everywhere (no lineage, no label) is counted under the reserved pseudo-level
-  `"unsure"` as `{"unsure": {"unsure": n}}`. `tracks` is the total, unsure included.
+  `"unsure"` as `{"unsure": {"unsure": n}}`. `tracks` is the total, unsure included. The same
+  tracks are counted once more by size under the reserved pseudo-level `"size_class"`
+  (`{"size_class": {"small": 3, "large": 1}}`), a biomass proxy (config `size`).
 - The tracker ends a track some frames after it was last seen, so an interval is closed only when
   a frame at least `close_delay_s` past its end arrives (or at `finish`). A track that finishes
   later still, or a frame whose clock went backwards into a closed interval, is counted in the
@@ -45,6 +47,7 @@ from edge.store.db import Database
 from edge.store.schema import TrackRow, parse_utc, utc_iso
 
 UNSURE = "unsure"
+SIZE_CLASS = "size_class"  # reserved pseudo-level: counts per size class (config `size`)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = 1_000_000
 
@@ -362,6 +365,9 @@ class IntervalSummarizer:
             for level, label in lineage.items() if lineage else ((UNSURE, UNSURE),):
                 per_level = counts.setdefault(level, {})
                 per_level[label] = per_level.get(label, 0) + 1
+            if track.size_class is not None:
+                per_size = counts.setdefault(SIZE_CLASS, {})
+                per_size[track.size_class] = per_size.get(track.size_class, 0) + 1
         return SummaryRow(
             run_id=self.run_id,
             start_utc=_from_us(start),

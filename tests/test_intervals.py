@@ -30,6 +30,7 @@ def track(
     status: str = "ended",
     label: str | None = None,
     level: str | None = None,
+    size_class: str | None = None,
 ) -> TrackRow:
     if lineage and label is None:
         level = level or list(lineage)[-1]
@@ -49,6 +50,7 @@ def track(
         label=label,
         score=0.9 if label else None,
         lineage_json=lineage,
+        size_class=size_class,
     )
 
 
@@ -308,3 +310,19 @@ def test_seed_today_counts_earlier_runs_of_the_same_day(tmp_path: Path) -> None:
     db.close()
     assert first_run != second_run
     assert summ.today_counts() == {"Noctua pronuba": 1, "unsure": 1}
+
+
+def test_counts_per_size_class_beside_the_levels() -> None:
+    """Each counted track once more under the pseudo-level "size_class"; discarded ones never."""
+    summ = IntervalSummarizer(SummaryConfig(interval_s=600, max_frame_gap_s=60), run_id=1, close_delay_s=0)
+    for i in range(50):
+        summ.on_frame(T0 + timedelta(seconds=10 * i), 0)
+    summ.on_track_finished(track(1, T0 + timedelta(minutes=2), LEP, size_class="large"))
+    summ.on_track_finished(track(2, T0 + timedelta(minutes=3), LEP, size_class="small"))
+    summ.on_track_finished(track(3, T0 + timedelta(minutes=4), size_class="small"))  # unsure, still sized
+    summ.on_track_finished(track(4, T0 + timedelta(minutes=5), LEP, status="discarded", size_class="large"))
+    summ.on_track_finished(track(5, T0 + timedelta(minutes=5), {"order": "Diptera"}))  # no size: not there
+    (row,) = summ.on_frame(T0 + timedelta(minutes=10), 0)
+    assert row.tracks == 4
+    assert row.counts["size_class"] == {"large": 1, "small": 2}
+    assert row.counts["order"] == {"Lepidoptera": 2, "Diptera": 1} and row.counts["unsure"] == {"unsure": 1}
