@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import synthetic_config
+from helpers import query, synthetic_config
 
 from edge.cli import main
 from edge.evaluation.counting import EvaluationError
@@ -168,6 +168,10 @@ def test_cli_reports_the_synthetic_night_and_leaves_the_trap_data_alone(cli_run:
         "clock": "filename",
     }
     assert doc["run"]["frames_processed"] == FRAMES and doc["run"]["exit_reason"] == "end-of-source"
+    # what the run left uncounted is reported, and it matches the evaluation's own database
+    partial = query(out / "evaluate.db", "SELECT COUNT(*) FROM tracks WHERE discard_reason = 'partial'")[0][0]
+    assert doc["run"]["not_counted_partial"] == partial and doc["run"]["not_counted_not_insect"] == 0
+    assert f"| not counted | {partial} partial" in md
     d, t = doc["detection"], doc["tracking"]
     assert d["tp"] + d["fn"] == doc["ground_truth"]["boxes"] and d["tp"] + d["fp"] == d["detections"]
     assert d["recall"] >= 0.95 and d["precision"] >= 0.95

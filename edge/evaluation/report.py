@@ -151,6 +151,11 @@ class EvaluationReport:
                 f"{run['frames_inactive']} outside the schedule; "
                 f"{run['exit_reason']}, {run['elapsed_s']:.1f} s",
             ),
+            (
+                "not counted",
+                f"{run.get('not_counted_partial', 0)} partial (slivers at the frame's border), "
+                f"{run.get('not_counted_not_insect', 0)} voted not an insect",
+            ),
         ]
         out += ["| | |", "|---|---|", *[f"| {k} | {_esc(v)} |" for k, v in header], ""]
 

@@ -151,6 +151,8 @@ def build_report(
             "frames_inactive": result.inactive_frames,
             "boxes_not_scored": skipped_boxes,
             "detections": result.detections,
+            "not_counted_partial": result.partial_tracks,
+            "not_counted_not_insect": result.not_insects,
             "elapsed_s": round(result.elapsed_s, 3),
             "database": run_info.get("database"),
         },
