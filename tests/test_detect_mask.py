@@ -8,8 +8,6 @@ Frames here are drawn sheets written as JPEG files (tests/test_detect.py) with a
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 from helpers import query, synthetic_config
 from test_detect import Camera, draw_insect, render_sheet
+from test_run_cli import trapcam
 
 from edge.config import DetectorConfig, MaskRegion, parse_config
 from edge.detect.base import Box, Detection
@@ -25,7 +24,6 @@ from edge.detect.mask import DetectionMask, check_mask
 from edge.errors import ConfigError
 from edge.pipeline import Pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
 W, H = 640, 360
 # the overlay's place, full-resolution pixels (bottom-right, like the AMI trap's camera), and the
 # mask a user would draw over it: the corner, with a few pixels for the JPEG halo around the text
@@ -161,13 +159,7 @@ def test_a_folder_replay_with_a_mask_for_another_camera_stops_with_one_line(tmp_
         "detector: {mask: [{name: timestamp, rect: [3900, 2100, 4096, 2160]}]}\n",
         encoding="utf-8",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    done = trapcam("run", "--config", str(config))
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if "detector.mask" in line]
     assert len(lines) == 1
