@@ -10,11 +10,13 @@ UNSURE = "unsure"
 # The no-insect class of many third-party models (the iNaturalist insect model's last label). What
 # that model says, not a decision (DESIGN.md: counted as unsure unless listed in not_insect_labels).
 BACKGROUND = "background"
+# Labels that name no taxon (besides no label at all); the store's SQL settles tracks by them too.
+UNNAMED_LABELS = (UNSURE, BACKGROUND)
 
 
 def names_a_taxon(label: str | None) -> bool:
     """Did the model name something: a label that is neither missing, `unsure` nor `background`?"""
-    return label is not None and label not in (UNSURE, BACKGROUND)
+    return label is not None and label not in UNNAMED_LABELS
 
 
 @dataclass(frozen=True, slots=True)

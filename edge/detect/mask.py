@@ -37,9 +37,6 @@ class DetectionMask:
         self._key: tuple[int, int, int, int] | None = None
         self._mask: np.ndarray | None = None
 
-    def __bool__(self) -> bool:
-        return bool(self.regions)
-
     def at(self, full_size: tuple[int, int], small_size: tuple[int, int]) -> np.ndarray | None:
         """uint8 mask of small_size (H x W), 255 inside any region; None without regions."""
         if not self.regions:
@@ -74,7 +71,8 @@ class DetectionMask:
                     thickness=-1,
                 )
             else:
-                points = np.array([[x * sx, y * sy] for x, y in region.polygon or ()], dtype=np.float64)
-                cv2.fillPoly(out, [np.round(points).astype(np.int32)], 255)
-                cv2.polylines(out, [np.round(points).astype(np.int32)], True, 255, thickness=1)
+                corners = np.array([[x * sx, y * sy] for x, y in region.polygon or ()], dtype=np.float64)
+                points = np.round(corners).astype(np.int32)
+                cv2.fillPoly(out, [points], 255)
+                cv2.polylines(out, [points], True, 255, thickness=1)
         return out

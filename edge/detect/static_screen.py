@@ -520,7 +520,7 @@ class StaticScreenDetector:
         self.last_threshold = threshold
         _, low = cv2.threshold(dist, threshold * self.cfg.grow_fraction, 255, cv2.THRESH_BINARY)
         mask = clean_mask(low.astype(np.uint8))
-        if self.exclude and self._full_size is not None:
+        if self._full_size is not None:  # set by detect() before any foreground is computed
             self.exclude.apply(mask, self._full_size)
         return dist, threshold, mask
 

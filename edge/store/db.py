@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 
+from edge.classify.types import UNNAMED_LABELS
 from edge.errors import StorageError
 from edge.store.crops import CropStore, CropWriteError, check_crop
 from edge.store.schema import (
@@ -80,7 +81,8 @@ _SETTLE_TRACKS_V1 = (
 )
 # From schema 3: the pipeline's rule too (pipeline.is_partial): a confirmed track that was only ever
 # a nameless sliver at the frame's border is 'partial', not a count; and every discard says why.
-_PARTIAL = "(edge_hits >= hits AND hits > 0 AND (label IS NULL OR label IN ('unsure', 'background')))"
+_UNNAMED = ", ".join(f"'{label}'" for label in UNNAMED_LABELS)
+_PARTIAL = f"(edge_hits >= hits AND hits > 0 AND (label IS NULL OR label IN ({_UNNAMED})))"
 _SETTLE_TRACKS = (
     "UPDATE tracks SET "
     f"discard_reason = CASE WHEN status = 'tentative' THEN 'noise' WHEN {_PARTIAL} THEN 'partial' END, "
