@@ -702,3 +702,50 @@ def test_without_fragment_handling_the_cut_beetle_is_counted_twice() -> None:
     run = Run(TrackerConfig(reid_window_s=0, fragment_overlap=1.0))
     _beetle_cut_at_its_waist(run)
     assert len(run.counted()) == 2
+
+
+# ---------------------------------------------------------------- pieces of one insect
+
+
+@pytest.mark.parametrize("with_colour", [True, False])
+def test_a_touching_piece_of_the_same_colours_joins_the_insect_geometry_alone_never_merges(
+    with_colour: bool,
+) -> None:
+    """A piece touching a larger detection joins it only on colour evidence (tracker._touched_piece_of)."""
+    body, tip = box_at(100, 100, 40, 80), box_at(130, 150, 24, 24)  # tip overlaps the body's corner
+    assert tip.iou(body) > 0 and tip.area < body.area
+    run = Run(TrackerConfig(confirm_hits=2, reid_window_s=0))
+    colours = {
+        "body": appearance_descriptor(crop_of(BROWN, 1)),
+        "tip": appearance_descriptor(crop_of(BROWN, 2)),
+    }
+    for _ in range(5):
+        run.step({"body": body, "tip": tip}, appearance=colours if with_colour else None)
+    run.finish()
+    if with_colour:  # one insect from its first frame; the track's box holds the tip
+        assert run.ids["tip"] == run.ids["body"] and len(set(run.ids["body"])) == 1
+        (track,) = run.counted()
+        assert track.box == union(body, tip)
+    else:  # no colours: two insects side by side are as likely as one cut in two
+        assert len(run.counted()) == 2
+
+
+def test_a_touching_detection_of_other_colours_or_larger_is_an_insect_of_its_own() -> None:
+    moth, beetle = box_at(100, 100, 60, 40), box_at(135, 125, 20, 16)
+    run = Run(TrackerConfig(confirm_hits=2, reid_window_s=0))
+    colours = {
+        "moth": appearance_descriptor(crop_of(BROWN, 1)),
+        "beetle": appearance_descriptor(crop_of(GREEN, 2)),
+    }
+    for _ in range(4):
+        run.step({"moth": moth, "beetle": beetle}, appearance=colours)
+    run.finish()
+    assert len(run.counted()) == 2 and run.ids["moth"][0] != run.ids["beetle"][0]
+    # the same colours but apart by more than a touch: two insects too
+    run = Run(TrackerConfig(confirm_hits=2, reid_window_s=0))
+    far = box_at(175, 100, 20, 16)
+    same = {"moth": colours["moth"], "beetle": appearance_descriptor(crop_of(BROWN, 3))}
+    for _ in range(4):
+        run.step({"moth": moth, "beetle": far}, appearance=same)
+    run.finish()
+    assert len(run.counted()) == 2

@@ -34,6 +34,10 @@ Why each part exists (each one keeps a count from being split or doubled):
   track is discarded, so the insect is still counted once). If the old insect shows up at
   its place again it was only missed, and the new track confirms as a new insect. The
   first detections after a hop keep the discarded track's id.
+- Pieces: the detector sometimes cuts one insect into blobs (pale wing tips apart from the
+  body). A detection inside a matched track's box, or touching a detection of similar colours
+  that is no smaller, joins that insect's track, also in the frame where the insect first
+  shows (`Tracker._fragments`, `Tracker._new_insects`).
 - Only when the window has passed is the track reported in `TrackUpdate.ended` (status
   "ended"); `ended` is final, so a consumer may count it at once. With `reid_window_s: 0`
   tracks end as soon as they are lost.
@@ -66,6 +70,10 @@ _GATED = 1e6
 _TENTATIVE_PENALTY = 0.05
 # Weight of a new crop's histogram in a track's running appearance.
 _APPEARANCE_RATE = 0.3
+# Boxes "touch" (a piece of the same insect, see Tracker._touched_piece_of) when the gap between
+# them is at most this share of the larger box's diagonal, or _TOUCH_MIN_PX.
+_TOUCH = 0.02
+_TOUCH_MIN_PX = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +212,13 @@ def _union(main: Detection, pieces: Sequence[Detection]) -> Detection:
     )
 
 
+def _gap(a: Box, b: Box) -> float:
+    """Shortest distance between two boxes (0 when they overlap or touch)."""
+    dx = max(0, max(a.x0, b.x0) - min(a.x1, b.x1))
+    dy = max(0, max(a.y0, b.y0) - min(a.y1, b.y1))
+    return math.hypot(dx, dy)
+
+
 def _coverage(inner: Box, outer: Box) -> float:
     """Share of `inner`'s area that lies inside `outer`."""
     ix = max(0, min(inner.x1, outer.x1) - max(inner.x0, outer.x0))
@@ -316,7 +331,7 @@ class Tracker:
             else:
                 det_owner[det] = track
 
-        fragments = self._fragments(det_owner, merged, inputs)
+        fragments = self._fragments(det_owner, merged, inputs, appearances)
         for det, track in det_owner.items():
             item = inputs[det]
             pieces = [inputs[f].detection for f, owner in fragments.items() if owner is track]
@@ -331,19 +346,28 @@ class Tracker:
             if id(track) not in owners and track not in occluded:
                 self._miss(track, timestamp, ended)
 
-        # Re-identification of lost tracks, then new tentative tracks for what is left.
+        # Re-identification of lost tracks, then new tentative tracks for what is left; either
+        # way the pieces of one insect cut in two by the detector go with it.
         free = [d for d in range(len(inputs)) if d not in det_owner]
-        for det, track in self._reidentify(free, inputs, appearances, timestamp).items():
+        groups = self._new_insects(free, inputs, appearances)
+
+        def whole(det: int) -> TrackInput:
+            pieces = [inputs[p].detection for p in groups[det]]
+            item = inputs[det]
+            return replace(item, detection=_union(item.detection, pieces)) if pieces else item
+
+        for det, track in self._reidentify(list(groups), inputs, appearances, timestamp).items():
             self._lost.remove(track)
             self._active.append(track)
             track.state.revivals += 1
             track.velocity = (0.0, 0.0)  # it sat still (or was missed) meanwhile
-            self._hit(track, inputs[det], appearances[det], timestamp, merged=False)
+            self._hit(track, whole(det), appearances[det], timestamp, merged=False)
             det_owner[det] = track
             revived.append(track)
-        for det in range(len(inputs)):
+        for det, pieces in groups.items():
             if det not in det_owner:
-                det_owner[det] = self._new_track(inputs[det], appearances[det], timestamp)
+                det_owner[det] = self._new_track(whole(det), appearances[det], timestamp)
+            det_owner.update((piece, det_owner[det]) for piece in pieces)
 
         # Tentative tracks with enough hits confirm, unless they may be a counted insect that hopped.
         ready = [
@@ -535,15 +559,21 @@ class Tracker:
         return {int(r): int(c) for r, c in zip(rows, cols, strict=True) if cost[r, c] < _GATED}
 
     def _fragments(
-        self, det_owner: dict[int, _Track], merged: set[int], inputs: Sequence[TrackInput]
+        self,
+        det_owner: dict[int, _Track],
+        merged: set[int],
+        inputs: Sequence[TrackInput],
+        appearances: Sequence[np.ndarray | None],
     ) -> dict[int, _Track]:
         """Unclaimed detections that are pieces of an insect whose track matched this frame.
 
         A detector sometimes cuts one insect in two (a beetle at its waist, a moth across a
         pale band). A free detection lying mostly (`fragment_overlap`) inside the previous box
         of a track that matched another detection is such a piece: it joins that track (its
-        box widens the track's box) and never starts a count of its own. Returns {det: track}.
-        A small insect landing on a large one is therefore counted once it steps off it.
+        box widens the track's box) and never starts a count of its own. So is a free detection
+        that touches the track's detection and has its colours (`_touched_piece_of`). Returns
+        {det: track}. A small insect landing on a large one is therefore counted once it steps
+        off it.
         """
         if self.cfg.fragment_overlap >= 1.0:
             return {}
@@ -558,9 +588,63 @@ class Tracker:
                 cover = _coverage(box, track.state.box)
                 if cover >= best_cover:
                     best, best_cover = track, cover
+            if best is None:  # not inside a track's box: maybe touching one of its detections
+                owner = self._touched_piece_of(det, [d for _, d in matched], inputs, appearances)
+                best = None if owner is None else det_owner[owner]
             if best is not None:
                 out[det] = best
         return out
+
+    def _touched_piece_of(
+        self,
+        det: int,
+        candidates: Sequence[int],
+        inputs: Sequence[TrackInput],
+        appearances: Sequence[np.ndarray | None],
+    ) -> int | None:
+        """The detection that `det` is a cut-off piece of: touching it, no larger, of its colours.
+
+        The detector cuts an insect into blobs that sit edge to edge (a mantisfly's pale wing
+        tips apart from its body, a moth's pale band between its head and its wings; real
+        light-trap frames, bench/real/METHOD.md): their boxes touch or overlap, and their colour
+        histograms are as close as one insect's crops are (Bhattacharyya 0.19-0.33 measured
+        there), while a different insect beside it differed by 0.73. So a piece needs a box
+        within `_TOUCH` of the other's, an area no larger, and a colour distance under
+        `link_max_appearance`; without a colour descriptor geometry alone never merges.
+        Returns the candidate detection, or None.
+        """
+        if self.cfg.fragment_overlap >= 1.0 or appearances[det] is None:
+            return None
+        box = inputs[det].detection.box
+        best, best_distance = None, self.cfg.link_max_appearance
+        for other in candidates:
+            other_box, other_app = inputs[other].detection.box, appearances[other]
+            if other == det or other_app is None or other_box.area < box.area:
+                continue
+            if _gap(box, other_box) > max(_TOUCH_MIN_PX, _TOUCH * _diagonal(other_box)):
+                continue
+            distance = float(appearance_distances(other_app[None, :], appearances[det][None, :])[0, 0])
+            if distance < best_distance:
+                best, best_distance = other, distance
+        return best
+
+    def _new_insects(
+        self, free: Sequence[int], inputs: Sequence[TrackInput], appearances: Sequence[np.ndarray | None]
+    ) -> dict[int, list[int]]:
+        """Group the detections that start tracks in this frame: {main detection: its pieces}.
+
+        Largest first, each free detection is either a piece of a larger one already kept
+        (`_touched_piece_of`: the detector cut one insect in two) or a new insect. So an insect
+        whose first frame shows it in two blobs starts one track, not two.
+        """
+        groups: dict[int, list[int]] = {}
+        for det in sorted(free, key=lambda d: -inputs[d].detection.box.area):
+            owner = self._touched_piece_of(det, list(groups), inputs, appearances)
+            if owner is None:
+                groups[det] = []
+            else:
+                groups[owner].append(det)
+        return groups
 
     def _covering_detection(
         self, track: _Track, inputs: Sequence[TrackInput], timestamp: datetime
