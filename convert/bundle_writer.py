@@ -56,6 +56,7 @@ from edge.classify.bundle import (
     sha256_file,
     write_manifest,
 )
+from edge.classify.types import NOT_INSECT
 from edge.errors import ConfigError, ModelError
 
 
@@ -172,6 +173,8 @@ def make_manifest(
             )
         )
     parents = run.meta.get("taxonomy_parents") or {}
+    # trained from crops labelled not_insect: say so, so the trap does not count what it calls that
+    not_insect = NOT_INSECT if all(NOT_INSECT in run.labels[level] for level in run.levels) else None
     return BundleManifest(
         format_version=FORMAT_VERSION,
         name=f"{run.meta.get('backbone', 'model')}-{run.path.name}",
@@ -193,6 +196,7 @@ def make_manifest(
         files=file_entries(directory, files),
         validation=dict(validation or {}),
         training=provenance(run),
+        not_insect_label=not_insect,
     )
 
 

@@ -134,6 +134,11 @@ class Pipeline:
         )
         taxonomy: Taxonomy | None = self.classifier.bundle.taxonomy if self.classifier else None
         self.taxonomy = taxonomy
+        # a track voted to one of these is no insect: the config's (a third-party model's
+        # `background`) and the one the bundle declares (trained from crops labelled not_insect)
+        self.not_insect_labels = frozenset(cfg.classifier.not_insect_labels) | frozenset(
+            self.classifier.not_insect_labels if self.classifier else ()
+        )
         self.crop_size = self.classifier.input_size[0] if self.classifier else DEFAULT_CROP_SIZE
         self.db = Database.from_config(cfg)  # every storage setting, not a hand-picked few
         next_track_id, self._next_detection_id = self.db.next_ids()
@@ -336,7 +341,7 @@ class Pipeline:
 
     def _store_track(self, run_id: int, track: TrackState, result: RunResult, finished: bool = True) -> None:
         reason = "noise" if track.status == "discarded" else None
-        if track.status == "ended" and track.label in self.cfg.classifier.not_insect_labels:
+        if track.status == "ended" and track.label in self.not_insect_labels:
             # the model says this was no insect: keep the record, do not count it
             track, reason = dataclasses.replace(track, status="discarded"), "not_insect"
             result.not_insects += 1

@@ -56,7 +56,7 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
         for label, n in counts.items():
             print(f"    {n:5d}  {label}")
     if result.not_insects:
-        labels = ", ".join(cfg.classifier.not_insect_labels)
+        labels = ", ".join(sorted(pipeline.not_insect_labels))
         print(f"  not counted: {result.not_insects} track(s) the model called {labels}")
     if result.partial_tracks:
         print(

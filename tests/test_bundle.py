@@ -183,6 +183,20 @@ def load_manifest_raw(directory: Path) -> BundleManifest:
         (lambda m: m.update(created_utc="2026-06-01T12:00:00"), r"created_utc: Input should have timezone"),
         (lambda m: m["input"].update(float_range=[0, 1]), r"float_range must be null when normalization"),
         (lambda m: m["input"].update(scale=None), r"a uint8 input needs scale and zero_point"),
+        (
+            lambda m: m.update(not_insect_label="not_insect"),
+            r"not_insect_label 'not_insect' must be a label of every level; "
+            r"not of \['order', 'family', 'species'\]",
+        ),
+        (
+            lambda m: (
+                m.update(not_insect_label="Rubra rubra"),
+                [m["outputs"][i]["labels"].append("Rubra rubra") for i in (0, 1)],
+                m["taxonomy"]["parents"]["family"].update({"Rubra rubra": "Calidi"}),
+                m["taxonomy"]["parents"]["species"].update({"Rubra rubra": "Rubra rubra"}),
+            ),
+            r"taxonomy\.parents\.family\.Rubra rubra: the not-insect class must be its own parent",
+        ),
     ],
 )
 def test_invalid_manifest_names_the_file_and_key(bundle_dir: Path, change, expected: str) -> None:

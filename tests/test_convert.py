@@ -601,3 +601,36 @@ def test_convert_command_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     verify = _cli("bundle", "verify", str(out), timeout=60)
     assert verify.returncode == 0, verify.stderr
+
+
+def test_a_run_trained_with_not_insect_crops_declares_its_label_in_model_json(tmp_path: Path) -> None:
+    """`convert` writes model.json's not_insect_label when every level has the class (train/dataset.py)."""
+    import modelkit as mk
+
+    from convert.bundle_writer import make_manifest
+    from convert.tflite import RunFolder
+
+    model = mk.hierarchical_model(quant="int8", io="uint8")
+    model.save(tmp_path / "model.tflite")
+    rename = {"Frigidi": "not_insect", "Viridae": "not_insect", "Viridis viridis": "not_insect"}
+    labels = {level: [rename.get(x, x) for x in names] for level, names in mk.level_labels().items()}
+    parents = {
+        level: {rename.get(c, c): rename.get(p, p) for c, p in pairs.items()}
+        for level, pairs in mk.taxonomy_parents().items()
+    }
+
+    def manifest(labels: dict[str, list[str]], parents: dict[str, dict[str, str]]) -> Any:
+        meta = {
+            "levels": list(mk.LEVELS),
+            "labels": labels,
+            "input": {"height": 32, "width": 32},
+            "taxonomy_parents": parents,
+            "model": "model.tflite",  # provenance hashes "the Keras file"; any file will do here
+        }
+        run = RunFolder(tmp_path, meta, {})
+        return make_manifest(
+            run, "model.tflite", tmp_path / "model.tflite", {"model.tflite": "cpu"}, tmp_path
+        )
+
+    assert manifest(labels, parents).not_insect_label == "not_insect"
+    assert manifest(mk.level_labels(), mk.taxonomy_parents()).not_insect_label is None

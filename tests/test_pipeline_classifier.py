@@ -152,6 +152,37 @@ def test_tracks_the_model_calls_background_are_kept_but_not_counted(tmp_path: Pa
     assert result.not_insects == 0
 
 
+def test_a_bundle_trained_with_not_insect_crops_discards_what_it_calls_that(tmp_path: Path) -> None:
+    """model.json's not_insect_label works without any config: the trained class is the decision."""
+    model = mk.flat_model(size=32, quant="int8", io="uint8")
+    bundle = mk.write_bundle(tmp_path / "bundle", model)
+    cyan = list(mk.COLOURS).index("cyan")
+
+    def declare(raw: dict) -> None:
+        raw["outputs"][0]["labels"][cyan] = "not_insect"
+        raw["not_insect_label"] = "not_insect"
+
+    mk.edit_manifest(bundle, declare)
+    cfg = synthetic_config(tmp_path / "data", "detector:\n  min_area_px: 100\n")
+    cfg.classifier = ClassifierConfig(enabled=True, model=bundle, num_threads=1, threshold=0.3)
+    colours = [mk.COLOURS["yellow"], mk.COLOURS["cyan"]]
+    result = Pipeline(cfg, source=_ColourPatches(colours, frames=8)).run()
+
+    yellow = model.heads[0].labels[list(mk.COLOURS).index("yellow")]
+    assert [t.label for t in result.confirmed_tracks] == [yellow]
+    assert result.not_insects == 1
+    stored = query(
+        cfg.database_path, "SELECT status, label, discard_reason FROM tracks WHERE hits > 1 ORDER BY status"
+    )
+    assert stored == [("discarded", "not_insect", "not_insect"), ("ended", yellow, None)]
+
+    # without the declaration the same label is just a label, and counts
+    mk.edit_manifest(bundle, lambda raw: raw.pop("not_insect_label"))
+    cfg.data_dir = tmp_path / "data-undeclared"
+    result = Pipeline(cfg, source=_ColourPatches(colours, frames=8)).run()
+    assert sorted(t.label for t in result.confirmed_tracks) == sorted(["not_insect", yellow])
+
+
 def test_every_storage_setting_reaches_the_database(tmp_path: Path) -> None:
     """Settings in the storage section are used, not silently dropped between config and writer."""
     cfg = synthetic_config(tmp_path / "data", "storage:\n  max_queue_items: 7\n  max_queue_mb: 3\n")

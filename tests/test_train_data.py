@@ -162,6 +162,56 @@ def test_csv_with_and_without_taxonomy_columns(tmp_path: Path) -> None:
     assert ds2.levels == ds.levels and ds2.labels == ds.labels and ds2.samples == ds.samples
 
 
+def test_not_insect_crops_are_their_own_family_and_order_in_every_layout(tmp_path: Path) -> None:
+    """Crops of dust, marks and shadows: a `not_insect` class needing no taxonomy row (edge reads it)."""
+    # folder + taxonomy.csv without a not_insect row
+    root = make_folder(tmp_path / "crops")
+    for i in range(5):
+        write_image(root / "not_insect" / f"{i}.png", 100 + i)
+    write_taxonomy(root / "taxonomy.csv", TAXA)
+    ds = load_dataset(folder_cfg(root), tmp_path / "work", 0)
+    for level in ("order", "family", "species"):
+        assert "not_insect" in ds.labels[level], (level, ds.labels[level])
+    assert ds.taxonomy.parent("species", "not_insect") == "not_insect"
+    assert ds.taxonomy.parent("family", "not_insect") == "not_insect"
+    # nested: a not_insect folder at the top, images directly inside
+    seed = 200
+    for sp, (fam, order) in TAXA.items():
+        for i in range(4):
+            write_image(tmp_path / "tree" / order / fam / sp / f"{i}.jpg", seed)
+            seed += 1
+    for i in range(4):
+        write_image(tmp_path / "tree" / "not_insect" / f"{i}.jpg", seed + i)
+    nested = load_dataset(DataConfig(kind="nested", path=tmp_path / "tree"), tmp_path, 0)
+    assert {(s.species, s.family, s.order) for s in nested.samples if s.species == "not_insect"} == {
+        ("not_insect", "not_insect", "not_insect")
+    }
+    # csv: family and order may be left empty on its rows
+    table = tmp_path / "labels.csv"
+    with table.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "species", "family", "order"])
+        for s in nested.samples:
+            w.writerow(
+                [
+                    s.path,
+                    s.species,
+                    "" if s.species == "not_insect" else s.family,
+                    s.order if s.family != "not_insect" else "",
+                ]
+            )
+    from_csv = load_dataset(DataConfig(kind="csv", path=table), tmp_path, 0)
+    assert from_csv.labels == nested.labels
+    # a taxonomy row giving it a family is a contradiction, named in one line
+    write_taxonomy(root / "taxonomy.csv", TAXA | {"not_insect": ("Noctuidae", "Lepidoptera")})
+    expect_error(
+        lambda: load_dataset(folder_cfg(root), tmp_path / "work", 0),
+        "taxonomy.csv",
+        "'not_insect'",
+        "delete its row",
+    )
+
+
 def test_synthetic_dataset_is_deterministic_and_loads(tmp_path: Path) -> None:
     names = ["Noctua pronuba", "Bombus terrestris", "Coccinella septempunctata"]
     cfg = SyntheticData(species=names, per_class=5, background="mixed", size=40)

@@ -11,6 +11,12 @@ Three layouts are read (``DataConfig.kind``):
 - ``synthetic``: crops rendered by the scene generator into ``work_dir/synthetic`` (see
   `train.synthetic`), then read as ``folder``.
 
+Crops that show no insect (dust, sheet marks, shadows, leaves) go in a class named ``not_insect``
+(`edge.classify.types.NOT_INSECT`): a ``not_insect`` folder (at the top of a ``nested`` tree, images
+directly inside), or CSV rows with that species. It needs no taxonomy row: it is its own family and
+order, so the model learns it at every level and ``convert`` declares it in model.json, and the trap
+stores a track voted to it as not an insect instead of counting it.
+
 Everything that would silently spoil a model is refused with a `DatasetError` naming the file or
 class: an empty class, a class too small to appear in every split, an unreadable image, a species
 missing from the taxonomy or given two families, the same image under two labels, and (in a
@@ -35,6 +41,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edge.classify.taxonomy import Taxonomy
+from edge.classify.types import NOT_INSECT
 from edge.errors import TrapcamError
 from train.config import DataConfig
 
@@ -274,6 +281,12 @@ def _read_nested(root: Path) -> list[Sample]:
     out: list[Sample] = []
     species_at: dict[str, Path] = {}
     for order in _subfolders(root):
+        if order.name == NOT_INSECT:  # no family or species folders below it: the images themselves
+            images = _images_in(order)
+            if not images:
+                raise DatasetError(f"class folder {order}: no images (crops that show no insect go here)")
+            out.extend(Sample(p, NOT_INSECT, NOT_INSECT, NOT_INSECT) for p in images)
+            continue
         families = _subfolders(order)
         if not families:
             raise DatasetError(f"order folder {order}: no family sub-folders (expected order/family/species)")
@@ -313,7 +326,9 @@ def _read_csv(path: Path) -> list[Sample]:
         if not p.is_file():
             raise DatasetError(f"{path}:{line}: image {p} does not exist")
         family = order = None
-        if has_family:
+        if has_family and row["species"] == NOT_INSECT:
+            family = order = NOT_INSECT
+        elif has_family:
             family, order = row["family"], row["order"]
             if not family or not order:
                 raise DatasetError(f"{path}:{line}: empty family or order for {row['species']!r}")
@@ -329,6 +344,12 @@ def _attach_taxonomy(
     """Fill family/order from the taxonomy table; check it agrees where samples already have them."""
     if table is None:
         return samples
+    if table.get(NOT_INSECT, (NOT_INSECT, NOT_INSECT)) != (NOT_INSECT, NOT_INSECT):
+        raise DatasetError(
+            f"{table_path}: {NOT_INSECT!r} is the class of crops that show no insect; its family and order "
+            f"are {NOT_INSECT!r} too, not {'/'.join(table[NOT_INSECT])} (delete its row)"
+        )
+    table = {**table, NOT_INSECT: (NOT_INSECT, NOT_INSECT)}  # its own family and order, needing no row
     missing = sorted({s.species for s in samples} - set(table))
     if missing:
         where = table_path if table_path is not None else "taxonomy"

@@ -162,6 +162,12 @@ class BundleManifest(_Strict):
     files: dict[str, FileEntry] = Field(min_length=1)
     validation: dict[str, Any] = Field(default_factory=dict, description="float-vs-int8 figures from convert")
     training: dict[str, Any] = Field(default_factory=dict, description="provenance: data, backbone, epochs")
+    not_insect_label: str | None = Field(
+        None,
+        min_length=1,
+        description="the label, at every level, of crops that show no insect (trained from crops "
+        "labelled not_insect): a track voted to it is stored as discarded and not counted",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> BundleManifest:
@@ -191,6 +197,19 @@ class BundleManifest(_Strict):
                     raise ValueError(
                         f"taxonomy.parents.{lower}.{label}: parent '{parent}'"
                         f" is not a label of level '{upper}'"
+                    )
+        if self.not_insect_label is not None:
+            label = self.not_insect_label
+            missing = [head.level for head in self.outputs if label not in head.labels]
+            if missing:
+                raise ValueError(
+                    f"not_insect_label '{label}' must be a label of every level; not of {missing}"
+                )
+            for level, parents in self.taxonomy.parents.items():
+                if parents.get(label) != label:
+                    raise ValueError(
+                        f"taxonomy.parents.{level}.{label}: the not-insect class must be its own parent "
+                        f"(got {parents.get(label)!r})"
                     )
         for filename in self.files:
             if Path(filename).name != filename or filename in ("", ".", ".."):

@@ -342,6 +342,12 @@ class Classifier:
         return spec.height, spec.width
 
     @property
+    def not_insect_labels(self) -> tuple[str, ...]:
+        """The bundle's declared no-insect label (model.json `not_insect_label`), if any."""
+        label = self.bundle.manifest.not_insect_label
+        return (label,) if label is not None else ()
+
+    @property
     def levels(self) -> tuple[str, ...]:
         return tuple(h.spec.level for h in self._heads)
 

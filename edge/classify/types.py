@@ -10,6 +10,10 @@ UNSURE = "unsure"
 # The no-insect class of many third-party models (the iNaturalist insect model's last label). What
 # that model says, not a decision (DESIGN.md: counted as unsure unless listed in not_insect_labels).
 BACKGROUND = "background"
+# The class a trapcam model learns from crops labelled `not_insect` (dust, sheet marks, leaves,
+# shadows): at every level of the taxonomy, and declared in model.json as `not_insect_label`, so the
+# device stores a track voted to it as discarded ('not_insect') instead of counting it.
+NOT_INSECT = "not_insect"
 # Labels that name no taxon (besides no label at all); the store's SQL settles tracks by them too.
 UNNAMED_LABELS = (UNSURE, BACKGROUND)
 
