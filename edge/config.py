@@ -184,10 +184,85 @@ def mask_outside_frame(regions: list[MaskRegion], width: int, height: int) -> st
     return None
 
 
-class DetectorConfig(Section):
-    """Finding insects. `static_screen` for a sheet or board, `motion` for natural scenes."""
+class LearnedDetectorConfig(Section):
+    """`detector.kind: tflite`: a trained TFLite object detector instead of a background model.
 
-    kind: Literal["static_screen", "motion"] = "static_screen"
+    Two output layouts are read: SSD-style post-processed outputs (boxes, classes, scores and a
+    count, as TensorFlow's object-detection exports and the TFLite_Detection_PostProcess op give
+    them) and YOLO-style raw outputs (one [1, 4 + classes, N] tensor of centre, size and class
+    scores, as Ultralytics exports it), which get non-maximum suppression here.
+    """
+
+    model: Path = Field(description="the detector's .tflite file")
+    format: Literal["auto", "ssd", "yolo"] = Field(
+        "auto", description="output layout; auto: one 3-D output is YOLO, a boxes/scores/count set is SSD"
+    )
+    input_size: tuple[int, int] | None = Field(
+        None,
+        description="[width, height] to resize the model's input to (models exported with a dynamic "
+        "input); default: the size in the model",
+    )
+    input_range: tuple[float, float] | None = Field(
+        None,
+        description="float range the model expects pixels 0..255 as, e.g. [0, 1] (YOLO) or [-1, 1] "
+        "(SSD MobileNet); required for a float model; a quantized one takes raw pixels without it",
+    )
+    resize: Literal["stretch", "letterbox"] = Field(
+        "stretch",
+        description="fit a frame (or tile) to the input: stretch it, or keep its aspect with grey bars",
+    )
+    box_units: Literal["auto", "normalized", "pixels"] = Field(
+        "auto",
+        description="YOLO boxes as fractions of the input or in input pixels; auto: fractions when no "
+        "coordinate exceeds 1.5",
+    )
+    score_threshold: float = Field(0.4, gt=0, lt=1, description="a box needs at least this score")
+    nms_iou: float = Field(
+        0.5, gt=0, le=1, description="boxes overlapping more than this (IoU) are one insect (the best kept)"
+    )
+    classes: list[int] | None = Field(
+        None, description="the detector's class indices that are insects (default: every class)"
+    )
+    tiles: tuple[int, int] = Field(
+        (1, 1),
+        description="[columns, rows]: the frame is cut into this many overlapping tiles, each run at "
+        "the model's input size (a 4K frame shrunk to 320 px leaves a small moth a few pixels)",
+    )
+    tile_overlap: float = Field(
+        0.15, ge=0, le=0.5, description="tiles overlap by this share of their size, so no insect is only cut"
+    )
+    num_threads: int = Field(2, ge=1, le=64)
+
+    @field_validator("tiles")
+    @classmethod
+    def _tiles(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 1 or max(value) > 16:
+            raise ValueError(f"[columns, rows] between 1 and 16 each, got {list(value)}")
+        return value
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 16:
+            raise ValueError(f"[width, height] of at least 16 px, got {list(value)}")
+        return value
+
+    @field_validator("input_range")
+    @classmethod
+    def _input_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] >= value[1]:
+            raise ValueError(f"[low, high] with low < high, got {list(value)}")
+        return value
+
+
+class DetectorConfig(Section):
+    """Finding insects. `static_screen` for a sheet or board, `motion` for natural scenes, `tflite` for
+    a trained object detector."""
+
+    kind: Literal["static_screen", "motion", "tflite"] = "static_screen"
+    tflite: LearnedDetectorConfig | None = Field(
+        None, description="the trained detector, for kind: tflite (model file, output layout, tiles)"
+    )
     detect_width: int = Field(960, ge=160, description="frames are downscaled to this width to detect")
     polarity: Literal["dark", "bright", "both"] = Field(
         "both", description="insects darker/brighter than the screen, or either"
@@ -296,6 +371,12 @@ class DetectorConfig(Section):
             raise ValueError(
                 f"min_area_px ({self.min_area_px}) must be below max_area_px ({self.max_area_px})"
             )
+        if self.kind == "tflite" and self.tflite is None:
+            raise ValueError(
+                "kind 'tflite' needs a tflite section with at least the model file (tflite.model)"
+            )
+        if self.kind != "tflite" and self.tflite is not None:
+            raise ValueError(f"the tflite section is for kind 'tflite'; kind is {self.kind!r}")
         return self
 
 

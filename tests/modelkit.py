@@ -457,3 +457,90 @@ def write_plain(
             lines = [f"{i}: {label}" for i, label in enumerate(labels)]
         (directory / labels_name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+# ---------------------------------------------------------------- object detectors
+
+DETECTOR_SIZE = 64  # input side of the built detectors
+ANCHOR_SIDE = 32  # every anchor box is this square, in input pixels
+ANCHOR_STRIDE = 8
+ANCHOR_CENTRES = tuple(ANCHOR_SIDE // 2 + ANCHOR_STRIDE * i for i in range(5))  # 16, 24, ..., 48
+
+
+def anchor_boxes() -> np.ndarray:
+    """(25, 4) anchors as (x0, y0, x1, y1) input pixels, row by row (the models' candidate order)."""
+    half = ANCHOR_SIDE / 2
+    return np.array(
+        [(cx - half, cy - half, cx + half, cy + half) for cy in ANCHOR_CENTRES for cx in ANCHOR_CENTRES],
+        dtype=np.float32,
+    )
+
+
+def box_detector(
+    layout: Literal["ssd", "yolo"],
+    *,
+    quant: Quant = "float",
+    io: IODtype = "float32",
+    units: str = "normalized",
+) -> bytes:
+    """A TFLite object detector with hand-set weights: it finds dark squares on a pale ground.
+
+    Each of 25 anchors (ANCHOR_SIDE squares on a stride-ANCHOR_STRIDE grid) scores the share of its
+    window that is dark (grey below 0.3; letterbox bars are 0.45): a dark 24 px square centred on an
+    anchor gives it 0.56, its neighbours 0.375 or less. `ssd`: outputs detection_boxes [1, 25, 4]
+    (ymin, xmin, ymax, xmax fractions), detection_classes, detection_scores [1, 25] and
+    num_detections [1], like
+    TensorFlow's object-detection exports. `yolo`: one [1, 6, 25] output of centre x, centre y,
+    width, height (fractions or input pixels, `units`) and two class scores (the share, and a
+    fifth of it). A float model takes pixels in [0, 1]; an int8 one takes raw uint8 pixels.
+    """
+    key = ("detector", layout, quant, io, units)
+    if key in _CACHE:
+        return _CACHE[key]  # type: ignore[return-value]
+    keras = _keras()
+    from keras import ops
+
+    size = DETECTOR_SIZE
+    image = keras.Input((size, size, 3), name=INPUT_NAME)
+    x = keras.layers.Rescaling(1.0 / 255.0 if io != "float32" else 1.0, name="to_unit")(image)
+    darkness = keras.layers.Conv2D(1, 1, name="darkness")
+    dark = keras.layers.ReLU(max_value=1.0, name="dark")(darkness(x))
+    darkness.set_weights([np.full((1, 1, 3, 1), -10.0 / 3.0, np.float32), np.array([3.0], np.float32)])
+    share = keras.layers.AveragePooling2D(ANCHOR_SIDE, strides=ANCHOR_STRIDE, name="anchor_share")(dark)
+    scores = keras.layers.Reshape((25,), name="scores")(share)
+    anchors = anchor_boxes()
+
+    class Outputs(keras.layers.Layer):
+        def call(self, s: Any) -> Any:
+            zero = ops.zeros_like(s)
+            if layout == "ssd":
+                corners = anchors[:, [1, 0, 3, 2]] / size  # ymin, xmin, ymax, xmax fractions
+                return {
+                    "detection_boxes": ops.expand_dims(zero, -1) + ops.convert_to_tensor(corners),
+                    "detection_classes": zero + 1.0,
+                    "detection_scores": s,
+                    "num_detections": ops.sum(zero, axis=1) + 25.0,
+                }
+            centre = (anchors[:, :2] + anchors[:, 2:]) / 2
+            sides = anchors[:, 2:] - anchors[:, :2]
+            geometry = np.concatenate([centre, sides], axis=1).T  # (4, 25)
+            if units == "normalized":
+                geometry = geometry / size
+            rows = ops.expand_dims(zero, 1) + ops.convert_to_tensor(geometry.astype(np.float32))
+            classes = ops.stack([s, s * 0.2], axis=1)
+            return ops.concatenate([rows, classes], axis=1)
+
+    model = keras.Model(image, Outputs(name="outputs")(scores), name=f"{layout}_detector")
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        rng = np.random.default_rng(5)
+        for i in range(40):
+            frame = np.full((size, size, 3), 220, np.uint8)
+            cx, cy = (int(v) for v in rng.integers(8, size - 8, 2))
+            frame[max(0, cy - 12) : cy + 12, max(0, cx - 12) : cx + 12] = 30 + i
+            frame[0, 0], frame[-1, -1] = 0, 255  # the full pixel range: input scale 1, raw pixels in
+            yield [frame[None].astype(np.float32)]
+
+    tflite = _convert(model, quant, io, representative)
+    _CACHE[key] = tflite  # type: ignore[assignment]
+    return tflite
