@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,37 @@ def test_broker_outage_loses_nothing_and_replays_in_order(tmp_path: Path, db: Da
         publisher.stop()
         consumer.stop()
         broker.stop()
+
+
+def test_a_stop_sends_the_backlog_first_while_the_broker_is_there(tmp_path: Path, db: Database) -> None:
+    """A replay that ends, or a trap stopped by systemd, leaves nothing committed in the outbox for later."""
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    consumer = Subscriber(broker, [TRACK_TOPIC], client_id="consumer-stop").start()
+    outbox = Outbox(db, cfg_for(broker))
+    ids = enqueue_tracks(outbox, 1, 3000)  # a backlog from a night without the broker
+    assert pending(db, outbox) == 3000
+    publisher = Publisher(cfg_for(broker), DEVICE, outbox)
+    try:
+        publisher.start()
+        assert wait_until(lambda: publisher.state == "connected", step=0.001)
+        publisher.stop(timeout=10.0)  # the run ends right after connecting: most of it not yet sent
+        assert pending(db, outbox) == 0
+        assert wait_until(lambda: len(consumer.unique_ids(TRACK_TOPIC)) >= 3000)
+        assert consumer.unique_ids(TRACK_TOPIC) == ids
+    finally:
+        publisher.stop()
+        consumer.stop()
+        broker.stop()
+    # with the broker away a stop does not wait for it: the backlog stays, the stop is quick
+    outbox = Outbox(db, cfg_for(broker))
+    enqueue_tracks(outbox, 3001, 10)
+    publisher = Publisher(cfg_for(broker), DEVICE, outbox)
+    publisher.start()
+    started = time.monotonic()
+    publisher.stop(timeout=10.0)
+    assert time.monotonic() - started < 3.0
+    assert pending(db, outbox) == 10
 
 
 def test_messages_lost_in_flight_are_sent_again_after_reconnect(tmp_path: Path, db: Database) -> None:

@@ -40,6 +40,7 @@ _AUTH_REFUSALS = ("Bad user name or password", "Not authorized")
 _POLL_S = 1.0  # an idle connection re-reads the outbox this often (rows enqueued without a wake)
 _CONNACK_TIMEOUT_S = 15.0
 _FETCH = 200  # rows read from the outbox at a time
+_STOP_RESERVE_S = 1.0  # of a stop's time, kept for the acks, the offline status and DISCONNECT
 
 
 class Publisher:
@@ -103,7 +104,8 @@ class Publisher:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Publish status offline (retained), wait for outstanding acks, disconnect cleanly."""
+        """Send what the outbox still holds (while connected, within `timeout`), publish status offline
+        (retained), wait for outstanding acks, disconnect cleanly."""
         thread = self._thread
         if thread is None:
             self._state = "stopped"
@@ -245,7 +247,7 @@ class Publisher:
                 self._on_session_start(client)
             if self._lost:
                 return self._lost_connection(announced)
-            if self._stopping.is_set():
+            if self._stopping.is_set() and not (connected and announced and self._backlog_to_drain()):
                 if announced:
                     self._clean_stop(client)
                 return "stopped"
@@ -366,6 +368,20 @@ class Publisher:
         if sent:
             self.sent += len(sent)
             self.outbox.note_attempt(sent)
+
+    def _backlog_to_drain(self) -> bool:
+        """While stopping: are rows still unsent, with time left to send them before the stop's deadline?
+
+        A replay that ends, or a trap stopped by systemd, should not leave what is already committed
+        in the outbox for the next start when the broker is right there: the backlog goes out until
+        `_STOP_RESERVE_S` before the deadline (what is left then waits in the outbox, as always).
+        """
+        if time.monotonic() >= self._stop_deadline - _STOP_RESERVE_S:
+            return False
+        if not self._buffer:
+            self._woken = True  # read now, and have the writer commit what it still holds
+            self._read_more(time.monotonic())
+        return bool(self._buffer)
 
     def _read_more(self, now: float) -> None:
         woken, self._woken = self._woken, False
