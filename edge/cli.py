@@ -95,6 +95,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         height=args.height,
         frames=args.frames,
         frame_interval_s=args.interval,
+        snapshot_every=args.snapshot_every,
         insects=args.insects,
         seed=args.seed,
         start=parse_start(args.start),
@@ -267,7 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--insects", type=int, default=12)
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between frames")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        help="seconds between frames (between steps with --snapshot-every)",
+    )
+    p.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=1,
+        help="a time-lapse camera: every n-th simulated step is a frame (--interval 5 --snapshot-every 12: "
+        "one frame a minute); visits between two frames are never seen and not in the ground truth",
+    )
     p.add_argument("--start", default="2026-07-01T21:30:00+00:00", help="ISO time of the first frame")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg")
     p.add_argument("--video", action="store_true", help="write one video file instead of frames")

@@ -60,7 +60,13 @@ class SyntheticSource(CaptureSettings):
     width: int = Field(1280, ge=160, le=8192)
     height: int = Field(720, ge=120, le=8192)
     frames: int = Field(300, ge=1)
-    frame_interval_s: float = Field(5.0, gt=0, description="simulated seconds between frames")
+    frame_interval_s: float = Field(5.0, gt=0, description="simulated seconds between frames (steps)")
+    snapshot_every: int = Field(
+        1,
+        ge=1,
+        description="a time-lapse camera: every n-th simulated step is a frame, so frames are "
+        "n * frame_interval_s apart (12: one a minute at 5 s steps)",
+    )
     insects: int = Field(12, ge=0, description="insects that visit during the night")
     start: str = Field("2026-07-01T21:30:00+00:00", description="ISO time of the first frame")
     realtime: bool = Field(False, description="pace frames at frame_interval_s like a real camera")
@@ -458,20 +464,60 @@ class ClassifierConfig(Section):
 # ---------------------------------------------------------------- tracking
 
 
+# The tracker settings that depend on `tracker.mode`, where the config leaves them unset (null).
+# Video: frames seconds apart. Time-lapse: every detection is an insect at once (a snapshot has no
+# second frame to confirm it), a track links only to the next snapshot or the one after (never
+# lost by elapsed time: snapshots may be an hour apart), no motion is predicted, and no hop or
+# re-identification waits for a lost insect.
+VIDEO_DEFAULTS: dict[str, float] = {
+    "confirm_hits": 2,
+    "max_misses": 5,
+    "max_gap_s": 60.0,
+    "max_distance": 1.5,
+    "reid_window_s": 300.0,
+    "hop_max_distance": 3.0,
+}
+TIMELAPSE_DEFAULTS: dict[str, float] = {
+    "confirm_hits": 1,
+    "max_misses": 2,
+    "max_gap_s": 1e9,
+    "max_distance": 3.0,
+    "reid_window_s": 0.0,
+    "hop_max_distance": 0.0,
+}
+
+
 class TrackerConfig(Section):
     """Following each insect across frames so it is counted once (see edge/track/tracker.py)."""
 
-    confirm_hits: int = Field(2, ge=1, description="detections before a track counts")
-    max_misses: int = Field(
-        5, ge=1, description="a track is lost at this many consecutive frames without a detection"
+    mode: Literal["video", "timelapse"] = Field(
+        "video",
+        description="video: frames seconds apart, a track confirms after confirm_hits; timelapse: snapshots "
+        "minutes apart, every detection counts and links to the next snapshot by place, size and looks "
+        "(the fields marked 'by mode' take the mode's value unless set here)",
+    )
+    confirm_hits: int | None = Field(
+        None, ge=1, description="detections before a track counts (by mode: 2 video, 1 timelapse)"
+    )
+    max_misses: int | None = Field(
+        None,
+        ge=1,
+        description="a track is lost at this many consecutive frames without a detection "
+        "(by mode: 5 video, 2 timelapse)",
     )
     tentative_max_misses: int = Field(
         1, ge=1, description="an unconfirmed track is discarded at this many consecutive misses"
     )
-    max_gap_s: float = Field(60.0, gt=0, description="a track is also lost after this long unseen")
+    max_gap_s: float | None = Field(
+        None,
+        gt=0,
+        description="a track is also lost after this long unseen (by mode: 60 video, never timelapse)",
+    )
     max_cost: float = Field(0.8, gt=0, le=1, description="matches costlier than this start a new track")
-    max_distance: float = Field(
-        1.5, gt=0, description="largest jump between frames, in box diagonals (time-lapse needs more)"
+    max_distance: float | None = Field(
+        None,
+        gt=0,
+        description="largest jump between frames, in box diagonals (by mode: 1.5 video, 3 timelapse)",
     )
     weight_iou: float = Field(0.4, ge=0)
     weight_distance: float = Field(0.3, ge=0)
@@ -489,17 +535,20 @@ class TrackerConfig(Section):
     occluded_miss_weight: float = Field(
         0.1, ge=0, le=1, description="a missed frame while occluded counts as this fraction of a miss"
     )
-    reid_window_s: float = Field(
-        300.0, ge=0, description="a lost track can be revived at its place for this long (0 = off)"
+    reid_window_s: float | None = Field(
+        None,
+        ge=0,
+        description="a lost track can be revived at its place for this long (0 = off; by mode: 300 video, "
+        "0 timelapse)",
     )
     reid_max_distance: float = Field(
         0.5, gt=0, description="a revived track's detection is at most this far away, in box diagonals"
     )
-    hop_max_distance: float = Field(
-        3.0,
+    hop_max_distance: float | None = Field(
+        None,
         ge=0,
         description="a counted insect that vanishes as a new one appears this far away (box diagonals) "
-        "keeps its track when they are each other's only candidate (0 = off)",
+        "keeps its track when they are each other's only candidate (0 = off; by mode: 3 video, 0 timelapse)",
     )
     hop_wait_frames: int = Field(
         3,
@@ -527,6 +576,11 @@ class TrackerConfig(Section):
     vote_min_share: float = Field(
         0.5, gt=0, le=1, description="a level's winning label needs this share of the vote, else it abstains"
     )
+
+    def effective(self) -> TrackerConfig:
+        """The settings the tracker runs with: the mode's values where this config leaves them null."""
+        defaults = TIMELAPSE_DEFAULTS if self.mode == "timelapse" else VIDEO_DEFAULTS
+        return self.model_copy(update={k: v for k, v in defaults.items() if getattr(self, k) is None})
 
 
 # ---------------------------------------------------------------- storage and logging

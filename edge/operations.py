@@ -42,6 +42,9 @@ log = logging.getLogger("trapcam.ops")
 # dashboard, not a phone book (the iNaturalist model has 10,000 species).
 MAX_DISCOVERY_TAXA = 64
 OUTBOX_COMPACT_INTERVAL_S = 600.0
+# An interval's summary waits this long at most for its tracks to finish (time-lapse tracks are
+# never lost by elapsed time, only after missed snapshots).
+_MAX_SETTLE_S = 3600.0
 
 
 @dataclass
@@ -82,7 +85,8 @@ class FieldOps:
         self.extra_flags = list(extra_flags)
         self.counters = OpsCounters()
         self.started = datetime.now(timezone.utc)
-        delay = max(cfg.tracker.max_gap_s, cfg.tracker.reid_window_s) + 60.0
+        tracker = cfg.tracker.effective()
+        delay = min(max(tracker.max_gap_s or 0.0, tracker.reid_window_s or 0.0), _MAX_SETTLE_S) + 60.0
         self.summarizer = IntervalSummarizer(cfg.summary, run_id, tz=cfg.site.timezone, close_delay_s=delay)
         self.health = HealthMonitor(cfg, model_sha256, self.started, probes=probes)
         self.retention = Retention(cfg.retention, db, cfg.crops_path, cfg.data_dir, free_bytes=free_bytes)

@@ -25,7 +25,7 @@ from edge import __version__
 from edge.classify.classifier import Classifier
 from edge.classify.taxonomy import Taxonomy
 from edge.classify.types import Classification, names_a_taxon
-from edge.config import TrapConfig
+from edge.config import TrackerConfig, TrapConfig
 from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
 from edge.detect.factory import make_detector
@@ -60,6 +60,8 @@ class RunResult:
     finished_tracks: dict[int, TrackState] = field(default_factory=dict)
     not_insects: int = 0  # finished tracks the classifier voted a "not insect" label (not counted)
     partial_tracks: int = 0  # finished tracks only ever seen as a nameless sliver at the border (not counted)
+    noise_tracks: int = 0  # tracks discarded before they confirmed (fewer than confirm_hits detections)
+    longest_gap_s: float = 0.0  # the longest time between two processed frames
     exit_reason: str = "completed"
     first_frame_s: float | None = None
     elapsed_s: float = 0.0
@@ -74,6 +76,23 @@ class RunResult:
     @property
     def confirmed_tracks(self) -> list[TrackState]:
         return list(self.finished_tracks.values())
+
+    def why_nothing_counted(self, tracker: TrackerConfig) -> str | None:
+        """Why a run that found insects counted none (a silent zero is worse than no trap); else None."""
+        if self.finished_tracks or not self.detections or not self.noise_tracks:
+            return None
+        settings = tracker.effective()
+        what = f"{self.noise_tracks:,} track(s) discarded before they confirmed"
+        if settings.mode == "video" and self.longest_gap_s > (settings.max_gap_s or 0.0):
+            return (
+                f"{what}: frames are up to {self.longest_gap_s:,.0f} s apart, longer than tracker.max_gap_s "
+                f"({settings.max_gap_s:g} s), so every insect was a one-frame track; for snapshots set "
+                "tracker.mode: timelapse"
+            )
+        return (
+            f"{what}: each had fewer than tracker.confirm_hits ({settings.confirm_hits}) detections "
+            "(insects that never stayed; or snapshots far apart: tracker.mode: timelapse)"
+        )
 
     def counts(self) -> dict[str, int]:
         """Finished, confirmed tracks per label ("unsure" where the vote abstained)."""
@@ -143,6 +162,7 @@ class Pipeline:
         self.db = Database.from_config(cfg)  # every storage setting, not a hand-picked few
         next_track_id, self._next_detection_id = self.db.next_ids()
         self.tracker = Tracker(cfg.tracker, taxonomy=taxonomy, first_track_id=next_track_id)
+        self._spacing_said = False
         self.record_tracks = record_tracks
         self.stop_event = threading.Event()
         # Per track: (time of the last saved crop, best score saved) - limits crops on disk.
@@ -230,6 +250,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 self._process(frame, detections, result, classify_t)
                 frame_t.add(time.perf_counter() - t0)
+                if last_frame_time is not None:
+                    self._check_spacing((frame.timestamp - last_frame_time).total_seconds(), result, ops)
                 last_frame_time = frame.timestamp
                 result.frames += 1
                 ops.on_frame(frame.timestamp, capture.dropped_frames, len(detections), time.monotonic())
@@ -328,6 +350,25 @@ class Pipeline:
                 for item, track_id in zip(inputs, update.assignments, strict=True)
             ]
 
+    def _check_spacing(self, gap_s: float, result: RunResult, ops: FieldOps) -> None:
+        """Say it once, and flag it in health, when frames come further apart than the tracker links.
+
+        The video tracker loses a track unseen for tracker.max_gap_s: with snapshots further apart
+        every insect is a one-frame track and nothing is ever counted.
+        """
+        result.longest_gap_s = max(result.longest_gap_s, gap_s)
+        settings = self.tracker.cfg
+        if self.tracker.timelapse or gap_s <= (settings.max_gap_s or 0.0) or self._spacing_said:
+            return
+        self._spacing_said = True
+        ops.extra_flags.append("frames-too-far-apart")
+        log.warning(
+            "frames are %.0f s apart, longer than tracker.max_gap_s (%g s): every insect becomes a "
+            "one-frame track and is not counted; for a time-lapse camera set tracker.mode: timelapse",
+            gap_s,
+            settings.max_gap_s,
+        )
+
     def _keep_crop(self, track_id: int, ts: datetime, classification: Classification | None) -> bool:
         """Save a track's first crop, any better-scored one, and one per `crop_every_s` otherwise."""
         if not self.cfg.storage.save_crops:
@@ -341,6 +382,8 @@ class Pipeline:
 
     def _store_track(self, run_id: int, track: TrackState, result: RunResult, finished: bool = True) -> None:
         reason = "noise" if track.status == "discarded" else None
+        if reason == "noise" and finished:
+            result.noise_tracks += 1
         if track.status == "ended" and track.label in self.not_insect_labels:
             # the model says this was no insect: keep the record, do not count it
             track, reason = dataclasses.replace(track, status="discarded"), "not_insect"

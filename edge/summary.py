@@ -58,6 +58,9 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
     if result.not_insects:
         labels = ", ".join(sorted(pipeline.not_insect_labels))
         print(f"  not counted: {result.not_insects} track(s) the model called {labels}")
+    silent_zero = result.why_nothing_counted(cfg.tracker)
+    if silent_zero:
+        print(f"  nothing counted: {silent_zero}")
     if result.partial_tracks:
         print(
             f"  not counted: {result.partial_tracks} partial track(s), only ever a nameless sliver at the "

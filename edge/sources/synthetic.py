@@ -53,6 +53,7 @@ class SyntheticFrameSource:
             height=cfg.height,
             frames=cfg.frames,
             frame_interval_s=cfg.frame_interval_s,
+            snapshot_every=cfg.snapshot_every,
             insects=cfg.insects,
             seed=cfg.seed,
             start=parse_start(cfg.start),
@@ -71,7 +72,11 @@ class SyntheticFrameSource:
         if i >= len(self.night):
             raise EndOfStream(f"{self.name}: all {len(self.night)} frames played")
         if self.realtime:
-            delay = self._t0 + i * self.night.params.frame_interval_s - time.monotonic()
+            delay = (
+                self._t0
+                + (self.night.timestamp(i) - self.night.timestamp(0)).total_seconds()
+                - time.monotonic()
+            )
             if delay > 0:
                 time.sleep(delay)
         image, _truth = self.night.render(i)

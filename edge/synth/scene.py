@@ -57,6 +57,10 @@ class SceneParams:
     """What to generate. `start` must be timezone-aware; it is converted to UTC.
 
     insects: number of visits over the night (each visit is one insect, counted once).
+    snapshot_every: a time-lapse camera: the night is simulated in steps of frame_interval_s and
+        every n-th step is a frame (frames are n * frame_interval_s apart). Insects behave as in
+        a filmed night between the frames; a visit that falls between two snapshots is never seen
+        and not part of the ground truth. 1: every step is a frame (a filmed night).
     """
 
     scene: SceneKind = "sheet"
@@ -68,6 +72,7 @@ class SceneParams:
     seed: int = 0
     start: datetime = field(default_factory=lambda: datetime(2026, 7, 1, 21, 30, tzinfo=timezone.utc))
     species: tuple[str, ...] | None = None  # None: the whole catalogue, by the scene's abundances
+    snapshot_every: int = 1
 
     def __post_init__(self) -> None:
         if self.scene not in ("sheet", "flowers"):
@@ -76,6 +81,7 @@ class SceneParams:
             ("width", self.width, 64),
             ("height", self.height, 48),
             ("frames", self.frames, 1),
+            ("snapshot_every", self.snapshot_every, 1),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < lo:
                 raise ConfigError(f"synthetic scene {name}={value!r}: expected an integer >= {lo}")
@@ -134,7 +140,8 @@ class Visit:
 
 @dataclass
 class _Track:
-    """The planned pose of one insect on each frame of its visit (index = frame - arrival)."""
+    """The planned pose of one insect on each step of its visit (index = step - arrival; a step is a
+    frame unless the night is a time-lapse, see SceneParams.snapshot_every)."""
 
     visit: Visit
     species: SyntheticSpecies
@@ -375,7 +382,7 @@ class SyntheticNight:
         self._gains = self._plan_light(rng)
         self._offsets = rng.integers(0, _NOISE_PAD + 1, (params.frames, 2))
         self._tracks: list[_Track] = []
-        self._on_frame: list[list[int]] = [[] for _ in range(params.frames)]
+        self._on_frame: list[list[int]] = [[] for _ in range(self.steps)]  # draw order per step
         self._plan_visits(rng)
         self._sprites: OrderedDict[tuple[int, int], Sprite] = OrderedDict()
         self._uprights: OrderedDict[int, UprightSprite] = OrderedDict()
@@ -391,6 +398,7 @@ class SyntheticNight:
     def _plan_light(self, rng: np.random.Generator) -> np.ndarray:
         """Per-frame BGR gains: a slow drift of a few % in brightness and colour temperature."""
         t = np.arange(self.params.frames, dtype=np.float64) * self.params.frame_interval_s
+        t *= self.params.snapshot_every
         p1, p2, p3 = rng.uniform(9000, 18000), rng.uniform(1200, 3000), rng.uniform(5000, 12000)
         ph = rng.uniform(0, 2 * np.pi, 3)
         bright = 1.0 + 0.025 * np.sin(2 * np.pi * t / p1 + ph[0]) + 0.01 * np.sin(2 * np.pi * t / p2 + ph[1])
@@ -409,9 +417,11 @@ class SyntheticNight:
     def _plan_visits(self, rng: np.random.Generator) -> None:
         """Choose every visit, then simulate all insects together frame by frame."""
         p = self.params
+        steps = self.steps
         scale = p.width / REFERENCE_WIDTH
-        first = min(3, p.frames - 1)  # let a background model see the empty screen first
-        max_stay = max(1, min(p.frames - first, 720))
+        # let a background model see the empty screen first (a time-lapse camera: its first frame)
+        first = min(3 if p.snapshot_every == 1 else p.snapshot_every, steps - 1)
+        max_stay = max(1, min(steps - first, 720))
         sim = []
         for insect_id in range(p.insects):
             species = self._pick_species(rng)
@@ -421,8 +431,8 @@ class SyntheticNight:
             stay = (
                 round(math.exp(rng.uniform(math.log(lo), math.log(max_stay)))) if max_stay > lo else max_stay
             )
-            arrival = int(rng.integers(first, max(first, p.frames - stay) + 1))
-            stay = min(stay, p.frames - arrival)
+            arrival = int(rng.integers(first, max(first, steps - stay) + 1))
+            stay = min(stay, steps - arrival)
             visit = Visit(insect_id, species.name, arrival, arrival + stay)
             reach = length * _REACH[species.body_plan] + 2
             bounds = (
@@ -442,7 +452,7 @@ class SyntheticNight:
                     moving=np.zeros(stay, bool),
                 )
             )
-        _simulate(sim, self._tracks, self._on_frame, p.frames, rng)
+        _simulate(sim, self._tracks, self._on_frame, steps, rng)
 
     # ------------------------------------------------------------ public API
 
@@ -450,28 +460,45 @@ class SyntheticNight:
         return self.params.frames
 
     @property
+    def steps(self) -> int:
+        """Simulated steps: frames * snapshot_every."""
+        return self.params.frames * self.params.snapshot_every
+
+    @property
     def visits(self) -> tuple[Visit, ...]:
-        """The plan: one Visit per insect id, in id order."""
-        return tuple(t.visit for t in self._tracks)
+        """One Visit per insect seen in at least one frame, in id order, in frame units."""
+        n = self.params.snapshot_every
+        if n == 1:
+            return tuple(t.visit for t in self._tracks)
+        out = []
+        for t in self._tracks:
+            first = -(-t.visit.arrival_frame // n)  # the first frame at or after its arrival step
+            last = (t.visit.departure_frame - 1) // n
+            if first <= last:
+                out.append(Visit(t.visit.insect_id, t.visit.species, first, last + 1))
+        return tuple(out)
 
     def ground_truth_counts(self) -> dict[str, int]:
-        """Visits per species over the night: what a perfect trap would count."""
+        """Visits per species over the night (those seen in a frame): what a perfect trap would count."""
         counts: dict[str, int] = {}
-        for t in self._tracks:
-            counts[t.species.name] = counts.get(t.species.name, 0) + 1
+        for visit in self.visits:
+            counts[visit.species] = counts.get(visit.species, 0) + 1
         return counts
 
     def timestamp(self, i: int) -> datetime:
         """UTC time of frame `i`."""
         self._check(i)
-        return self.params.start + timedelta(seconds=i * self.params.frame_interval_s)
+        return self.params.start + timedelta(
+            seconds=i * self.params.snapshot_every * self.params.frame_interval_s
+        )
 
     def ground_truth(self, i: int) -> list[GroundTruthObject]:
         """The insects visible in frame `i`, without rendering the frame's pixels."""
         self._check(i)
+        step = i * self.params.snapshot_every
         out = []
-        for k in self._on_frame[i]:
-            box, _sprite, moving = self._placed(k, i)
+        for k in self._on_frame[step]:
+            box, _sprite, moving = self._placed(k, step)
             if box is not None:
                 t = self._tracks[k]
                 out.append(
@@ -484,9 +511,10 @@ class SyntheticNight:
         self._check(i)
         frame, shade = self._background(i)
         gains = self._gains[i] * 255.0
+        step = i * self.params.snapshot_every
         truth = []
-        for k in self._on_frame[i]:
-            box, sprite, moving = self._placed(k, i)
+        for k in self._on_frame[step]:
+            box, sprite, moving = self._placed(k, step)
             if box is None:
                 continue
             if shade is not None and self.weather is not None:
@@ -513,15 +541,16 @@ class SyntheticNight:
         """The lit background of frame `i` (and the flower scene's cloud shade, else None)."""
         if self.weather is None:
             return cv2.transform(self._lit, np.diag(self._gains[i]).astype(np.float32)), None
-        return self.weather.apply(self._lit, i * self.params.frame_interval_s, self._gains[i])
+        seconds = i * self.params.snapshot_every * self.params.frame_interval_s
+        return self.weather.apply(self._lit, seconds, self._gains[i])
 
     def _check(self, i: int) -> None:
         if not isinstance(i, (int, np.integer)) or not 0 <= i < self.params.frames:
             raise IndexError(f"frame index {i!r} out of range 0..{self.params.frames - 1}")
 
-    def _placed(self, k: int, i: int) -> tuple[Box | None, Sprite, bool]:
+    def _placed(self, k: int, step: int) -> tuple[Box | None, Sprite, bool]:
         t = self._tracks[k]
-        j = i - t.visit.arrival_frame
+        j = step - t.visit.arrival_frame
         x, y, angle = int(t.x[j]), int(t.y[j]), int(t.angle[j])
         sprite = self._sprite(k, angle)
         h, w = sprite.alpha.shape
@@ -529,7 +558,12 @@ class SyntheticNight:
         box = Box(max(0, x0), max(0, y0), min(self.params.width, x0 + w), min(self.params.height, y0 + h))
         box_or_none = box if box.width > 0 and box.height > 0 else None
         # keep the unclipped origin with the sprite for compositing
-        return box_or_none, Sprite(sprite.premult, sprite.alpha, x0, y0), bool(t.moving[j])
+        n = self.params.snapshot_every
+        if n == 1:
+            moving = bool(t.moving[j])
+        else:  # moved since the previous frame, n steps back
+            moving = j >= n and (x, y, angle) != (int(t.x[j - n]), int(t.y[j - n]), int(t.angle[j - n]))
+        return box_or_none, Sprite(sprite.premult, sprite.alpha, x0, y0), moving
 
     def _sprite(self, k: int, angle: int) -> Sprite:
         key = (k, angle)

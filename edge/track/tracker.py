@@ -278,7 +278,8 @@ class Tracker:
             )
         if first_track_id < 1:
             raise TrackingError(f"Tracker: first_track_id must be >= 1, got {first_track_id}")
-        self.cfg = cfg
+        self.cfg = cfg.effective()  # time-lapse: the mode's defaults where the config sets nothing
+        self.timelapse = cfg.mode == "timelapse"
         self.taxonomy = taxonomy
         self._next_id = first_track_id
         self._active: list[_Track] = []
@@ -784,7 +785,7 @@ class Tracker:
         else:
             new_box = box
             dt = (timestamp - track.anchor_time).total_seconds()
-            if state.hits > 0 and dt > 0:
+            if state.hits > 0 and dt > 0 and not self.timelapse:  # snapshots: no motion to predict
                 (ax, ay), (bx, by) = track.anchor_box.center, box.center
                 rate = self.cfg.velocity_smoothing
                 vx, vy = track.velocity

@@ -1,0 +1,155 @@
+"""Time-lapse traps: snapshots minutes apart must count, and a run that counts nothing must say why.
+
+A trap that photographs the sheet every few minutes gave 0 insects on real AMI snapshots: every
+detection was a one-frame track, discarded as noise, silently. Here: the synthetic time-lapse
+night (`SceneParams.snapshot_every`, what `trapcam synth --snapshot-every` writes), the tracker's
+`mode: timelapse`, and the run's own explanation when it counted nothing, on JPEG files written in
+the test and replayed through the real pipeline into a real SQLite file.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from helpers import query
+from test_tracker import BROWN, GREEN, Run, appearance_descriptor, box_at, crop_of
+
+from edge.config import TIMELAPSE_DEFAULTS, VIDEO_DEFAULTS, TrackerConfig, parse_config
+from edge.evaluation.ground_truth import load_ground_truth
+from edge.evaluation.run import evaluate_frames, isolated_config
+from edge.pipeline import Pipeline
+from edge.summary import print_run_summary
+from edge.synth.scene import SceneParams, SyntheticNight
+from edge.synth.writer import write_night
+
+SNAPSHOT_S = 600
+
+
+def _night(seed: int = 4) -> SyntheticNight:
+    """Snapshots 10 minutes apart (5 s behaviour steps): a few insects visible in each."""
+    return SyntheticNight(
+        SceneParams(
+            width=640, height=360, frames=16, frame_interval_s=5, snapshot_every=120, insects=14, seed=seed
+        )
+    )
+
+
+def test_a_synthetic_time_lapse_night_is_snapshots_of_a_simulated_night() -> None:
+    night = _night()
+    assert [(night.timestamp(i) - night.timestamp(0)).total_seconds() for i in range(3)] == [0, 600, 1200]
+    truth = [night.ground_truth(i) for i in range(len(night))]
+    seen = {o.insect_id for frame in truth for o in frame}
+    # the ground truth counts exactly the insects seen in some snapshot, each visit spanning its frames
+    visits = night.visits
+    assert {v.insect_id for v in visits} == seen and sum(night.ground_truth_counts().values()) == len(seen)
+    for v in visits:
+        frames = [i for i, frame in enumerate(truth) if any(o.insect_id == v.insect_id for o in frame)]
+        assert (frames[0], frames[-1] + 1) == (v.arrival_frame, v.departure_frame)
+    assert len(visits) < 14 or all(v.departure_frame - v.arrival_frame >= 1 for v in visits)
+    # several insects are seen in more than one snapshot (sitters), and some moved in between
+    assert sum(1 for v in visits if v.departure_frame - v.arrival_frame > 1) >= 3
+    moved = [o for frame in truth[1:] for o in frame if o.moving]
+    assert moved, "no insect moved between snapshots: the night tests no linking"
+    # rendering agrees with the ground truth it reports
+    image, rendered = night.render(5)
+    assert image.shape == (360, 640, 3) and rendered == sorted(truth[5], key=lambda o: o.insect_id)
+    with pytest.raises(Exception, match="snapshot_every"):
+        SceneParams(snapshot_every=0)
+
+
+def test_timelapse_mode_changes_only_the_defaults_the_config_leaves_unset() -> None:
+    video = TrackerConfig().effective()
+    assert {k: getattr(video, k) for k in VIDEO_DEFAULTS} == VIDEO_DEFAULTS
+    timelapse = TrackerConfig(mode="timelapse").effective()
+    assert {k: getattr(timelapse, k) for k in TIMELAPSE_DEFAULTS} == TIMELAPSE_DEFAULTS
+    mine = TrackerConfig(mode="timelapse", confirm_hits=2, max_distance=1.5).effective()
+    assert (mine.confirm_hits, mine.max_distance, mine.max_misses) == (
+        2,
+        1.5,
+        TIMELAPSE_DEFAULTS["max_misses"],
+    )
+    # the mode survives a round trip through a dump (runs.config_json, evaluate's isolated config)
+    again = TrackerConfig.model_validate(TrackerConfig(mode="timelapse").model_dump()).effective()
+    assert again.confirm_hits == TIMELAPSE_DEFAULTS["confirm_hits"]
+
+
+def test_timelapse_tracker_keeps_a_sitter_as_one_counts_every_snapshot_insect_and_splits_far_look_alikes() -> (
+    None
+):
+    brown = appearance_descriptor(crop_of(BROWN, 1))
+    run = Run(TrackerConfig(mode="timelapse"), interval_s=SNAPSHOT_S)
+    # a moth that sits through ten snapshots, shifting a little, and one missed snapshot in between
+    for n in range(10):
+        boxes = {} if n == 4 else {"sitter": box_at(100 + 3 * n, 100, 40, 30)}
+        run.step(boxes, appearance={"sitter": brown})
+    run.finish()
+    assert len(run.counted()) == 1 and len(set(run.ids["sitter"])) == 1
+    # one snapshot: all three insects count at once (a video tracker would wait for a second frame)
+    run = Run(TrackerConfig(mode="timelapse"), interval_s=SNAPSHOT_S)
+    run.step({"a": box_at(100, 100), "b": box_at(300, 100), "c": box_at(500, 100)})
+    run.finish()
+    assert len(run.counted()) == 3
+    video = Run(TrackerConfig(), interval_s=SNAPSHOT_S)
+    video.step({"a": box_at(100, 100), "b": box_at(300, 100), "c": box_at(500, 100)})
+    video.finish()
+    assert video.counted() == []
+    # two look-alikes far apart, one per snapshot: two insects, not one that jumped
+    run = Run(TrackerConfig(mode="timelapse"), interval_s=SNAPSHOT_S)
+    run.step({"left": box_at(100, 100)}, appearance={"left": brown})
+    run.step({"right": box_at(600, 300)}, appearance={"right": appearance_descriptor(crop_of(BROWN, 2))})
+    run.finish()
+    assert len(run.counted()) == 2
+    # a walker that moved two body lengths between snapshots, of its own colours: still one
+    green = appearance_descriptor(crop_of(GREEN, 3))
+    run = Run(TrackerConfig(mode="timelapse"), interval_s=SNAPSHOT_S)
+    for n in range(4):
+        run.step({"walker": box_at(100 + 90 * n, 100, 40, 30)}, appearance={"walker": green})
+    run.finish()
+    assert len(run.counted()) == 1
+
+
+def _config(tmp_path: Path, frames: Path, data: str, mode: str | None) -> str:
+    tracker = f"tracker: {{mode: {mode}}}\n" if mode else ""
+    return (
+        f"data_dir: {tmp_path / data}\n"
+        f"source: {{kind: folder, path: {frames}, timestamps: filename, filename_format: '%Y%m%d-%H%M%S'}}\n"
+        f"classifier: {{enabled: false}}\nstorage: {{save_crops: false}}\n{tracker}"
+    )
+
+
+def test_snapshots_far_apart_count_in_timelapse_mode_and_the_video_tracker_says_why_it_counted_none(
+    tmp_path: Path,
+) -> None:
+    night = _night()
+    frames = write_night(night, tmp_path / "night")
+    true = sum(night.ground_truth_counts().values())
+    # the video tracker: nothing counted, and the run says why, on screen and in health
+    cfg = parse_config(_config(tmp_path, frames, "video", None), "trap.yaml")
+    pipeline = Pipeline(cfg)
+    result = pipeline.run()
+    assert result.detections > 0 and not result.finished_tracks
+    assert result.longest_gap_s == pytest.approx(SNAPSHOT_S)
+    reason = result.why_nothing_counted(cfg.tracker)
+    assert reason is not None and "600 s apart" in reason and "tracker.mode: timelapse" in reason
+    screen = io.StringIO()
+    with redirect_stdout(screen):
+        print_run_summary(cfg, pipeline, result)
+    assert f"nothing counted: {reason}" in screen.getvalue()
+    statuses = [s for (s,) in query(tmp_path / "video" / "trapcam.db", "SELECT status FROM health")]
+    assert any("frames-too-far-apart" in s for s in statuses), statuses
+    # time-lapse mode: the insects count, close to the truth (on this small 640 px night of 16
+    # snapshots, 16 for 14: walkers that moved far between snapshots; bench.timelapse_counts
+    # measures larger nights)
+    cfg = parse_config(_config(tmp_path, frames, "timelapse", "timelapse"), "trap.yaml")
+    truth = load_ground_truth(frames, "synthetic")
+    report, result = evaluate_frames(isolated_config(cfg, tmp_path / "eval"), truth)
+    assert report.tracking is not None and report.tracking.true_count == true
+    assert abs(report.tracking.counted - true) <= max(2, 0.2 * true), (report.tracking.counted, true)
+    assert result.why_nothing_counted(cfg.tracker) is None
+    # frames close together never raise the warning
+    assert TrackerConfig().effective().max_gap_s == VIDEO_DEFAULTS["max_gap_s"] < SNAPSHOT_S
+    assert timedelta(seconds=SNAPSHOT_S) == night.timestamp(1) - night.timestamp(0)
