@@ -42,11 +42,14 @@ from convert.tflite import (
     load_keras_model,
     read_run,
     split_images,
+    with_embedding,
 )
 from edge.classify.bundle import (
+    EMBEDDING_OUTPUT,
     FORMAT_VERSION,
     MANIFEST_NAME,
     BundleManifest,
+    EmbeddingSpec,
     FileRole,
     InputSpec,
     OutputHead,
@@ -175,6 +178,9 @@ def make_manifest(
     parents = run.meta.get("taxonomy_parents") or {}
     # trained from crops labelled not_insect: say so, so the trap does not count what it calls that
     not_insect = NOT_INSECT if all(NOT_INSECT in run.labels[level] for level in run.levels) else None
+    embedding = None
+    if EMBEDDING_OUTPUT in outputs:
+        embedding = EmbeddingSpec(signature_output=EMBEDDING_OUTPUT, size=int(outputs[EMBEDDING_OUTPUT][-1]))
     return BundleManifest(
         format_version=FORMAT_VERSION,
         name=f"{run.meta.get('backbone', 'model')}-{run.path.name}",
@@ -197,6 +203,7 @@ def make_manifest(
         validation=dict(validation or {}),
         training=provenance(run),
         not_insect_label=not_insect,
+        embedding=embedding,
     )
 
 
@@ -279,7 +286,10 @@ def convert_run(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         with tempfile.TemporaryDirectory(prefix="trapcam-check-") as work:
-            tflites = convert_variants(model, run, chosen, io, representative, work_dir=Path(work))
+            # the TFLite files carry the penultimate features too (the time-lapse tracker's cue)
+            tflites = convert_variants(
+                with_embedding(model, run.levels), run, chosen, io, representative, work_dir=Path(work)
+            )
             names = {variant_file(v, bundle_variant): v for v in chosen}
             for name, variant in names.items():
                 (staging / name).write_bytes(tflites[variant])

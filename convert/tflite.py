@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edge.classify.bundle import EMBEDDING_OUTPUT
 from edge.errors import ConfigError, TrapcamError
 
 VARIANTS = ("float32", "float16", "dynamic", "int8")
@@ -205,6 +206,27 @@ def inference_model(model: Any, size: tuple[int, int]) -> Any:
     wrapper = _Inference(model)
     wrapper(np.zeros((1, size[0], size[1], 3), dtype=np.float32))  # builds it
     return wrapper
+
+
+def with_embedding(model: Any, levels: Sequence[str]) -> Any:
+    """The trained model with its penultimate features as one more output, `embedding`.
+
+    The features are what the finest head's first dense layer reads: the backbone's pooled output,
+    which describes the insect, not only its class. On the trap the classifier returns them with
+    the probabilities of the same invoke, and the time-lapse tracker links an insect across
+    snapshots minutes apart by them (model.json `embedding`). A model not built by `trapcam train`
+    (no `<level>_fc` layer) is returned as it is.
+    """
+    import keras
+
+    try:
+        features = model.get_layer(f"{levels[-1]}_fc").input
+    except ValueError:
+        return model
+    outputs = model.output
+    if not isinstance(outputs, dict):
+        outputs = {levels[-1]: outputs}
+    return keras.Model(model.input, {**outputs, EMBEDDING_OUTPUT: features}, name=f"{model.name}_embedding")
 
 
 def export_saved_model(model: Any, directory: Path, size: tuple[int, int]) -> Path:

@@ -570,6 +570,13 @@ class TrackerConfig(Section):
         description="re-identification and hop linking need colour histograms closer than this "
         "(Bhattacharyya distance): a different insect landing on a lost one's spot is a new count",
     )
+    link_max_embedding: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="time-lapse: where the model gives embeddings, linking two snapshots needs a cosine "
+        "distance (1 - cos) of the insect's features below this",
+    )
     reid_max_tracks: int = Field(
         256, ge=1, description="lost tracks kept for re-identification (bounds memory)"
     )

@@ -53,10 +53,11 @@ _US = 1_000_000
 
 _UPSERT_SUMMARY = (
     "INSERT INTO summaries (run_id, start_utc, end_utc, effort_s, frames_processed, frames_dropped, "
-    "tracks, counts_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "tracks, counts_json, max_insects) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(run_id, start_utc) DO UPDATE SET end_utc = excluded.end_utc, "
     "effort_s = excluded.effort_s, frames_processed = excluded.frames_processed, "
-    "frames_dropped = excluded.frames_dropped, tracks = excluded.tracks, counts_json = excluded.counts_json"
+    "frames_dropped = excluded.frames_dropped, tracks = excluded.tracks, counts_json = excluded.counts_json, "
+    "max_insects = excluded.max_insects"
 )
 
 
@@ -103,6 +104,8 @@ class SummaryRow:
 
     counts: {level: {label: finished tracks}}, plus {"unsure": {"unsure": n}} for tracks with no
     answer at any level (see the module docstring).
+    max_insects: the most insects seen in one frame of the interval (one per track); None when
+    the loop did not say (rows written before it did).
     """
 
     run_id: int
@@ -113,6 +116,7 @@ class SummaryRow:
     frames_dropped: int
     tracks: int
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    max_insects: int | None = None
 
     def counts_json(self) -> str:
         """Sorted, compact JSON: the same counts always give the same text (replays compare equal)."""
@@ -128,6 +132,7 @@ class SummaryRow:
             int(self.frames_dropped),
             int(self.tracks),
             self.counts_json(),
+            None if self.max_insects is None else int(self.max_insects),
         )
 
     def to_payload(self, today: Mapping[str, int]) -> dict[str, Any]:
@@ -144,6 +149,7 @@ class SummaryRow:
             "frames_processed": int(self.frames_processed),
             "frames_dropped": int(self.frames_dropped),
             "tracks": int(self.tracks),
+            "max_insects": None if self.max_insects is None else int(self.max_insects),
             "counts": {level: dict(sorted(labels.items())) for level, labels in sorted(self.counts.items())},
             "today": dict(sorted(today.items())),
         }
@@ -158,6 +164,7 @@ class _Open:
     dropped: int = 0
     last_frame_us: int | None = None
     tracks: dict[int, TrackRow] = field(default_factory=dict)
+    max_insects: int | None = None
 
 
 class IntervalSummarizer:
@@ -189,10 +196,11 @@ class IntervalSummarizer:
 
     # ------------------------------------------------------------ feeding
 
-    def on_frame(self, ts: datetime, dropped_total: int) -> list[SummaryRow]:
+    def on_frame(self, ts: datetime, dropped_total: int, insects: int | None = None) -> list[SummaryRow]:
         """Account one processed frame; returns the rows of intervals this frame closed (oldest first).
 
-        dropped_total: the capture thread's running count of dropped frames.
+        dropped_total: the capture thread's running count of dropped frames; insects: how many
+        insects the frame showed (one per track), for the interval's `max_insects`.
         """
         now = _to_us(ts)
         prev, self._last_frame_us = self._last_frame_us, now
@@ -201,6 +209,8 @@ class IntervalSummarizer:
         self._paused = False
         slot = self._slot(self._start_of(now))
         slot.frames += 1
+        if insects is not None:
+            slot.max_insects = max(slot.max_insects or 0, int(insects))
         slot.last_frame_us = now if slot.last_frame_us is None else max(slot.last_frame_us, now)
         if dropped_total < self._dropped_seen:  # the counter was reset (capture restarted)
             self._dropped_seen = 0
@@ -377,6 +387,7 @@ class IntervalSummarizer:
             frames_dropped=slot.dropped,
             tracks=len(slot.tracks),
             counts={level: dict(sorted(labels.items())) for level, labels in sorted(counts.items())},
+            max_insects=slot.max_insects,
         )
 
 
@@ -396,4 +407,5 @@ def summary_from_db(row: Mapping[str, Any]) -> SummaryRow:
         frames_dropped=int(row["frames_dropped"]),
         tracks=int(row["tracks"]),
         counts=json.loads(row["counts_json"]),
+        max_insects=row["max_insects"] if "max_insects" in row.keys() else None,  # noqa: SIM118
     )

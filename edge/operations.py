@@ -143,12 +143,22 @@ class FieldOps:
             self._active = active
         return active
 
-    def on_frame(self, ts: datetime, dropped_total: int, detections: int, monotonic_now: float) -> None:
-        """A processed (active) frame: effort, summaries that it closed, the watchdog."""
+    def on_frame(
+        self,
+        ts: datetime,
+        dropped_total: int,
+        detections: int,
+        monotonic_now: float,
+        insects: int | None = None,
+    ) -> None:
+        """A processed (active) frame: effort, summaries that it closed, the watchdog.
+
+        insects: how many insects the frame showed (one per track), for `max_insects`.
+        """
         self._fps_window.append(monotonic_now)
         if detections:
             self._last_detection = ts
-        for row in self.summarizer.on_frame(ts, dropped_total):
+        for row in self.summarizer.on_frame(ts, dropped_total, insects):
             self._emit_summary(row)
         self.notifier.ping()
 

@@ -14,7 +14,7 @@ import platform
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +24,7 @@ import numpy as np
 from edge import __version__
 from edge.classify.classifier import Classifier
 from edge.classify.taxonomy import Taxonomy
+from edge.classify.types import UNSURE as UNSURE_LABEL
 from edge.classify.types import Classification, names_a_taxon
 from edge.config import TrackerConfig, TrapConfig
 from edge.detect.base import Box, Detection
@@ -37,6 +38,7 @@ from edge.sources.base import FrameSource
 from edge.sources.capture import CaptureThread
 from edge.sources.factory import make_source
 from edge.store.db import Database, DetectionRow, RunInfo, TrackRow
+from edge.store.schema import utc_iso
 from edge.track.appearance import appearance_descriptor
 from edge.track.tracker import Tracker, TrackInput, TrackState
 from edge.watchdog import Notifier
@@ -163,6 +165,15 @@ class Pipeline:
         next_track_id, self._next_detection_id = self.db.next_ids()
         self.tracker = Tracker(cfg.tracker, taxonomy=taxonomy, first_track_id=next_track_id)
         self._spacing_said = False
+        self._frame_insects = 0
+        if self.tracker.timelapse and not (self.classifier is not None and self.classifier.has_embedding):
+            log.warning(
+                "tracker.mode timelapse: %s, so insects are linked across snapshots by colour histograms "
+                "(a bundle from `trapcam convert` carries the features that tell look-alikes apart)",
+                "no classifier runs"
+                if self.classifier is None
+                else f"the model ({self.classifier.bundle.describe_source()}) gives no embedding output here",
+            )
         self.record_tracks = record_tracks
         self.stop_event = threading.Event()
         # Per track: (time of the last saved crop, best score saved) - limits crops on disk.
@@ -254,7 +265,13 @@ class Pipeline:
                     self._check_spacing((frame.timestamp - last_frame_time).total_seconds(), result, ops)
                 last_frame_time = frame.timestamp
                 result.frames += 1
-                ops.on_frame(frame.timestamp, capture.dropped_frames, len(detections), time.monotonic())
+                ops.on_frame(
+                    frame.timestamp,
+                    capture.dropped_frames,
+                    len(detections),
+                    time.monotonic(),
+                    insects=self._frame_insects,
+                )
                 window_s = time.monotonic() - last_stats
                 if window_s >= self.cfg.logging.stats_interval_s:
                     fps = (result.frames - frames_at_last_stats) / window_s
@@ -318,6 +335,7 @@ class Pipeline:
                     detection_id=self._next_detection_id,
                     classification=classifications[i],
                     appearance=appearance_descriptor(crops[i]),
+                    embedding=classifications[i].embedding if classifications[i] is not None else None,
                 )
             )
             self._next_detection_id += 1
@@ -337,6 +355,9 @@ class Pipeline:
         for track in update.ended:
             self._store_track(result.run_id, track, result)
         result.detections += len(detections)
+        self._frame_insects = len(set(update.assignments))  # one per track: pieces of an insect once
+        if self.tracker.timelapse:
+            self._store_snapshot(result.run_id, frame, inputs, update.assignments)
         if self.record_tracks:  # one box per track and frame: fragments widen their track's box
             boxes: dict[int, Box] = {}
             for item, track_id in zip(inputs, update.assignments, strict=True):
@@ -349,6 +370,50 @@ class Pipeline:
                 (item.detection.box, item.classification, track_id)
                 for item, track_id in zip(inputs, update.assignments, strict=True)
             ]
+
+    def _store_snapshot(
+        self, run_id: int, frame: Frame, inputs: Sequence[TrackInput], assignments: Sequence[int]
+    ) -> None:
+        """One `snapshots` row: the insects this frame showed, by their crop's answer and size class.
+
+        An insect is one track: of a track's pieces in this frame the largest speaks for it. Its
+        levels are those of the crop's deepest consistent answer and the coarser ones ('unsure'
+        where every head abstained), like the summaries' counts.
+        """
+        main: dict[int, TrackInput] = {}
+        for item, track_id in zip(inputs, assignments, strict=True):
+            seen = main.get(track_id)
+            if seen is None or item.detection.box.area > seen.detection.box.area:
+                main[track_id] = item
+        counts: dict[str, dict[str, int]] = {}
+
+        def add(level: str, label: str) -> None:
+            per_level = counts.setdefault(level, {})
+            per_level[label] = per_level.get(label, 0) + 1
+
+        for item in main.values():
+            c = item.classification
+            levels = list(c.levels) if c is not None else []
+            answered = levels[: levels.index(c.level) + 1] if c is not None and c.level is not None else []
+            for level in answered:
+                add(level, c.levels[level].label or UNSURE_LABEL)  # type: ignore[union-attr]
+            if not answered:
+                add(UNSURE_LABEL, UNSURE_LABEL)
+            box = item.detection.box
+            size_class = self.cfg.size.measure(float(max(box.width, box.height)))[1]
+            if size_class is not None:
+                add("size_class", size_class)
+        text = json.dumps(
+            {level: dict(sorted(labels.items())) for level, labels in sorted(counts.items())},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        self.db.submit(
+            "INSERT INTO snapshots (run_id, ts_utc, frame_index, insects, counts_json) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (run_id, utc_iso(frame.timestamp), int(frame.index), len(main), text),
+        )
 
     def _check_spacing(self, gap_s: float, result: RunResult, ops: FieldOps) -> None:
         """Say it once, and flag it in health, when frames come further apart than the tracker links.

@@ -146,6 +146,20 @@ def test_int8_bundle_reproduces_keras_top1_on_the_edge_runtime(
         assert agreement == pytest.approx(recorded[level]["agreement"], abs=1e-9), level
         assert agreement >= FIXTURE_MIN_AGREEMENT, (level, agreement)
     assert classifier.input_dtype == "uint8"
+    # the penultimate features come with every answer (the time-lapse tracker's cue): unit length,
+    # and crops of one species closer to each other than to another species' crops
+    assert classifier.has_embedding
+    vectors = np.stack([r.embedding for r in results])
+    assert vectors.shape == (len(images), converted.manifest.embedding.size)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    species = np.array([np.argmax(p) for p in keras_probs["species"]])
+    same, other = [], []
+    for k in range(len(SPECIES)):
+        mine, rest = vectors[species == k], vectors[species != k]
+        centre = mine.mean(axis=0)
+        same.append(float(np.mean(1 - mine @ centre / np.linalg.norm(centre))))
+        other.append(float(np.mean(1 - rest @ centre / np.linalg.norm(centre))))
+    assert max(same) < min(other), (same, other)
 
 
 def test_manifest_describes_the_files_labels_thresholds_and_quantization(
@@ -179,8 +193,14 @@ def test_manifest_describes_the_files_labels_thresholds_and_quantization(
         assert head.thresholds == pytest.approx(thresholds[head.level]["thresholds"])
         assert head.activation == "none"
     assert manifest.taxonomy.parents == meta["taxonomy_parents"]
+    # the features before the heads, declared and present in the TFLite signature (int8 like the rest)
+    assert manifest.embedding is not None and manifest.embedding.signature_output == "embedding"
+    assert manifest.embedding.size == 1280  # MobileNetV2's pooled features
 
     runner = Interpreter(model_path=str(out / "model.tflite")).get_signature_runner("serving_default")
+    outputs = runner.get_output_details()
+    assert sorted(outputs) == sorted([*meta["levels"], "embedding"])
+    assert list(outputs["embedding"]["shape"]) == [1, 1280] and outputs["embedding"]["dtype"] == np.uint8
     details = next(iter(runner.get_input_details().values()))
     scale, zero_point = details["quantization"]
     spec = manifest.input
@@ -430,8 +450,9 @@ def test_flat_run_gives_a_uint8_single_head_bundle_that_also_loads_as_a_plain_mo
 
     interpreter = Interpreter(model_path=str(result.out_dir / "model.tflite"))
     (inp,) = interpreter.get_input_details()
-    (output,) = interpreter.get_output_details()
-    assert (inp["dtype"], output["dtype"]) == (np.uint8, np.uint8)
+    outputs = interpreter.get_signature_runner("serving_default").get_output_details()
+    assert sorted(outputs) == ["embedding", "species"]  # the head, and the features for time-lapse linking
+    assert inp["dtype"] == np.uint8 and {d["dtype"] for d in outputs.values()} == {np.uint8}
 
     images = load_images(read_splits(flat_run / "splits.csv").test, 64)
     model = keras.saving.load_model(flat_run / "model.keras", compile=False)
@@ -446,6 +467,7 @@ def test_flat_run_gives_a_uint8_single_head_bundle_that_also_loads_as_a_plain_mo
     for source, path in (("bundle", result.out_dir), ("plain", plain / "model.tflite")):
         bundle = load_bundle(path)
         assert bundle.source == source
+        assert bundle.manifest.embedding == manifest.embedding  # a plain copy keeps its features too
         results = Classifier(bundle, num_threads=1).classify(np.ascontiguousarray(images[..., ::-1]))
         answers[source] = np.array([np.argmax(r.probs["species"]) for r in results])
     agreement = float(np.mean(answers["bundle"] == reference))

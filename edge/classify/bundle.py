@@ -100,6 +100,18 @@ class InputSpec(_Strict):
         return (0.0, 255.0) if self.float_range is None else self.float_range
 
 
+# The signature output `trapcam convert` gives the penultimate features (see EmbeddingSpec).
+EMBEDDING_OUTPUT = "embedding"
+
+
+class EmbeddingSpec(_Strict):
+    """The model's penultimate features as an output: what the tracker links insects by across
+    snapshots minutes apart (no extra inference: the same invoke as the classification)."""
+
+    signature_output: str = Field(min_length=1, description="the output's name in the signature")
+    size: int = Field(ge=1, description="features per crop")
+
+
 class OutputHead(_Strict):
     """One output head, e.g. the family classifier of a hierarchical model."""
 
@@ -162,6 +174,9 @@ class BundleManifest(_Strict):
     files: dict[str, FileEntry] = Field(min_length=1)
     validation: dict[str, Any] = Field(default_factory=dict, description="float-vs-int8 figures from convert")
     training: dict[str, Any] = Field(default_factory=dict, description="provenance: data, backbone, epochs")
+    embedding: EmbeddingSpec | None = Field(
+        None, description="the penultimate features output (written by convert); null: the model has none"
+    )
     not_insect_label: str | None = Field(
         None,
         min_length=1,
@@ -198,6 +213,10 @@ class BundleManifest(_Strict):
                         f"taxonomy.parents.{lower}.{label}: parent '{parent}'"
                         f" is not a label of level '{upper}'"
                     )
+        if self.embedding is not None and self.embedding.signature_output in names:
+            raise ValueError(
+                f"embedding.signature_output '{self.embedding.signature_output}' is also a head's output"
+            )
         if self.not_insect_label is not None:
             label = self.not_insect_label
             missing = [head.level for head in self.outputs if label not in head.labels]
@@ -541,6 +560,15 @@ def _load_plain(
         outputs = [(d["name"], d) for d in interpreter.get_output_details()]
     if len(inputs) != 1:
         raise ModelError(f"{model_path}: expected one image input, the model has {len(inputs)}")
+    embedding: EmbeddingSpec | None = None
+    if signatures and len(outputs) == 2 and any(name == EMBEDDING_OUTPUT for name, _ in outputs):
+        # a flat model from `trapcam convert` shipped without its model.json: its classes and the
+        # features it carries for the time-lapse tracker, both named in the signature
+        features = next(d for name, d in outputs if name == EMBEDDING_OUTPUT)
+        embedding = EmbeddingSpec(
+            signature_output=EMBEDDING_OUTPUT, size=int(_prod(features["shape"][1:]) or 1)
+        )
+        outputs = [(name, d) for name, d in outputs if name != EMBEDDING_OUTPUT]
     if len(outputs) != 1:
         raise ModelError(
             f"{model_path}: a plain model must have one output (got {len(outputs)}: "
@@ -591,6 +619,7 @@ def _load_plain(
         taxonomy=TaxonomySpec(levels=[level_name]),
         files={model_path.name: FileEntry(sha256=sha, role="cpu")},
         training={"source": "plain model", "labels_file": str(labels_path)},
+        embedding=embedding,
     )
     return LoadedBundle(
         manifest=manifest,

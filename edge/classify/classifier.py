@@ -52,6 +52,16 @@ class _Head:
     softmax: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Features:
+    """The embedding output, resolved against the interpreter."""
+
+    key: str
+    size: int
+    scale: float  # 0.0: float output
+    zero_point: int
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
     return e / e.sum()
@@ -114,6 +124,7 @@ class Classifier:
         self._input_index = int(input_details["index"])
         self._prepare_input(input_details)
         self._heads = [self._resolve_head(i, head, output_details) for i, head in enumerate(manifest.outputs)]
+        self._embedding = self._resolve_embedding(output_details)
         self.last_invoke_s = 0.0
         self.reset_timing()
         try:
@@ -302,6 +313,44 @@ class Classifier:
         )
         return _Head(head, key, size, scale, zero_point, thresholds, softmax=head.activation == "softmax")
 
+    def _resolve_embedding(self, outputs: dict[str | int, dict[str, Any]]) -> _Features | None:
+        """The declared embedding output, dequantized like a head; None without one.
+
+        Only the TFLite signature carries it (the ONNX files for TensorRT have the heads alone).
+        """
+        spec = self.bundle.manifest.embedding
+        if spec is None or self._runner is None:
+            return None
+        if spec.signature_output not in outputs:
+            raise ModelError(
+                f"{self._model}: signature '{self.bundle.manifest.signature}' has no output"
+                f" '{spec.signature_output}' (the embedding {self._source} declares);"
+                f" it has {sorted(str(k) for k in outputs)}"
+            )
+        details = outputs[spec.signature_output]
+        size = int(np.prod([int(v) for v in details["shape"]][1:]))
+        if size != spec.size:
+            raise ModelError(
+                f"{self._source}: embedding has size {spec.size} but the model's output"
+                f" '{spec.signature_output}' has {size} values ({self._model.name})"
+            )
+        scale, zero_point = (0.0, 0)
+        if np.dtype(details["dtype"]).name in ("uint8", "int8"):
+            scale, zero_point = _tensor_quant(details)
+        return _Features(spec.signature_output, size, scale, zero_point)
+
+    @property
+    def has_embedding(self) -> bool:
+        """Does each classification carry the model's penultimate features?"""
+        return self._embedding is not None
+
+    def _features(self, raw: dict[str | int, np.ndarray]) -> np.ndarray | None:
+        if self._embedding is None:
+            return None
+        vector = np.array(self._dequantize(self._embedding, raw[self._embedding.key]), dtype=np.float32)
+        norm = float(np.linalg.norm(vector))
+        return vector / norm if norm > 0 else vector
+
     def _detect_activations(self) -> None:
         """Decide per head whether outputs are logits, from a few probe images (also warms up).
 
@@ -389,10 +438,10 @@ class Classifier:
         return [{key: values[i] for key, values in out.items()} for i in range(len(crops))]
 
     @staticmethod
-    def _dequantize(head: _Head, raw: np.ndarray) -> np.ndarray:
+    def _dequantize(output: _Head | _Features, raw: np.ndarray) -> np.ndarray:
         values = raw.reshape(-1)
-        if head.scale:
-            return (values.astype(np.float32) - np.float32(head.zero_point)) * np.float32(head.scale)
+        if output.scale:
+            return (values.astype(np.float32) - np.float32(output.zero_point)) * np.float32(output.scale)
         return values.astype(np.float32, copy=False)
 
     def _predict(self, head: _Head, raw: np.ndarray) -> tuple[LevelPrediction, np.ndarray]:
@@ -443,7 +492,16 @@ class Classifier:
                 probs[head.spec.level] = np.array(vector, dtype=np.float32)  # own copy, no list boxing
             level, label = self.bundle.taxonomy.deepest_consistent({k: v.label for k, v in levels.items()})
             score = levels[level].score if level is not None else 0.0
-            results.append(Classification(levels=levels, level=level, label=label, score=score, probs=probs))
+            results.append(
+                Classification(
+                    levels=levels,
+                    level=level,
+                    label=label,
+                    score=score,
+                    probs=probs,
+                    embedding=self._features(raw),
+                )
+            )
         self._crops += len(crops)
         self._calls += 1
         self._classify_s += time.perf_counter() - start

@@ -54,6 +54,8 @@ class Classification:
     probs: per level, the full probability vector (float32 numpy array, in label order); kept as
         an array because turning 1,000 classes into a Python list per crop cost more than the
         rest of the classifier's own work.
+    embedding: the model's penultimate features for the crop, L2-normalised (float32), when the
+        bundle declares that output (model.json `embedding`); None otherwise.
     """
 
     levels: dict[str, LevelPrediction]
@@ -61,3 +63,4 @@ class Classification:
     label: str | None
     score: float
     probs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    embedding: np.ndarray | None = field(default=None, repr=False)

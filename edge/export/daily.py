@@ -21,6 +21,17 @@ to the day its `first_utc` falls in; only finished tracks (status 'ended') are e
 - effort_hours: hours the trap really watched during the whole day (from the interval
   summaries; a summary crossing the day boundary counts in proportion), 3 decimals; the same on
   every row of the file.
+- max_per_snapshot: time-lapse traps (tracker.mode timelapse): the most of that taxon seen in one
+  snapshot that day (for `all,all` the most insects at once), by each crop's own answer; `count`
+  is the individuals linked across snapshots. Empty for a filmed night (no snapshot rows).
+
+`<out>/<D>/snapshots_<device>_<D>.csv`, time-lapse traps only, one row per snapshot and taxon:
+
+    time, run_id, level, taxon, count
+
+every level and taxon the snapshot's crops were given (coarse to fine), `unsure,unsure` for crops
+no head answered, `size_class,<class>`, and always `all,all` (0 for an empty snapshot, so the file
+says when the sheet was watched and empty).
 
 `<out>/<D>/tracks_<device>_<D>.csv`, one row per finished track, by first sighting:
 
@@ -45,10 +56,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from edge.classify.taxonomy import RANKS
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ExportError
 from edge.export.csvsafe import Num, atomic_write, fixed, integer, render_csv
 from edge.export.data import (
+    SnapshotRecord,
     TrackRecord,
     day_window,
     effort_seconds,
@@ -56,12 +69,14 @@ from edge.export.data import (
     latest_device_id,
     ordered_levels,
     parse_day,
+    read_snapshots,
     read_tracks,
     snapshot,
 )
 
 UNSURE = "unsure"
 ALL = "all"
+SIZE_CLASS = "size_class"
 MAX_DAYS = 3660
 COUNTS_HEADER = (
     "date",
@@ -73,7 +88,9 @@ COUNTS_HEADER = (
     "last_seen",
     "mean_confidence",
     "effort_hours",
+    "max_per_snapshot",
 )
+SNAPSHOTS_HEADER = ("time", "run_id", "level", "taxon", "count")
 TRACKS_HEADER = (
     "track_id",
     "run_id",
@@ -144,11 +161,23 @@ def _summarise(tracks: Sequence[TrackRecord]) -> _Taxon:
 
 
 def counts_csv(
-    day: date, device_id: str, tracks: Sequence[TrackRecord], effort_s: float, zone: ZoneInfo
+    day: date,
+    device_id: str,
+    tracks: Sequence[TrackRecord],
+    effort_s: float,
+    zone: ZoneInfo,
+    snapshots: Sequence[SnapshotRecord] = (),
 ) -> bytes:
     """The counts file's bytes (see the module docstring for the columns)."""
     rows: list[list[object]] = []
     effort_h = fixed(effort_s / 3600.0, 3)
+
+    def most(level: str, taxon: str) -> object:
+        if not snapshots:
+            return None
+        if level == ALL:
+            return integer(max(s.insects for s in snapshots))
+        return integer(max(s.counts.get(level, {}).get(taxon, 0) for s in snapshots))
 
     def row(level: str, taxon: str, group: Sequence[TrackRecord]) -> list[object]:
         s = _summarise(group)
@@ -162,6 +191,7 @@ def counts_csv(
             local_iso(s.last, zone) if s.last else None,
             fixed(s.mean_score, 4),
             effort_h,
+            most(level, taxon),
         ]
 
     for level in ordered_levels(tracks):
@@ -174,6 +204,24 @@ def counts_csv(
     rows.append(row(UNSURE, UNSURE, [t for t in tracks if t.unsure]))
     rows.append(row(ALL, ALL, list(tracks)))
     return render_csv(COUNTS_HEADER, rows)
+
+
+def snapshots_csv(snapshots: Sequence[SnapshotRecord], zone: ZoneInfo) -> bytes:
+    """The snapshots file's bytes: per snapshot, its counts by level and taxon, then `all,all`."""
+    rows: list[list[object]] = []
+    for snap in snapshots:
+        when = local_iso(snap.ts, zone)
+        levels = [lv for lv in snap.counts if lv not in (UNSURE, SIZE_CLASS)]
+        for level in [*sorted(levels, key=_rank), UNSURE, SIZE_CLASS]:
+            for taxon, n in sorted(snap.counts.get(level, {}).items()):
+                rows.append([when, integer(snap.run_id), level, taxon, integer(n)])
+        rows.append([when, integer(snap.run_id), ALL, ALL, integer(snap.insects)])
+    return render_csv(SNAPSHOTS_HEADER, rows)
+
+
+def _rank(level: str) -> tuple[int, str]:
+    """Coarse levels first (order before family before species), unknown levels after, by name."""
+    return (RANKS.index(level), level) if level in RANKS else (len(RANKS), level)
 
 
 def tracks_csv(tracks: Sequence[TrackRecord], zone: ZoneInfo) -> bytes:
@@ -226,10 +274,15 @@ def export_days(
             start, end = day_window(day, site.timezone, export.day_starts_at)
             tracks = read_tracks(conn, [(start, end)])
             effort = effort_seconds(conn, start, end)
+            snapshots = read_snapshots(conn, start, end)
             folder = out_dir / day.isoformat()
             counts_path = folder / f"counts_{device}_{day.isoformat()}.csv"
             tracks_path = folder / f"tracks_{device}_{day.isoformat()}.csv"
-            atomic_write(counts_path, counts_csv(day, device, tracks, effort, zone))
+            atomic_write(counts_path, counts_csv(day, device, tracks, effort, zone, snapshots))
             atomic_write(tracks_path, tracks_csv(tracks, zone))
             written += [counts_path, tracks_path]
+            if snapshots:
+                snapshots_path = folder / f"snapshots_{device}_{day.isoformat()}.csv"
+                atomic_write(snapshots_path, snapshots_csv(snapshots, zone))
+                written.append(snapshots_path)
     return written

@@ -198,6 +198,34 @@ def read_tracks(conn: sqlite3.Connection, windows: Sequence[tuple[datetime, date
     return out
 
 
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """One time-lapse frame: when, how many insects it showed, and those by level and label
+    ({level: {label: n}}, with 'unsure' and 'size_class' as in the summaries)."""
+
+    ts: datetime
+    run_id: int
+    insects: int
+    counts: dict[str, dict[str, int]]
+
+
+def read_snapshots(conn: sqlite3.Connection, start: datetime, end: datetime) -> list[SnapshotRecord]:
+    """Time-lapse frames in [start, end), by time (none from a database older than schema 4)."""
+    if get_version(conn) < 4:
+        return []
+    rows = conn.execute(
+        "SELECT ts_utc, run_id, insects, counts_json FROM snapshots WHERE ts_utc >= ? AND ts_utc < ? "
+        "ORDER BY ts_utc, run_id, snapshot_id",
+        (utc_iso(start), utc_iso(end)),
+    ).fetchall()
+    return [
+        SnapshotRecord(
+            parse_utc(r["ts_utc"]), int(r["run_id"]), int(r["insects"]), json.loads(r["counts_json"])
+        )
+        for r in rows
+    ]
+
+
 def effort_seconds(conn: sqlite3.Connection, start: datetime, end: datetime) -> float:
     """Watched seconds in [start, end) from the interval summaries (all runs).
 

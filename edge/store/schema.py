@@ -206,10 +206,28 @@ ALTER TABLE tracks ADD COLUMN size_class TEXT;
 UPDATE tracks SET discard_reason = 'noise' WHERE status = 'discarded';
 """
 
+# Time-lapse traps (issue 21): what each snapshot showed, and per interval the most insects seen at
+# once. `snapshots` has one row per processed frame in tracker.mode timelapse: insects seen in it
+# (one per track, pieces of one insect once) and counts_json {level: {label: n}} by each crop's own
+# answer ('unsure' where it abstained) and {"size_class": {...}}, the summaries' structure.
+_V4 = """
+ALTER TABLE summaries ADD COLUMN max_insects INTEGER;
+CREATE TABLE snapshots (
+    snapshot_id       INTEGER PRIMARY KEY,
+    run_id            INTEGER NOT NULL REFERENCES runs(run_id),
+    ts_utc            TEXT NOT NULL,
+    frame_index       INTEGER NOT NULL,
+    insects           INTEGER NOT NULL,
+    counts_json       TEXT NOT NULL
+);
+CREATE INDEX snapshots_ts ON snapshots(ts_utc);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, detections, tracks", _V1),
     Migration(2, "outbox, counters, summaries, health; track lineage; deleted crops", _V2),
     Migration(3, "tracks: detections cut by the frame border, why a track was discarded, size", _V3),
+    Migration(4, "snapshots: insects per time-lapse frame; summaries: most insects seen at once", _V4),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -83,12 +83,16 @@ class TrackInput:
     detection_id: the id the detection is stored under (kept as a track's best detection).
     classification: the classifier's answer for its crop, None when no classifier runs.
     appearance: `appearance_descriptor(crop)`, or None to match on geometry alone.
+    embedding: the classifier's penultimate features for the crop (`Classification.embedding`);
+        in time-lapse mode they decide whether two snapshots show the same insect, where both
+        sides have them (the colour histogram elsewhere).
     """
 
     detection: Detection
     detection_id: int
     classification: Classification | None = None
     appearance: np.ndarray | None = None
+    embedding: np.ndarray | None = None
 
 
 @dataclass
@@ -158,6 +162,7 @@ class _Track:
         self.state = state
         self.vote = vote
         self.appearance = appearance
+        self.embedding: np.ndarray | None = None  # running mean of its crops' embeddings (unit length)
         # The last box seen on its own (not merged) and when: the origin of every prediction.
         self.anchor_box = state.box
         self.first_box = state.box
@@ -286,6 +291,8 @@ class Tracker:
         self._lost: list[_Track] = []  # confirmed, waiting for re-identification
         self._last_time: datetime | None = None
         self._descriptor_size: int | None = None
+        self._embedding_size: int | None = None
+        self._embeddings: list[np.ndarray | None] = []  # this frame's, by input position
         self._frame = 0
 
     # ------------------------------------------------------------ public API
@@ -302,6 +309,7 @@ class Tracker:
         """Assign this frame's detections to tracks and advance every track's lifecycle."""
         self._check_time(timestamp)
         appearances = self._check_inputs(inputs)
+        self._embeddings = self._check_embeddings(inputs)
         self._frame += 1
         confirmed: list[_Track] = []
         ended: list[_Track] = []
@@ -329,7 +337,7 @@ class Tracker:
             if det in det_owner:
                 merged.add(det)
                 occluded[track] = inputs[det].detection.box
-            else:
+            elif not self._unlike_features(track, det):
                 det_owner[det] = track
 
         fragments = self._fragments(det_owner, merged, inputs, appearances)
@@ -431,6 +439,37 @@ class Tracker:
                 )
         self._last_time = timestamp
 
+    def _unlike_features(self, track: _Track, det: int) -> bool:
+        """Time-lapse: do the model's features say this detection is another insect than `track`?"""
+        embedding = self._embeddings[det]
+        if not self.timelapse or track.embedding is None or embedding is None:
+            return False
+        return float(1.0 - track.embedding @ embedding) > self.cfg.link_max_embedding
+
+    def _check_embeddings(self, inputs: Sequence[TrackInput]) -> list[np.ndarray | None]:
+        """Unit-length float64 embeddings (None where a detection has none); one size per run."""
+        out: list[np.ndarray | None] = []
+        for item in inputs:
+            if item.embedding is None:
+                out.append(None)
+                continue
+            vector = np.asarray(item.embedding, dtype=np.float64).reshape(-1)
+            if vector.size == 0 or not np.all(np.isfinite(vector)):
+                raise TrackingError(
+                    f"tracker: detection {item.detection_id} embedding must be a non-empty vector of finite "
+                    f"numbers, got shape {np.shape(item.embedding)}"
+                )
+            if self._embedding_size is None:
+                self._embedding_size = vector.size
+            if vector.size != self._embedding_size:
+                raise TrackingError(
+                    f"tracker: detection {item.detection_id} embedding has {vector.size} values; "
+                    f"earlier detections had {self._embedding_size}"
+                )
+            norm = float(np.linalg.norm(vector))
+            out.append(vector / norm if norm > 0 else None)
+        return out
+
     def _check_inputs(self, inputs: Sequence[TrackInput]) -> list[np.ndarray | None]:
         """Validate boxes and descriptors; return L1-normalised float64 descriptors."""
         out: list[np.ndarray | None] = []
@@ -492,21 +531,34 @@ class Tracker:
         ) / weight
         return np.where(dnorm > 1.0, _GATED, cost)
 
-    def _gate_unlike(self, cost: np.ndarray, app_cost: np.ndarray, app_mask: np.ndarray) -> np.ndarray:
+    def _gate_unlike(
+        self, cost: np.ndarray, app_cost: np.ndarray, app_mask: np.ndarray, limit: np.ndarray
+    ) -> np.ndarray:
         """Forbid linking across a gap (re-identification, hops) when the colours differ.
 
         Frame-to-frame matching may lean on geometry, but a link across a gap asserts that a
         *lost* insect is back; an insect of another colour at that spot is a new count.
         """
-        unlike = (app_mask > 0) & (app_cost > self.cfg.link_max_appearance)
+        unlike = (app_mask > 0) & (app_cost > limit)
         return np.where(unlike, _GATED, cost)
 
     def _appearance_cost(
-        self, tracks: Sequence[_Track], appearances: Sequence[np.ndarray | None]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(distance, mask) T x D; mask is 1 where both sides have a descriptor."""
+        self,
+        tracks: Sequence[_Track],
+        appearances: Sequence[np.ndarray | None],
+        embeddings: Sequence[np.ndarray | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(distance, mask, limit, embedded) T x D; mask is 1 where both sides have a descriptor,
+        embedded True where the distance is the embeddings'.
+
+        Colour histograms give the Bhattacharyya distance, gated at `link_max_appearance`. In
+        time-lapse mode, where both sides have the classifier's embedding, the cosine distance
+        (1 - cos, at most 1) replaces it, gated at `link_max_embedding`.
+        """
         cost = np.zeros((len(tracks), len(appearances)))
         mask = np.zeros_like(cost)
+        limit = np.full_like(cost, self.cfg.link_max_appearance)
+        embedded = np.zeros(cost.shape, dtype=bool)
         t_idx = [i for i, t in enumerate(tracks) if t.appearance is not None]
         d_idx = [j for j, a in enumerate(appearances) if a is not None]
         if t_idx and d_idx:
@@ -514,7 +566,17 @@ class Tracker:
             da = np.stack([appearances[j] for j in d_idx])  # type: ignore[misc]
             cost[np.ix_(t_idx, d_idx)] = appearance_distances(ta, da)
             mask[np.ix_(t_idx, d_idx)] = 1.0
-        return cost, mask
+        if self.timelapse and embeddings is not None:
+            t_idx = [i for i, t in enumerate(tracks) if t.embedding is not None]
+            d_idx = [j for j, e in enumerate(embeddings) if e is not None]
+            if t_idx and d_idx:
+                te = np.stack([tracks[i].embedding for i in t_idx])  # type: ignore[misc]
+                de = np.stack([embeddings[j] for j in d_idx])  # type: ignore[misc]
+                cost[np.ix_(t_idx, d_idx)] = np.clip(1.0 - te @ de.T, 0.0, 1.0)
+                mask[np.ix_(t_idx, d_idx)] = 1.0
+                limit[np.ix_(t_idx, d_idx)] = self.cfg.link_max_embedding
+                embedded[np.ix_(t_idx, d_idx)] = True
+        return cost, mask, limit, embedded
 
     def _assign(
         self,
@@ -540,7 +602,7 @@ class Tracker:
                 for t in tracks
             ]
         )
-        app_cost, app_mask = self._appearance_cost(tracks, appearances)
+        app_cost, app_mask, limit, embedded = self._appearance_cost(tracks, appearances, self._embeddings)
         cost = np.minimum(
             self._cost_terms(last, radius, det_boxes, app_cost, app_mask),
             self._cost_terms(predicted, radius, det_boxes, app_cost, app_mask),
@@ -553,7 +615,10 @@ class Tracker:
         iou_predicted, _, _ = _geometry(predicted, det_boxes)
         unseen = np.array([t.state.misses >= 2 for t in tracks])
         across_gap = unseen[:, None] | (np.maximum(iou_last, iou_predicted) <= 0.0)
-        cost = np.where(across_gap, self._gate_unlike(cost, app_cost, app_mask), cost)
+        # Snapshots minutes apart: every link is across a gap in time. Where the model's features
+        # are there to judge it, a different insect in the same place must not pass for this one.
+        across_gap |= embedded
+        cost = np.where(across_gap, self._gate_unlike(cost, app_cost, app_mask, limit), cost)
         tentative = np.array([t.state.status == "tentative" for t in tracks])
         cost = np.where(tentative[:, None] & (cost < _GATED), cost + _TENTATIVE_PENALTY, cost)
         rows, cols = linear_sum_assignment(cost)
@@ -677,10 +742,12 @@ class Tracker:
         det_boxes = _boxes([inputs[d].detection.box for d in free])
         anchors = _boxes([t.state.box for t in candidates])  # last known place (inside a merge: predicted)
         radius = np.array([self.cfg.reid_max_distance * _diagonal(t.state.box) for t in candidates])
-        app_cost, app_mask = self._appearance_cost(candidates, [appearances[d] for d in free])
+        app_cost, app_mask, limit, _ = self._appearance_cost(
+            candidates, [appearances[d] for d in free], [self._embeddings[d] for d in free]
+        )
         cost = self._cost_terms(anchors, radius, det_boxes, app_cost, app_mask)
         cost = np.where(cost > self.cfg.max_cost, _GATED, cost)
-        cost = self._gate_unlike(cost, app_cost, app_mask)
+        cost = self._gate_unlike(cost, app_cost, app_mask, limit)
         rows, cols = linear_sum_assignment(cost)
         return {
             free[int(c)]: candidates[int(r)] for r, c in zip(rows, cols, strict=True) if cost[r, c] < _GATED
@@ -709,9 +776,11 @@ class Tracker:
         anchors = _boxes([t.anchor_box for t in olds])
         firsts = _boxes([t.first_box for t in news])
         radius = np.array([self.cfg.hop_max_distance * _diagonal(t.anchor_box) for t in olds])
-        app_cost, app_mask = self._appearance_cost(olds, [t.appearance for t in news])
+        app_cost, app_mask, limit, _ = self._appearance_cost(
+            olds, [t.appearance for t in news], [t.embedding for t in news]
+        )
         cost = self._cost_terms(anchors, radius, firsts, app_cost, app_mask)
-        cost = self._gate_unlike(cost, app_cost, app_mask)
+        cost = self._gate_unlike(cost, app_cost, app_mask, limit)
         for i, old in enumerate(olds):
             for j, new in enumerate(news):
                 frames = new.first_frame - old.last_frame
@@ -800,6 +869,13 @@ class Tracker:
                 else:
                     mixed = (1 - _APPEARANCE_RATE) * track.appearance + _APPEARANCE_RATE * appearance
                     track.appearance = mixed / mixed.sum()
+            if item.embedding is not None:
+                vector = np.asarray(item.embedding, dtype=np.float64).reshape(-1)
+                if track.embedding is not None:
+                    vector = (1 - _APPEARANCE_RATE) * track.embedding + _APPEARANCE_RATE * vector
+                norm = float(np.linalg.norm(vector))
+                if norm > 0:
+                    track.embedding = vector / norm
             self._record_classification(track, item)
         if state.hits > 0:
             (ox, oy), (nx, ny) = state.box.center, new_box.center
