@@ -365,6 +365,19 @@ class DetectorConfig(Section):
         description="regions never searched for insects (timestamp overlay, the trap's frame), in "
         "full-resolution pixels; checked against the frame size",
     )
+    sliver_max_px: float | None = Field(
+        None,
+        gt=0,
+        description="a track only ever cut by the frame's border that the model cannot name is a sliver "
+        "(partial, not counted) only while its longest side stays within this many full-resolution "
+        "pixels; larger, it is an insect half outside the frame and counts (default: 4 x the side of "
+        "min_area_px, ~100 px at min_area_px 600)",
+    )
+
+    @property
+    def sliver_limit_px(self) -> float:
+        """sliver_max_px, or four times the side of the smallest insect (min_area_px)."""
+        return self.sliver_max_px if self.sliver_max_px is not None else 4.0 * self.min_area_px**0.5
 
     @property
     def initial_insect_px(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import platform
 import threading
 import time
@@ -118,18 +119,22 @@ class _Timer:
         return 1000.0 * float(np.mean(self.samples)) if self.samples else 0.0
 
 
-def is_partial(track: TrackState) -> bool:
-    """A sliver, not a count: every detection of the track was cut by the frame's border and the
+def is_partial(track: TrackState, sliver_max_px: float = math.inf) -> bool:
+    """A sliver, not a count: every detection of the track was cut by the frame's border, the
     model could not name it (no classifier, no level above its threshold, or a third-party model's
-    `background`).
+    `background`), and it stayed small (longest side of its box at most `sliver_max_px`).
 
     A moth mostly outside the frame shows a wing edge or legs; counted, each such sliver adds an
     insect that the frame never showed (real light-trap frames: legs and wing tips at the border
     became tracks). A track that shows its whole body once, or that the model names, is an insect:
     an insect that walks in from the border is one count, and a half-visible moth the model knows
-    is counted too.
+    is counted too. So is a large one it does not know: on a real time-lapse snapshot five insects
+    cut by the border, 97-234 px across and unknown to the iNaturalist model, were set aside as
+    slivers before the size limit (`detector.sliver_limit_px`).
     """
-    return track.hits > 0 and track.edge_hits >= track.hits and not names_a_taxon(track.label)
+    sized = track.best_box or track.box
+    small = max(sized.width, sized.height, track.box.width, track.box.height) <= sliver_max_px
+    return track.hits > 0 and track.edge_hits >= track.hits and not names_a_taxon(track.label) and small
 
 
 class Pipeline:
@@ -428,8 +433,9 @@ class Pipeline:
         self._spacing_said = True
         ops.extra_flags.append("frames-too-far-apart")
         log.warning(
-            "frames are %.0f s apart, longer than tracker.max_gap_s (%g s): every insect becomes a "
-            "one-frame track and is not counted; for a time-lapse camera set tracker.mode: timelapse",
+            "frames are %.0f s apart, longer than tracker.max_gap_s (%g s): the video tracker loses every "
+            "insect between such frames, and one that such frames show once is never counted; for a "
+            "time-lapse camera set tracker.mode: timelapse",
             gap_s,
             settings.max_gap_s,
         )
@@ -453,7 +459,7 @@ class Pipeline:
             # the model says this was no insect: keep the record, do not count it
             track, reason = dataclasses.replace(track, status="discarded"), "not_insect"
             result.not_insects += 1
-        elif track.status == "ended" and is_partial(track):
+        elif track.status == "ended" and is_partial(track, self.cfg.detector.sliver_limit_px):
             track, reason = dataclasses.replace(track, status="discarded"), "partial"
             result.partial_tracks += 1
         sized = track.best_box or track.box  # the best detection's box; the last one if none was kept

@@ -16,7 +16,7 @@ import pytest
 from helpers import query
 from test_detect import Camera, draw_insect, render_sheet
 
-from edge.config import parse_config
+from edge.config import DetectorConfig, parse_config
 from edge.detect.base import Box, Detection, touches_border
 from edge.pipeline import Pipeline, is_partial
 from edge.store.db import Database
@@ -91,6 +91,12 @@ def test_the_rule_needs_every_detection_at_the_border_and_no_name() -> None:
     assert not is_partial(state(5, 5, "Noctua pronuba"))  # the model named what it saw
     assert is_partial(state(5, 5, "background"))  # a third-party model's no-insect class names nothing
     assert not is_partial(state(0, 0, None))
+    # an unknown insect half outside the frame is still an insect once it is larger than a sliver
+    assert is_partial(state(5, 5, None), sliver_max_px=30) and not is_partial(
+        state(5, 5, None), sliver_max_px=29
+    )
+    assert DetectorConfig(min_area_px=600).sliver_limit_px == pytest.approx(4 * 600**0.5)
+    assert DetectorConfig(sliver_max_px=50).sliver_limit_px == 50
     assert touches_border(Box(0, 5, 10, 10), W, H) and touches_border(Box(600, 300, W, 320), W, H)
     assert touches_border(Box(100, 340, 120, H), W, H) and not touches_border(Box(1, 1, W - 1, H - 1), W, H)
 
@@ -111,16 +117,18 @@ def test_a_killed_run_settles_its_open_tracks_by_the_same_rule(tmp_path: Path) -
         (3, "confirmed", 6, 6, "Noctua pronuba"),
         (4, "tentative", 1, 0, None),
         (5, "confirmed", 6, 6, "background"),
+        (6, "confirmed", 6, 6, None),  # 120 px long: an insect half outside the frame, not a sliver
     ]
     for track_id, status, hits, edge_hits, label in rows:
+        x1 = 120 if track_id == 6 else 20
         db.upsert_track(
             TrackRow(
-                track_id, run_id, status, START, START, hits, 0, 10, 20, 40, label=label, edge_hits=edge_hits
+                track_id, run_id, status, START, START, hits, 0, 10, x1, 40, label=label, edge_hits=edge_hits
             )
         )
     db.flush()
     db.close()  # without end_run: to the next start this run was cut short (power loss)
-    again = Database(path)
+    again = Database(path, sliver_max_px=100)
     _run(again)
     again.close()
     settled = query(path, "SELECT track_id, status, discard_reason FROM tracks ORDER BY track_id")
@@ -130,6 +138,7 @@ def test_a_killed_run_settles_its_open_tracks_by_the_same_rule(tmp_path: Path) -
         (3, "ended", None),
         (4, "discarded", "noise"),
         (5, "discarded", "partial"),
+        (6, "ended", None),
     ]
 
 

@@ -82,7 +82,10 @@ _SETTLE_TRACKS_V1 = (
 # From schema 3: the pipeline's rule too (pipeline.is_partial): a confirmed track that was only ever
 # a nameless sliver at the frame's border is 'partial', not a count; and every discard says why.
 _UNNAMED = ", ".join(f"'{label}'" for label in UNNAMED_LABELS)
-_PARTIAL = f"(edge_hits >= hits AND hits > 0 AND (label IS NULL OR label IN ({_UNNAMED})))"
+_PARTIAL = (
+    f"(edge_hits >= hits AND hits > 0 AND (label IS NULL OR label IN ({_UNNAMED})) "
+    "AND MAX(COALESCE(length_px, 0), x1 - x0, y1 - y0) <= :sliver_max_px)"
+)
 _SETTLE_TRACKS = (
     "UPDATE tracks SET "
     f"discard_reason = CASE WHEN status = 'tentative' THEN 'noise' WHEN {_PARTIAL} THEN 'partial' END, "
@@ -234,7 +237,10 @@ class Database:
         busy_timeout_ms: int = 5000,
         retry_backoff_s: tuple[float, float] = (0.1, 30.0),
         migrations: Sequence[Migration] = MIGRATIONS,
+        sliver_max_px: float | None = None,
     ) -> None:
+        """sliver_max_px: the pipeline's sliver size (detector.sliver_limit_px) for settling the tracks
+        a killed run left open; None: any size."""
         if batch_size < 1 or flush_interval_s <= 0 or max_queue_items < 1 or max_queue_mb <= 0:
             raise StorageError(
                 f"database options: expected batch_size >= 1, flush_interval_s > 0, max_queue_items >= 1, "
@@ -254,6 +260,7 @@ class Database:
         self._max_bytes = int(max_queue_mb * 1024 * 1024)
         self._backoff = (float(retry_backoff_s[0]), float(retry_backoff_s[1]))
         self._rejected_path = self.path.with_name(self.path.name + ".rejected.jsonl")
+        self._sliver_max_px = float(sliver_max_px) if sliver_max_px is not None else 1e18
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,6 +337,7 @@ class Database:
             "max_queue_mb": s.max_queue_mb,
             "max_db_mb": s.max_db_mb,
             "startup_check": s.startup_check,
+            "sliver_max_px": config.detector.sliver_limit_px,
         }
         options.update(overrides)
         return cls(config.database_path, s.batch_size, s.flush_interval_s, **options)
@@ -346,8 +354,11 @@ class Database:
 
         def insert(conn: sqlite3.Connection) -> int:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(tracks)")}
-            settle = _SETTLE_TRACKS if {"edge_hits", "discard_reason"} <= columns else _SETTLE_TRACKS_V1
-            for statement in (settle, *_CLOSE_INTERRUPTED):
+            if {"edge_hits", "discard_reason"} <= columns:
+                conn.execute(_SETTLE_TRACKS, {"sliver_max_px": self._sliver_max_px})
+            else:
+                conn.execute(_SETTLE_TRACKS_V1)
+            for statement in _CLOSE_INTERRUPTED:
                 conn.execute(statement)
             run_id = conn.execute(_INSERT_RUN, params).lastrowid
             assert run_id is not None
