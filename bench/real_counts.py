@@ -50,6 +50,26 @@ SETS = (
         {"mask": [{"name": "timestamp", "rect": [4010, 2130, 4096, 2160]}]},
     ),
     RealSet(
+        "ami-sequential-timelapse",
+        REAL / "ami-sequential.coco.json",
+        Path("data/ami-trap-frames/sequential"),
+        "timelapse-trap.yaml",
+        {"mask": [{"name": "timestamp", "rect": [4010, 2130, 4096, 2160]}]},
+    ),
+    RealSet(
+        "ami-vermont-snapshot",
+        REAL / "ami-vermont-snapshot.coco.json",
+        Path("data/ami-trap-frames/vermont"),
+        "timelapse-trap.yaml",
+        # the timestamp, and the scale bar the trap's team laid on the sheet (a fixed object, like a frame)
+        {
+            "mask": [
+                {"name": "timestamp", "rect": [4010, 2130, 4096, 2160]},
+                {"name": "scale bar", "rect": [1670, 840, 2000, 950]},
+            ]
+        },
+    ),
+    RealSet(
         "flower-pi",
         REAL / "flower-pi.coco.json",
         Path("data/flower-pi-frames"),

@@ -177,7 +177,7 @@ class Pipeline:
                 "(a bundle from `trapcam convert` carries the features that tell look-alikes apart)",
                 "no classifier runs"
                 if self.classifier is None
-                else f"the model ({self.classifier.bundle.describe_source()}) gives no embedding output here",
+                else f"the model {self.classifier.bundle.model_path.name} gives no embedding output here",
             )
         self.record_tracks = record_tracks
         self.stop_event = threading.Event()
