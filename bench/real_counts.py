@@ -70,6 +70,13 @@ SETS = (
         },
     ),
     RealSet(
+        "ami-panama-snapshot",
+        REAL / "ami-panama-snapshot.coco.json",
+        Path("data/ami-trap-frames/panama"),
+        "timelapse-trap.yaml",
+        {"mask": [{"name": "timestamp", "rect": [4010, 2130, 4096, 2160]}]},
+    ),
+    RealSet(
         "flower-pi",
         REAL / "flower-pi.coco.json",
         Path("data/flower-pi-frames"),
