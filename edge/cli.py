@@ -45,13 +45,16 @@ def _source_override(text: str, cfg: Any) -> Any:
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
-    from edge.config import load_config
+    from edge.config import load_config, timelapse_advice
 
     cfg = load_config(args.config)
     print(
         f"{args.config}: ok (source: {cfg.source.kind}, detector: {cfg.detector.kind}, "
         f"classifier: {cfg.classifier.model if cfg.classifier.enabled else 'off'})"
     )
+    advice = timelapse_advice(cfg)
+    if advice:
+        print(f"{args.config}: note: {advice}")
     return 0
 
 

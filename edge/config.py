@@ -1000,6 +1000,27 @@ def validate(model: type[BaseModel], text: str, filename: str) -> Any:
         raise ConfigError(format_validation_error(exc, raw, lines, filename)) from None
 
 
+def planned_frame_gap_s(source: Any) -> float | None:
+    """Seconds between frames the source is set up for: a live camera's interval_s, a synthetic
+    night's step x snapshot_every; None when unknown (as fast as possible, a folder, a stream)."""
+    if isinstance(source, SyntheticSource):
+        return source.frame_interval_s * source.snapshot_every
+    interval = getattr(source, "interval_s", 0.0)
+    return float(interval) if interval else None
+
+
+def timelapse_advice(cfg: TrapConfig) -> str | None:
+    """One line when the video tracker is set up for frames further apart than it can link, else None."""
+    gap = planned_frame_gap_s(cfg.source)
+    settings = cfg.tracker.effective()
+    if cfg.tracker.mode != "video" or gap is None or gap <= (settings.max_gap_s or 0.0):
+        return None
+    return (
+        f"source: frames {gap:g} s apart, longer than tracker.max_gap_s ({settings.max_gap_s:g} s): "
+        "the video tracker would count nothing; for a time-lapse camera set tracker.mode: timelapse"
+    )
+
+
 def parse_config(text: str, filename: str = "<config>") -> TrapConfig:
     """Validate YAML text into a TrapConfig; raise ConfigError with file, line, key and value."""
     return validate(TrapConfig, text, filename)

@@ -27,7 +27,7 @@ from edge.classify.classifier import Classifier
 from edge.classify.taxonomy import Taxonomy
 from edge.classify.types import UNSURE as UNSURE_LABEL
 from edge.classify.types import Classification, names_a_taxon
-from edge.config import TrackerConfig, TrapConfig
+from edge.config import TrackerConfig, TrapConfig, timelapse_advice
 from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
 from edge.detect.factory import make_detector
@@ -204,6 +204,11 @@ class Pipeline:
                 notifier=self.notifier,
                 **self.ops_options,
             )
+            advice = timelapse_advice(self.cfg)
+            if advice:  # said at start, not after the first long gap (a snapshot camera's first hour)
+                self._spacing_said = True
+                ops.extra_flags.append("frames-too-far-apart")
+                log.warning(advice)
         except BaseException as exc:
             self.db.end_run(run_id, f"error: {type(exc).__name__}")
             self.db.close()

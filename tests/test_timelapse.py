@@ -239,3 +239,34 @@ def query_rows(db: Path, sql: str) -> list[sqlite3.Row]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def test_a_camera_set_up_for_snapshots_gets_the_advice_before_its_first_frame(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A snapshot camera's first long gap may be an hour away: the advice comes from the config at start,
+    from `trapcam validate-config` too, and health carries it from the first sample."""
+    from test_run_cli import trapcam
+
+    from edge.config import timelapse_advice
+
+    source = "{kind: synthetic, width: 320, height: 180, frames: 3, insects: 0, snapshot_every: 120}"
+    text = f"data_dir: {tmp_path / 'data'}\nsource: {source}\nclassifier: {{enabled: false}}\n"
+    cfg = parse_config(text, "trap.yaml")
+    advice = timelapse_advice(cfg)
+    assert advice is not None and "600 s apart" in advice and "tracker.mode: timelapse" in advice
+    assert timelapse_advice(parse_config(text + "tracker: {mode: timelapse}\n", "trap.yaml")) is None
+    assert (
+        timelapse_advice(parse_config(text.replace("snapshot_every: 120", "snapshot_every: 1"), "t.yaml"))
+        is None
+    )
+    with caplog.at_level("WARNING", logger="trapcam.loop"):
+        Pipeline(cfg).run()
+    said = [r.getMessage() for r in caplog.records if "tracker.mode: timelapse" in r.getMessage()]
+    assert said == [advice]  # once: the gaps between the frames do not say it again
+    statuses = [s for (s,) in query(tmp_path / "data" / "trapcam.db", "SELECT status FROM health")]
+    assert statuses and all("frames-too-far-apart" in s for s in statuses), statuses
+    config = tmp_path / "trap.yaml"
+    config.write_text(text, encoding="utf-8")
+    cli = trapcam("validate-config", str(config))
+    assert cli.returncode == 0 and f"{config}: note: {advice}" in cli.stdout
