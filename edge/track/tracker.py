@@ -346,7 +346,7 @@ class Tracker:
             pieces = [inputs[f].detection for f, owner in fragments.items() if owner is track]
             if pieces:
                 item = replace(item, detection=_union(item.detection, pieces))
-            self._hit(track, item, appearances[det], timestamp, merged=det in merged)
+            self._hit(track, item, appearances[det], self._embeddings[det], timestamp, merged=det in merged)
         det_owner.update(fragments)
         owners = {id(track) for track in det_owner.values()}
         for track, cover in occluded.items():
@@ -370,12 +370,14 @@ class Tracker:
             self._active.append(track)
             track.state.revivals += 1
             track.velocity = (0.0, 0.0)  # it sat still (or was missed) meanwhile
-            self._hit(track, whole(det), appearances[det], timestamp, merged=False)
+            self._hit(track, whole(det), appearances[det], self._embeddings[det], timestamp, merged=False)
             det_owner[det] = track
             revived.append(track)
         for det, pieces in groups.items():
             if det not in det_owner:
-                det_owner[det] = self._new_track(whole(det), appearances[det], timestamp)
+                det_owner[det] = self._new_track(
+                    whole(det), appearances[det], self._embeddings[det], timestamp
+                )
             det_owner.update((piece, det_owner[det]) for piece in pieces)
 
         # Tentative tracks with enough hits confirm, unless they may be a counted insect that hopped.
@@ -817,7 +819,13 @@ class Tracker:
         self._active.remove(new)
         n.status, n.ended_at = "discarded", timestamp
 
-    def _new_track(self, item: TrackInput, appearance: np.ndarray | None, timestamp: datetime) -> _Track:
+    def _new_track(
+        self,
+        item: TrackInput,
+        appearance: np.ndarray | None,
+        embedding: np.ndarray | None,
+        timestamp: datetime,
+    ) -> _Track:
         box = item.detection.box
         state = TrackState(
             track_id=self._next_id,
@@ -833,7 +841,7 @@ class Tracker:
         track = _Track(state, TaxonVote(self.taxonomy, self.cfg.vote_min_share), None)
         track.first_frame = self._frame
         self._active.append(track)
-        self._hit(track, item, appearance, timestamp, merged=False)
+        self._hit(track, item, appearance, embedding, timestamp, merged=False)
         return track
 
     def _hit(
@@ -841,10 +849,15 @@ class Tracker:
         track: _Track,
         item: TrackInput,
         appearance: np.ndarray | None,
+        embedding: np.ndarray | None,
         timestamp: datetime,
         merged: bool,
     ) -> None:
-        """Record a detection for `track` (confirmation is decided at the end of the frame)."""
+        """Record a detection for `track` (confirmation is decided at the end of the frame).
+
+        appearance / embedding: the detection's checked descriptors (`_check_inputs`,
+        `_check_embeddings`), not the raw ones on `item`.
+        """
         state = track.state
         box = item.detection.box
         if merged:
@@ -869,13 +882,14 @@ class Tracker:
                 else:
                     mixed = (1 - _APPEARANCE_RATE) * track.appearance + _APPEARANCE_RATE * appearance
                     track.appearance = mixed / mixed.sum()
-            if item.embedding is not None:
-                vector = np.asarray(item.embedding, dtype=np.float64).reshape(-1)
-                if track.embedding is not None:
-                    vector = (1 - _APPEARANCE_RATE) * track.embedding + _APPEARANCE_RATE * vector
-                norm = float(np.linalg.norm(vector))
-                if norm > 0:
-                    track.embedding = vector / norm
+            if embedding is not None:  # unit length (_check_embeddings): a mean of unit vectors
+                if track.embedding is None:
+                    track.embedding = embedding
+                else:
+                    mixed = (1 - _APPEARANCE_RATE) * track.embedding + _APPEARANCE_RATE * embedding
+                    norm = float(np.linalg.norm(mixed))
+                    if norm > 0:
+                        track.embedding = mixed / norm
             self._record_classification(track, item)
         if state.hits > 0:
             (ox, oy), (nx, ny) = state.box.center, new_box.center
