@@ -8,6 +8,7 @@ frame. Every frame goes through a real JPEG file, so compression artefacts are p
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -67,17 +68,29 @@ def draw_insect(
 
 
 class Camera:
-    """Adds sensor noise and light gain, writes a JPEG file and reads it back."""
+    """Adds sensor noise and light gain, writes a JPEG file and reads it back.
 
-    def __init__(self, folder: Path, seed: int, noise: float = 2.5) -> None:
+    Files are frame_NNNNN.jpg; with `start`, named by their time like a trap's files
+    (`%Y%m%d-%H%M%S`, frames `step_s` apart), for replay with `timestamps: filename`.
+    """
+
+    def __init__(
+        self, folder: Path, seed: int, noise: float = 2.5, start: datetime | None = None, step_s: float = 5.0
+    ) -> None:
         self.folder = folder
         self.rng = np.random.default_rng(seed)
         self.noise = noise
         self.count = 0
+        self.start, self.step_s = start, step_s
 
     def shoot(self, scene: np.ndarray, gain: float | np.ndarray = 1.0) -> np.ndarray:
         noisy = scene * gain + self.rng.normal(0, self.noise, scene.shape).astype(np.float32)
-        path = self.folder / f"frame_{self.count:05d}.jpg"
+        if self.start is None:
+            path = self.folder / f"frame_{self.count:05d}.jpg"
+        else:
+            path = (
+                self.folder / f"{self.start + timedelta(seconds=self.step_s * self.count):%Y%m%d-%H%M%S}.jpg"
+            )
         self.count += 1
         assert cv2.imwrite(str(path), np.clip(noisy, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 85])
         frame = cv2.imread(str(path))
