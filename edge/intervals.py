@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -98,6 +98,29 @@ def track_lineage(track: TrackRow | Mapping[str, Any]) -> dict[str, str]:
     return lineage
 
 
+def level_counts(insects: Iterable[tuple[Mapping[str, str], str | None]]) -> dict[str, dict[str, int]]:
+    """{level: {label: n}} (sorted) of insects given as (lineage, size class): each adds 1 at every
+    level of its lineage, or under {"unsure": {"unsure": n}} without one, and 1 under its size class
+    (see the module docstring). The summaries count tracks so, the time-lapse snapshots crops."""
+    counts: dict[str, dict[str, int]] = {}
+
+    def add(level: str, label: str) -> None:
+        per_level = counts.setdefault(level, {})
+        per_level[label] = per_level.get(label, 0) + 1
+
+    for lineage, size_class in insects:
+        for level, label in lineage.items() if lineage else ((UNSURE, UNSURE),):
+            add(level, label)
+        if size_class is not None:
+            add(SIZE_CLASS, size_class)
+    return {level: dict(sorted(labels.items())) for level, labels in sorted(counts.items())}
+
+
+def counts_json(counts: Mapping[str, Mapping[str, int]]) -> str:
+    """Sorted, compact JSON: the same counts always give the same text (replays compare equal)."""
+    return json.dumps(counts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 @dataclass(frozen=True)
 class SummaryRow:
     """One closed interval; `params()` are the values for the `summaries` table.
@@ -119,8 +142,7 @@ class SummaryRow:
     max_insects: int | None = None
 
     def counts_json(self) -> str:
-        """Sorted, compact JSON: the same counts always give the same text (replays compare equal)."""
-        return json.dumps(self.counts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return counts_json(self.counts)
 
     def params(self) -> tuple[Any, ...]:
         return (
@@ -369,15 +391,7 @@ class IntervalSummarizer:
         return rows
 
     def _row(self, start: int, end: int, slot: _Open) -> SummaryRow:
-        counts: dict[str, dict[str, int]] = {}
-        for track in slot.tracks.values():
-            lineage = track_lineage(track)
-            for level, label in lineage.items() if lineage else ((UNSURE, UNSURE),):
-                per_level = counts.setdefault(level, {})
-                per_level[label] = per_level.get(label, 0) + 1
-            if track.size_class is not None:
-                per_size = counts.setdefault(SIZE_CLASS, {})
-                per_size[track.size_class] = per_size.get(track.size_class, 0) + 1
+        counts = level_counts((track_lineage(t), t.size_class) for t in slot.tracks.values())
         return SummaryRow(
             run_id=self.run_id,
             start_utc=_from_us(start),
@@ -386,7 +400,7 @@ class IntervalSummarizer:
             frames_processed=slot.frames,
             frames_dropped=slot.dropped,
             tracks=len(slot.tracks),
-            counts={level: dict(sorted(labels.items())) for level, labels in sorted(counts.items())},
+            counts=counts,
             max_insects=slot.max_insects,
         )
 

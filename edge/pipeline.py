@@ -34,6 +34,7 @@ from edge.detect.factory import make_detector
 from edge.detect.mask import check_mask
 from edge.errors import SourceError
 from edge.frames import Frame
+from edge.intervals import counts_json, level_counts
 from edge.operations import FieldOps
 from edge.sources.base import FrameSource
 from edge.sources.capture import CaptureThread
@@ -395,30 +396,17 @@ class Pipeline:
             seen = main.get(track_id)
             if seen is None or item.detection.box.area > seen.detection.box.area:
                 main[track_id] = item
-        counts: dict[str, dict[str, int]] = {}
-
-        def add(level: str, label: str) -> None:
-            per_level = counts.setdefault(level, {})
-            per_level[label] = per_level.get(label, 0) + 1
-
+        insects = []
         for item in main.values():
             c = item.classification
-            levels = list(c.levels) if c is not None else []
-            answered = levels[: levels.index(c.level) + 1] if c is not None and c.level is not None else []
-            for level in answered:
-                add(level, c.levels[level].label or UNSURE_LABEL)  # type: ignore[union-attr]
-            if not answered:
-                add(UNSURE_LABEL, UNSURE_LABEL)
+            lineage: dict[str, str] = {}
+            if c is not None and c.level is not None:
+                levels = list(c.levels)
+                for level in levels[: levels.index(c.level) + 1]:
+                    lineage[level] = c.levels[level].label or UNSURE_LABEL
             box = item.detection.box
-            size_class = self.cfg.size.measure(float(max(box.width, box.height)))[1]
-            if size_class is not None:
-                add("size_class", size_class)
-        text = json.dumps(
-            {level: dict(sorted(labels.items())) for level, labels in sorted(counts.items())},
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+            insects.append((lineage, self.cfg.size.measure(float(max(box.width, box.height)))[1]))
+        text = counts_json(level_counts(insects))
         self.db.submit(
             "INSERT INTO snapshots (run_id, ts_utc, frame_index, insects, counts_json) "
             "VALUES (?, ?, ?, ?, ?)",

@@ -73,10 +73,10 @@ from edge.export.data import (
     read_tracks,
     snapshot,
 )
+from edge.intervals import SIZE_CLASS
 
 UNSURE = "unsure"
 ALL = "all"
-SIZE_CLASS = "size_class"
 MAX_DAYS = 3660
 COUNTS_HEADER = (
     "date",
