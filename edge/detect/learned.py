@@ -60,7 +60,8 @@ class _Fit:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A box the model proposed, in full-resolution frame coordinates (floats), before suppression."""
+    """A box the model proposed (floats): in the model's input pixels as decoded, then in
+    full-resolution frame pixels."""
 
     x0: float
     y0: float
@@ -248,18 +249,18 @@ class LearnedDetector:
         found = self._ssd(outputs) if self.format == "ssd" else self._yolo(outputs[0])
         wanted = self.spec.classes
         out = []
-        for x0, y0, x1, y1, score, label in found:
-            if score < self.spec.score_threshold or (wanted is not None and label not in wanted):
+        for c in found:  # in model input pixels
+            if c.score < self.spec.score_threshold or (wanted is not None and c.label not in wanted):
                 continue
             # model input pixels -> tile pixels -> frame pixels
             out.append(
                 Candidate(
-                    off_x + (x0 - fit.pad_x) / fit.scale_x,
-                    off_y + (y0 - fit.pad_y) / fit.scale_y,
-                    off_x + (x1 - fit.pad_x) / fit.scale_x,
-                    off_y + (y1 - fit.pad_y) / fit.scale_y,
-                    float(score),
-                    int(label),
+                    off_x + (c.x0 - fit.pad_x) / fit.scale_x,
+                    off_y + (c.y0 - fit.pad_y) / fit.scale_y,
+                    off_x + (c.x1 - fit.pad_x) / fit.scale_x,
+                    off_y + (c.y1 - fit.pad_y) / fit.scale_y,
+                    c.score,
+                    c.label,
                 )
             )
         return out
@@ -311,7 +312,7 @@ class LearnedDetector:
             return (raw.astype(np.float32) - zero_point) * scale
         return raw.astype(np.float32)
 
-    def _ssd(self, outputs: list[np.ndarray]) -> list[tuple[float, float, float, float, float, int]]:
+    def _ssd(self, outputs: list[np.ndarray]) -> list[Candidate]:
         assert self._ssd_order is not None
         b, c, s, n = self._ssd_order
         boxes, classes, scores = outputs[b][0], outputs[c][0], outputs[s][0]
@@ -321,7 +322,7 @@ class LearnedDetector:
         for i in range(count):
             ymin, xmin, ymax, xmax = (float(v) for v in boxes[i])
             out.append(
-                (
+                Candidate(
                     xmin * self.input_w,
                     ymin * self.input_h,
                     xmax * self.input_w,
@@ -332,7 +333,7 @@ class LearnedDetector:
             )
         return out
 
-    def _yolo(self, raw: np.ndarray) -> list[tuple[float, float, float, float, float, int]]:
+    def _yolo(self, raw: np.ndarray) -> list[Candidate]:
         rows = raw[0]
         if rows.shape[0] < rows.shape[1]:  # [4 + C, N]: one column per candidate
             rows = rows.T
@@ -357,4 +358,4 @@ class LearnedDetector:
             for a, b, c, d, e, f in zip(x0, y0, x1, y1, scores[keep], labels[keep], strict=True)
         ]
         # suppression per tile first keeps the candidate list short; the frame-wide pass follows
-        return [(c.x0, c.y0, c.x1, c.y1, c.score, c.label) for c in suppress(candidates, self.spec.nms_iou)]
+        return suppress(candidates, self.spec.nms_iou)
