@@ -633,6 +633,15 @@ class StorageConfig(Section):
     crop_every_s: float = Field(
         10.0, ge=0, description="besides a track's first and better-scored crops, save one at most this often"
     )
+    save_snapshots: bool = Field(
+        True,
+        description="tracker.mode timelapse (with save_crops): keep each snapshot as a JPEG under "
+        "<crops_dir>/snapshots/, the media of Camtrap DP's per-snapshot observations; retention deletes "
+        "these first",
+    )
+    snapshot_width: int = Field(
+        1920, ge=160, le=8192, description="kept snapshots are scaled down to this width (never up)"
+    )
 
 
 class LoggingConfig(Section):

@@ -39,8 +39,8 @@ from edge.operations import FieldOps
 from edge.sources.base import FrameSource
 from edge.sources.capture import CaptureThread
 from edge.sources.factory import make_source
+from edge.store.crops import scaled_to_width
 from edge.store.db import Database, DetectionRow, RunInfo, TrackRow
-from edge.store.schema import utc_iso
 from edge.track.appearance import appearance_descriptor
 from edge.track.tracker import Tracker, TrackInput, TrackState
 from edge.watchdog import Notifier
@@ -407,11 +407,10 @@ class Pipeline:
             box = item.detection.box
             insects.append((lineage, self.cfg.size.measure(float(max(box.width, box.height)))[1]))
         text = counts_json(level_counts(insects))
-        self.db.submit(
-            "INSERT INTO snapshots (run_id, ts_utc, frame_index, insects, counts_json) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (run_id, utc_iso(frame.timestamp), int(frame.index), len(main), text),
-        )
+        image = None
+        if self.cfg.storage.save_snapshots and self.db.crops is not None:
+            image = scaled_to_width(frame.image, self.cfg.storage.snapshot_width)
+        self.db.add_snapshot(run_id, frame.timestamp, frame.index, len(main), text, image)
 
     def _check_spacing(self, gap_s: float, result: RunResult, ops: FieldOps) -> None:
         """Say it once, and flag it in health, when frames come further apart than the tracker links.

@@ -2,10 +2,12 @@
 
 Why crops and not rows: a season of detections is a few hundred MB of SQLite, the crops are many
 GB, and the counts (the science) live in the rows. When the crops exceed `max_crops_gb` or the
-disk's free space falls below `min_free_gb`, the oldest crop files (by detection time) are
-deleted first; each track's best crop is kept as long as anything else can go. A deleted crop
-leaves its row in place with `crop_deleted_utc` set, so exports can tell "never saved" from
-"saved, later removed". Only files below `crops_root` named by a row are ever deleted.
+disk's free space falls below `min_free_gb`, images are deleted oldest first, in this order: the
+kept time-lapse snapshots (`snapshots/` in the crops folder: the largest files, and what they
+showed is already counted and cropped), then the crops, and each track's best crop last. A deleted
+image leaves its row in place with `crop_deleted_utc` (`image_deleted_utc` for snapshots) set, so
+exports can tell "never saved" from "saved, later removed". Only files below `crops_root` named by
+a row are ever deleted.
 
 Order of work, so that a crash at any point is harmless: the file is deleted first, then its row
 is marked through the database's writer thread. A crash between the two leaves a row whose file
@@ -42,13 +44,30 @@ _HISTORY = timedelta(days=3)  # growth rate is measured over the checks of this 
 _VACUUM_FREE_SHARE = 0.10  # a full VACUUM (without auto_vacuum) only pays off above this freelist share
 _VACUUM_COUNTER = "retention_last_vacuum_unix"  # in the counters table, so restarts keep the interval
 
-_CANDIDATES = """
-SELECT detection_id, crop_path, ts_utc FROM detections
+_CROPS = """
+SELECT detection_id AS id, crop_path AS path, ts_utc FROM detections
 WHERE crop_path IS NOT NULL AND crop_deleted_utc IS NULL AND (ts_utc, detection_id) > (?, ?)
   AND ({best}) ORDER BY ts_utc, detection_id LIMIT ?
 """
 _BEST = "SELECT best_detection_id FROM tracks WHERE best_detection_id IS NOT NULL"
-_MARK = "UPDATE detections SET crop_deleted_utc = ? WHERE detection_id = ? AND crop_deleted_utc IS NULL"
+_MARK_CROP = "UPDATE detections SET crop_deleted_utc = ? WHERE detection_id = ? AND crop_deleted_utc IS NULL"
+_SNAPSHOTS = """
+SELECT snapshot_id AS id, image_path AS path, ts_utc FROM snapshots
+WHERE image_path IS NOT NULL AND image_deleted_utc IS NULL AND (ts_utc, snapshot_id) > (?, ?)
+ORDER BY ts_utc, snapshot_id LIMIT ?
+"""
+_MARK_SNAPSHOT = (
+    "UPDATE snapshots SET image_deleted_utc = ? WHERE snapshot_id = ? AND image_deleted_utc IS NULL"
+)
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One kind of image retention may delete: its rows oldest first, and how a deletion is marked."""
+
+    what: str  # for messages: 'snapshot' or 'detection'
+    select: str
+    mark: str
 
 
 @dataclass
@@ -93,7 +112,7 @@ class Retention:
         self._last_checkpoint: datetime | None = None
         self._last_vacuum: datetime | None = None
         self._vacuum_loaded = False
-        self._warned_outside: set[int] = set()
+        self._warned_outside: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------ checking
 
@@ -156,19 +175,29 @@ class Retention:
             return None
         return max(0.0, room) / rate
 
+    def _passes(self) -> list[_Pass]:
+        """Snapshot images first, then crops; each track's best crop last when it is kept."""
+        crops = (
+            [
+                _Pass("detection", _CROPS.format(best=f"detection_id NOT IN ({_BEST})"), _MARK_CROP),
+                _Pass("detection", _CROPS.format(best=f"detection_id IN ({_BEST})"), _MARK_CROP),
+            ]
+            if self.cfg.keep_best_crop
+            else [_Pass("detection", _CROPS.format(best="1"), _MARK_CROP)]
+        )
+        return [_Pass("snapshot", _SNAPSHOTS, _MARK_SNAPSHOT), *crops]
+
     def _delete_oldest(self, need: int, now: datetime) -> tuple[int, int]:
-        """Delete crop files, oldest first, until `need` bytes are gone; best crops last (if kept)."""
+        """Delete image files, oldest first in each pass, until `need` bytes are gone."""
         root = self.crops_root.resolve()
         stamp = utc_iso(now)
         files = freed = 0
-        passes = ("NOT IN", "IN") if self.cfg.keep_best_crop else (None,)
         emptied: set[Path] = set()
-        for kind in passes:
-            best = "1" if kind is None else f"detection_id {kind} ({_BEST})"
-            for chunk in self._candidates(best):
+        for kind in self._passes():
+            for chunk in self._candidates(kind.select):
                 marked: list[tuple[str, int]] = []
-                for detection_id, rel in chunk:
-                    path = self._inside(root, rel, detection_id)
+                for row_id, rel in chunk:
+                    path = self._inside(root, rel, kind.what, row_id)
                     if path is None:
                         continue
                     try:
@@ -183,10 +212,10 @@ class Retention:
                         files += 1
                         freed += size
                         emptied.add(path.parent)
-                    marked.append((stamp, detection_id))
+                    marked.append((stamp, row_id))
                     if freed >= need:
                         break
-                self._mark(marked)
+                self._mark(kind.mark, marked)
                 if freed >= need:
                     break
             if freed >= need:
@@ -194,9 +223,8 @@ class Retention:
         self._remove_empty_dirs(emptied, root)
         return files, freed
 
-    def _candidates(self, best: str) -> Iterator[list[tuple[int, str]]]:
-        """Crop rows oldest first, in chunks, through a read-only connection (never the writer's)."""
-        sql = _CANDIDATES.format(best=best)
+    def _candidates(self, sql: str) -> Iterator[list[tuple[int, str]]]:
+        """(row id, image path) oldest first, in chunks, on a read-only connection (not the writer's)."""
         last: tuple[str, int] = ("", 0)
         conn = connect_reader(self.db.path)
         try:
@@ -204,16 +232,16 @@ class Retention:
                 try:
                     rows = conn.execute(sql, (*last, _CHUNK)).fetchall()
                 except sqlite3.Error as exc:
-                    raise StorageError(f"{self.db.path}: cannot read crop rows: {exc}") from None
+                    raise StorageError(f"{self.db.path}: cannot read image rows: {exc}") from None
                 if not rows:
                     return
-                last = (rows[-1]["ts_utc"], rows[-1]["detection_id"])
-                yield [(int(r["detection_id"]), str(r["crop_path"])) for r in rows]
+                last = (rows[-1]["ts_utc"], rows[-1]["id"])
+                yield [(int(r["id"]), str(r["path"])) for r in rows]
         finally:
             conn.close()
 
-    def _inside(self, root: Path, rel: str, detection_id: int) -> Path | None:
-        """The crop's absolute path if it lies inside crops_root (symlinks resolved), else None (warned)."""
+    def _inside(self, root: Path, rel: str, what: str, row_id: int) -> Path | None:
+        """The image's absolute path if it lies inside crops_root (symlinks resolved), else None (warned)."""
         parts = PurePosixPath(rel)
         path = self.crops_root.joinpath(*parts.parts)
         ok = not parts.is_absolute() and ".." not in parts.parts and bool(parts.parts)
@@ -225,23 +253,24 @@ class Retention:
         if ok and path.is_symlink():
             ok = False
         if not ok:
-            if detection_id not in self._warned_outside:
-                self._warned_outside.add(detection_id)
+            if (what, row_id) not in self._warned_outside:
+                self._warned_outside.add((what, row_id))
                 log.warning(
-                    "retention: detection %d: crop_path %r is not inside %s; left alone",
-                    detection_id,
+                    "retention: %s %d: image path %r is not inside %s; left alone",
+                    what,
+                    row_id,
                     rel,
                     self.crops_root,
                 )
             return None
         return path
 
-    def _mark(self, marked: list[tuple[str, int]]) -> None:
+    def _mark(self, sql: str, marked: list[tuple[str, int]]) -> None:
         if not marked:
             return
 
         def update(conn: sqlite3.Connection) -> None:
-            conn.executemany(_MARK, marked)
+            conn.executemany(sql, marked)
 
         self.db.run_sync(update)
 
@@ -383,7 +412,7 @@ def _message(
 ) -> str | None:
     parts = []
     if files:
-        parts.append(f"deleted {files} oldest crops ({freed / 2**20:.1f} MB)")
+        parts.append(f"deleted {files} oldest images ({freed / 2**20:.1f} MB)")
     if over:
         limits = [f"{cfg.min_free_gb:g} GB free"]
         if cfg.max_crops_gb is not None:

@@ -398,3 +398,27 @@ def test_incremental_vacuum_under_auto_vacuum_incremental(tmp_path: Path) -> Non
         retention = Retention(RetentionConfig(vacuum_interval_days=1), db, tmp_path / "crops", tmp_path)
         assert retention.vacuum(NOW).startswith("incremental vacuum")
         assert _pages(db)[0] == 0
+
+
+def test_kept_time_lapse_snapshots_go_before_any_crop_and_are_marked(trap: Trap) -> None:
+    """A time-lapse trap keeps each snapshot (storage.save_snapshots): the largest files, whose insects
+    are already counted and cropped. They go first, even when newer than every crop; rows stay."""
+    late = T_START + timedelta(days=4)
+    for n in range(2):
+        image = np.random.default_rng(100 + n).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+        trap.db.add_snapshot(trap.run_id, late + timedelta(minutes=n), n, 0, "{}", image)
+    assert trap.db.flush()
+    snaps = query(trap.db_path, "SELECT snapshot_id, image_path FROM snapshots ORDER BY snapshot_id")
+    assert [p for _, p in snaps] == [
+        "snapshots/2026-07-04/140000_r1_f0.jpg",
+        "snapshots/2026-07-04/140100_r1_f1.jpg",
+    ]
+    snap_bytes = sum((trap.crops / p).stat().st_size for _, p in snaps)
+    need = snap_bytes + 1  # the two snapshots, then one crop: the oldest
+    report = trap.retention(disk(trap, int(0.001 * GB) - need), min_free_gb=0.001).check(NOW)
+    assert report.deleted_files == 3 and report.message and "deleted 3 oldest images" in report.message
+    assert not any((trap.crops / p).exists() for _, p in snaps)
+    assert not (trap.crops / "snapshots").exists()  # emptied folders go, the crops root stays
+    marked = query(trap.db_path, "SELECT image_deleted_utc FROM snapshots")
+    assert [m for (m,) in marked] == [utc_iso(NOW)] * 2
+    assert set(trap.deleted()) == {1}

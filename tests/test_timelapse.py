@@ -270,3 +270,59 @@ def test_a_camera_set_up_for_snapshots_gets_the_advice_before_its_first_frame(
     config.write_text(text, encoding="utf-8")
     cli = trapcam("validate-config", str(config))
     assert cli.returncode == 0 and f"{config}: note: {advice}" in cli.stdout
+
+
+def test_camtrap_dp_has_one_media_observation_per_snapshot_and_one_event_per_individual(
+    tmp_path: Path,
+) -> None:
+    """Camtrap DP's own model: each kept snapshot is a media file with media-level observations (per
+    taxon what it showed, or 'blank'), each linked individual one event-level observation, the ones
+    to sum. Made on a synthetic time-lapse night replayed through the real pipeline."""
+    import csv
+    import json
+
+    import cv2
+
+    from edge.config import ExportConfig, SiteConfig
+    from edge.export import validate_camtrap_dp, write_camtrap_dp
+
+    night = _night(seed=6)
+    frames = write_night(night, tmp_path / "night")
+    text = _config(tmp_path, frames, "data", "timelapse").replace(
+        "storage: {save_crops: false}", "storage: {snapshot_width: 320}"
+    )
+    result = Pipeline(parse_config(text, "trap.yaml")).run()
+    db, crops = tmp_path / "data" / "trapcam.db", tmp_path / "data" / "crops"
+    kept = query(db, "SELECT snapshot_id, frame_index, image_path FROM snapshots ORDER BY frame_index")
+    assert len(kept) == len(night) and all(p for _, _, p in kept)
+    image = cv2.imread(str(crops / kept[0][2]))
+    assert image is not None and image.shape[:2] == (180, 320)  # 640 x 360 kept at 320 px across
+    ended = {t for (t,) in query(db, "SELECT track_id FROM tracks WHERE status = 'ended'")}
+    shown = {
+        i: {t for (t,) in query(db, f"SELECT track_id FROM detections WHERE frame_index = {i}")} & ended
+        for i in range(len(night))
+    }
+
+    site = SiteConfig(timezone="UTC", latitude=46.5, longitude=7.25)
+    pkg = write_camtrap_dp(db, tmp_path / "dp", [night.timestamp(0).date()], site, ExportConfig(), "tl-1")
+    assert validate_camtrap_dp(pkg) == []
+    media = {r["mediaID"]: r for r in csv.DictReader((pkg / "media.csv").open())}
+    observations = list(csv.DictReader((pkg / "observations.csv").open()))
+    for snapshot_id, frame_index, path in kept:
+        row = media[f"s{snapshot_id}"]
+        assert row["captureMethod"] == "timeLapse" and (pkg / row["filePath"]).is_file()
+        own = [o for o in observations if o["mediaID"] == f"s{snapshot_id}"]
+        assert {o["observationLevel"] for o in own} == {"media"}
+        if not shown[frame_index]:
+            assert [o["observationType"] for o in own] == ["blank"]
+            continue
+        assert sum(int(o["count"]) for o in own) == len(shown[frame_index])
+        named = {int(t) for o in own for t in o["observationTags"].split("tracks:")[1].split(",")}
+        assert named == shown[frame_index]
+    events = [o for o in observations if o["observationLevel"] == "event"]
+    assert sorted(int(o["eventID"]) for o in events) == sorted(result.finished_tracks)
+    assert sum(int(o["count"]) for o in events) == len(result.finished_tracks)
+    descriptor = json.loads((pkg / "datapackage.json").read_text())
+    assert descriptor["project"]["observationLevel"] == ["event", "media"]
+    assert "timeLapse" in descriptor["project"]["captureMethod"]
+    assert any(shown.values()) and not all(shown.values())  # the night has insects and blank snapshots

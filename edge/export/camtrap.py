@@ -22,6 +22,15 @@ What the package says, and why:
   favorite true, captureMethod "activityDetection" (crops exist because the detector fired).
   Event-level observations leave mediaID empty, as the standard says; a crop belongs to its
   event through deploymentID and its timestamp, which lies between eventStart and eventEnd.
+- Time-lapse snapshots (tracker.mode timelapse, storage.save_snapshots): each kept snapshot image
+  is a media row too (mediaID `s<snapshot id>`, captureMethod "timeLapse", copied to
+  `media/snapshots/...`), with media-level observations: one per taxon the snapshot showed
+  (count = the counted insects of that crop answer in it; classificationProbability their crops'
+  mean score; observationTags `snapshot|tracks:<ids>` name the individuals, whose event-level
+  observations have those eventIDs), or one "blank" observation when it showed none. As Camtrap
+  DP says, event-level observations are the ones to sum (each insect once); media-level ones
+  say what each snapshot showed. Snapshots whose image retention deleted are not in the package
+  (the daily snapshots CSV keeps every snapshot's counts).
 - `created` is the end of the last exported day, not the time of the export, so re-running
   the export on the same data gives byte-identical files.
 
@@ -40,15 +49,18 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edge.classify.types import names_a_taxon
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ExportError
 from edge.export.csvsafe import Num, atomic_write, fixed, integer, render_csv
 from edge.export.data import (
     RunRecord,
+    SnapshotMedia,
     TrackRecord,
     day_window,
     ordered_levels,
     read_runs,
+    read_snapshot_media,
     read_tracks,
     snapshot,
 )
@@ -113,7 +125,11 @@ class _Deployment:
 
 
 def _deployments(
-    conn: Any, windows: Sequence[tuple[datetime, datetime]], tracks: Sequence[TrackRecord], site: SiteConfig
+    conn: Any,
+    windows: Sequence[tuple[datetime, datetime]],
+    tracks: Sequence[TrackRecord],
+    site: SiteConfig,
+    snaps: Sequence[SnapshotMedia] = (),
 ) -> dict[int, _Deployment]:
     spans: dict[int, list[tuple[datetime, datetime]]] = {}
     for wstart, wend in windows:
@@ -127,6 +143,8 @@ def _deployments(
             spans.setdefault(int(r["run_id"]), []).append((s, e))
     for t in tracks:
         spans.setdefault(t.run_id, []).append((t.first, t.last))
+    for m in snaps:
+        spans.setdefault(m.run_id, []).append((m.ts, m.ts))
     runs = read_runs(conn, spans)
     out: dict[int, _Deployment] = {}
     for run_id in sorted(runs):
@@ -140,6 +158,81 @@ def _deployments(
             )
         out[run_id] = dep
     return out
+
+
+def _snapshot_rows(
+    snaps: Sequence[SnapshotMedia],
+    deployments: dict[int, _Deployment],
+    crops_root: Path,
+    pkg: Path,
+    kept_media: set[PurePosixPath],
+) -> tuple[list[list[object]], list[list[object]]]:
+    """Media rows of the kept snapshot images and their media-level observations (module docstring)."""
+    media_cols, obs_cols = _fields("media"), _fields("observations")
+    media_rows: list[list[object]] = []
+    obs_rows: list[list[object]] = []
+    for m in snaps:
+        rel = PurePosixPath(m.image_path)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            continue
+        if not _copy_crop(crops_root.joinpath(*rel.parts), pkg.joinpath("media", *rel.parts)):
+            continue  # gone from disk without retention's mark: no media, so no media-level observation
+        kept_media.add(PurePosixPath("media", rel))
+        dep = deployments[m.run_id]
+        media_id = f"s{m.snapshot_id}"
+        media_rows.append(
+            _row(
+                media_cols,
+                {
+                    "mediaID": media_id,
+                    "deploymentID": dep.deployment_id,
+                    "captureMethod": "timeLapse",
+                    "timestamp": _ts(m.ts),
+                    "filePath": f"media/{rel.as_posix()}",
+                    "filePublic": False,
+                    "fileName": rel.name,
+                    "fileMediatype": mimetypes.guess_type(rel.name)[0] or "image/jpeg",
+                    "favorite": False,
+                    "mediaComments": f"time-lapse snapshot of run {m.run_id}",
+                },
+            )
+        )
+        groups: dict[str | None, list[Any]] = {}
+        for insect in m.insects:
+            groups.setdefault(insect.label if names_a_taxon(insect.label) else None, []).append(insect)
+        base = {
+            "deploymentID": dep.deployment_id,
+            "mediaID": media_id,
+            "eventStart": _ts(m.ts),
+            "eventEnd": _ts(m.ts),
+            "observationLevel": "media",
+        }
+        if not groups:
+            obs_rows.append(
+                _row(obs_cols, {**base, "observationID": f"{media_id}-0", "observationType": "blank"})
+            )
+        named = sorted(k for k in groups if k is not None)
+        for n, label in enumerate([*named, *([None] if None in groups else [])], start=1):
+            insects = groups[label]
+            scores = [i.score for i in insects if i.score is not None]
+            mean = min(1.0, max(0.0, sum(scores) / len(scores))) if scores and label else None
+            obs_rows.append(
+                _row(
+                    obs_cols,
+                    {
+                        **base,
+                        "observationID": f"{media_id}-{n}",
+                        "observationType": "animal" if label else "unclassified",
+                        "scientificName": label,
+                        "count": integer(len(insects)),
+                        "classificationMethod": "machine" if label else None,
+                        "classifiedBy": (dep.run.model_name or "trapcam") if label else None,
+                        "classificationProbability": fixed(mean, 4),
+                        "observationTags": "snapshot|tracks:" + ",".join(str(i.track_id) for i in insects),
+                    },
+                )
+            )
+    return media_rows, obs_rows
 
 
 def _copy_crop(src: Path, dest: Path) -> bool:
@@ -183,7 +276,8 @@ def write_camtrap_dp(
     pkg = _package_dir(out_dir, device_id, days)
     with snapshot(Path(db_path)) as conn:
         tracks = read_tracks(conn, windows)
-        deployments = _deployments(conn, windows, tracks, site)
+        snaps = read_snapshot_media(conn, windows)
+        deployments = _deployments(conn, windows, tracks, site, snaps)
     if not deployments and (site.latitude is None or site.longitude is None):
         raise ExportError("site.latitude and site.longitude must be set for a Camtrap DP package")
 
@@ -247,6 +341,10 @@ def write_camtrap_dp(
             )
         )
 
+    snapshot_media, snapshot_obs = _snapshot_rows(snaps, deployments, crops_root, pkg, kept_media)
+    media_rows += snapshot_media
+    observation_rows += snapshot_obs
+
     dep_cols = _fields("deployments")
     deployment_rows = []
     for dep in deployments.values():
@@ -272,7 +370,9 @@ def write_camtrap_dp(
             )
         )
 
-    descriptor = _descriptor(device_id, days, windows, deployments, tracks, site)
+    descriptor = _descriptor(
+        device_id, days, windows, deployments, tracks, site, timelapse=bool(snapshot_obs)
+    )
     files = {
         "deployments.csv": render_csv(dep_cols, deployment_rows),
         "media.csv": render_csv(media_cols, media_rows),
@@ -297,6 +397,8 @@ def _descriptor(
     deployments: dict[int, _Deployment],
     tracks: Sequence[TrackRecord],
     site: SiteConfig,
+    *,
+    timelapse: bool = False,
 ) -> dict[str, Any]:
     first, last = min(days), max(days)
     points = sorted(
@@ -340,9 +442,9 @@ def _descriptor(
         "project": {
             "title": title,
             "samplingDesign": "targeted",
-            "captureMethod": ["activityDetection"],
+            "captureMethod": ["activityDetection", "timeLapse"] if timelapse else ["activityDetection"],
             "individualAnimals": False,
-            "observationLevel": ["event"],
+            "observationLevel": ["event", "media"] if timelapse else ["event"],
         },
         "spatial": spatial,
         "temporal": temporal,

@@ -146,6 +146,10 @@ def snapshot(db_path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def _opt_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
 def _opt_ts(text: str | None) -> datetime | None:
     return None if text is None else parse_utc(text)
 
@@ -224,6 +228,74 @@ def read_snapshots(conn: sqlite3.Connection, start: datetime, end: datetime) -> 
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class SnapshotInsect:
+    """A counted insect (a finished track) as one snapshot showed it: its largest piece's own answer."""
+
+    track_id: int
+    level: str | None
+    label: str | None
+    score: float | None
+
+
+@dataclass(frozen=True)
+class SnapshotMedia:
+    """A kept time-lapse snapshot image (still on disk by the database's account) and the counted
+    insects it showed: the media of a Camtrap DP media-level observation."""
+
+    snapshot_id: int
+    run_id: int
+    ts: datetime
+    image_path: str  # relative to the crops folder
+    insects: tuple[SnapshotInsect, ...]
+
+
+_SNAPSHOT_INSECTS = (
+    "SELECT d.track_id, d.level, d.label, d.score FROM detections d JOIN tracks t ON t.track_id = d.track_id "
+    "WHERE d.ts_utc = ? AND d.run_id = ? AND d.frame_index = ? AND t.status = 'ended' "
+    "ORDER BY d.track_id, d.area_px DESC, d.detection_id"
+)
+
+
+def read_snapshot_media(
+    conn: sqlite3.Connection, windows: Sequence[tuple[datetime, datetime]]
+) -> list[SnapshotMedia]:
+    """Kept snapshot images in the windows, by time, each with the counted insects it showed (one
+    per track: pieces of one insect once). Nothing from a database older than schema 5."""
+    if get_version(conn) < 5:
+        return []
+    out: list[SnapshotMedia] = []
+    for start, end in windows:
+        rows = conn.execute(
+            "SELECT snapshot_id, run_id, ts_utc, frame_index, image_path FROM snapshots "
+            "WHERE image_path IS NOT NULL AND image_deleted_utc IS NULL AND ts_utc >= ? AND ts_utc < ? "
+            "ORDER BY ts_utc, snapshot_id",
+            (utc_iso(start), utc_iso(end)),
+        ).fetchall()
+        for r in rows:
+            insects: dict[int, SnapshotInsect] = {}
+            for d in conn.execute(_SNAPSHOT_INSECTS, (r["ts_utc"], r["run_id"], r["frame_index"])):
+                insects.setdefault(
+                    int(d["track_id"]),
+                    SnapshotInsect(
+                        int(d["track_id"]),
+                        d["level"],
+                        d["label"],
+                        None if d["score"] is None else float(d["score"]),
+                    ),
+                )
+            out.append(
+                SnapshotMedia(
+                    int(r["snapshot_id"]),
+                    int(r["run_id"]),
+                    parse_utc(r["ts_utc"]),
+                    str(r["image_path"]),
+                    tuple(insects.values()),
+                )
+            )
+    return out
 
 
 def effort_seconds(conn: sqlite3.Connection, start: datetime, end: datetime) -> float:

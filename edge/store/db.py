@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -393,6 +394,34 @@ class Database:
             self._next_detection = max(self._next_detection, int(row.detection_id) + 1)
             if row.track_id is not None:
                 self._next_track = max(self._next_track, int(row.track_id) + 1)
+
+    def add_snapshot(
+        self,
+        run_id: int,
+        ts_utc: datetime,
+        frame_index: int,
+        insects: int,
+        counts_json: str,
+        image: np.ndarray | None = None,
+    ) -> None:
+        """Queue a time-lapse snapshot's row; with an image, the writer saves its JPEG first (as it
+        does a crop, atomically and retried on a full disk) and the row names it in image_path."""
+        self._check_run(run_id, "add_snapshot")
+        item = _Item(
+            sql="INSERT INTO snapshots (run_id, ts_utc, frame_index, insects, counts_json, image_path) "
+            "VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        if image is not None:
+            if self.crops is None:
+                raise StorageError(
+                    f"{self.path}: a snapshot image was given but the database was opened without crops_root"
+                )
+            check_crop(image)
+            item.crop = np.array(image, copy=True)
+            item.crop_rel = self.crops.snapshot_path_for(ts_utc, run_id, frame_index)
+            item.nbytes += item.crop.nbytes
+        item.params = (run_id, utc_iso(ts_utc), int(frame_index), int(insects), counts_json, item.crop_rel)
+        self._put(item)
 
     def upsert_track(self, row: TrackRow) -> None:
         """Queue an insert, or an update of every column when the track_id is already stored."""

@@ -223,11 +223,20 @@ CREATE TABLE snapshots (
 CREATE INDEX snapshots_ts ON snapshots(ts_utc);
 """
 
+# Time-lapse snapshots as media (issue 21): the snapshot's own JPEG (downscaled, under the crops
+# folder) so Camtrap DP can carry one media-level observation per snapshot; retention deletes
+# these images first and marks image_deleted_utc, as it does for crops.
+_V5 = """
+ALTER TABLE snapshots ADD COLUMN image_path TEXT;
+ALTER TABLE snapshots ADD COLUMN image_deleted_utc TEXT;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, detections, tracks", _V1),
     Migration(2, "outbox, counters, summaries, health; track lineage; deleted crops", _V2),
     Migration(3, "tracks: detections cut by the frame border, why a track was discarded, size", _V3),
     Migration(4, "snapshots: insects per time-lapse frame; summaries: most insects seen at once", _V4),
+    Migration(5, "snapshots: the snapshot's image file, and when retention deleted it", _V5),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
