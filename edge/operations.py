@@ -29,7 +29,7 @@ from edge.config import TrapConfig
 from edge.health import HealthMonitor, LoopStats, SystemProbes, store_health
 from edge.intervals import IntervalSummarizer, SummaryRow, store_summary
 from edge.light import LightController
-from edge.mqtt import Outbox, Publisher, discovery_messages, health_message, summary_message, track_message
+from edge.mqtt import Discovery, Outbox, Publisher, discovery, health_message, summary_message, track_message
 from edge.retention import Retention, RetentionReport
 from edge.schedule import Schedule
 from edge.store.db import Database
@@ -121,11 +121,11 @@ class FieldOps:
                 )
                 taxa = []
 
-            def discovery() -> list[Any]:
-                return discovery_messages(cfg.mqtt, cfg.device_id, __version__, model_name, taxa)
+            def discovery_plan() -> Discovery:
+                return discovery(cfg.mqtt, cfg.device_id, __version__, model_name, taxa)
 
             self._publish_recovered_tracks()
-            self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.outbox, discovery=discovery)
+            self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.outbox, discovery=discovery_plan)
             self.publisher.start()
 
     # ------------------------------------------------------------ called by the loop

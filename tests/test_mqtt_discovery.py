@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import paho.mqtt.publish as paho_publish
 import pytest
 from mqtt_broker import Broker, Subscriber, read_retained, wait_until
 
 from edge.config import HomeAssistantConfig, MqttConfig
-from edge.mqtt import Outbox, Publisher, discovery_messages, health_message, summary_message
+from edge.errors import MqttError
+from edge.mqtt import Outbox, Publisher, discovery, discovery_messages, health_message, summary_message
 from edge.mqtt.discovery import HEALTH_SENSORS
 from edge.store.db import Database
 
@@ -49,63 +51,76 @@ def cfg_for(broker: Broker | None = None, **kw: Any) -> MqttConfig:
     return MqttConfig(**(options | kw))
 
 
-def by_object(messages: list[Any]) -> dict[str, dict[str, Any]]:
-    return {m.payload["object_id"]: m.payload for m in messages}
+def components(messages: list[Any]) -> dict[str, dict[str, Any]]:
+    """The one device config's components by unique_id (after checking there is one message)."""
+    assert len(messages) == 1
+    return {c["unique_id"]: c for c in messages[0].payload["components"].values()}
 
 
-def test_discovery_configs_field_by_field() -> None:
+def test_discovery_is_one_device_config_field_by_field() -> None:
+    """Device-based discovery: device, origin and availability once, a component per sensor, each
+    with unique_id and default_entity_id (object_id is deprecated in HA 2025.10, gone in 2026.4)."""
     messages = discovery_messages(cfg_for(), DEVICE, "0.3.1", "inat-mobilenet-v2", TAXA)
-    assert len(messages) == len(EXPECTED_HEALTH) + len(TAXA)
-    device = {
+    (m,) = messages
+    p = m.payload
+    assert (m.kind, m.qos, m.retain) == ("discovery", 1, True)
+    assert m.topic == "homeassistant/device/trapcam_trap-ha/config"
+    assert p["device"] == {
         "identifiers": [f"trapcam_{DEVICE}"],
         "name": f"trapcam {DEVICE}",
         "manufacturer": "trapcam",
         "model": "inat-mobilenet-v2",
         "sw_version": "0.3.1",
     }
-    for m in messages:
-        p = m.payload
-        assert (m.kind, m.qos, m.retain) == ("discovery", 1, True)
-        assert m.topic == f"homeassistant/sensor/{DEVICE}/{p['object_id']}/config"
-        assert p["unique_id"] == p["object_id"] and p["object_id"].startswith(f"trapcam_{DEVICE}_")
-        assert p["availability_topic"] == STATUS
-        assert p["availability_template"] == "{{ value_json.state }}"
-        assert (p["payload_available"], p["payload_not_available"]) == ("online", "offline")
-        assert p["device"] == device
-        assert p["name"] and p["value_template"].startswith("{{")
-        assert {"id", "device_id", "ts"} <= p.keys()
-    assert len({m.payload["unique_id"] for m in messages}) == len(messages)
-    assert len({m.topic for m in messages}) == len(messages)
+    assert p["origin"] == {"name": "trapcam", "sw_version": "0.3.1"}
+    assert p["availability_topic"] == STATUS
+    assert p["availability_template"] == "{{ value_json.state }}"
+    assert (p["payload_available"], p["payload_not_available"], p["qos"]) == ("online", "offline", 1)
+    assert {"id", "device_id", "ts"} <= p.keys()
+    assert len(p["components"]) == len(EXPECTED_HEALTH) + len(TAXA)
+    for key, c in p["components"].items():
+        assert c["platform"] == "sensor" and "object_id" not in c
+        assert c["unique_id"] == f"trapcam_{DEVICE}_{key}"  # unchanged from the per-sensor configs
+        assert c["default_entity_id"] == f"sensor.trapcam_trap_ha_{key}"
+        assert c["name"] and c["value_template"].startswith("{{")
+        assert "device" not in c and "availability_topic" not in c  # given once, at the top
 
-    configs = by_object(messages)
+    configs = components(messages)
     for key, (unit, device_class) in EXPECTED_HEALTH.items():
-        p = configs[f"trapcam_{DEVICE}_{key}"]
-        assert p["state_topic"] == HEALTH
-        assert p["value_template"] == f"{{{{ value_json.{key} }}}}"
-        assert p["unit_of_measurement"] == unit
-        assert p.get("device_class") == device_class
-        assert p["state_class"] == "measurement"
-    today = [p for p in configs.values() if p["state_topic"] == SUMMARY]
-    assert [p["name"] for p in today] == [f"{t} today" for t in TAXA]
-    for p in today:
-        assert p["state_class"] == "total_increasing"  # resets to 0 each day: HA starts a new cycle
-        assert "unit_of_measurement" not in p and "device_class" not in p
+        c = configs[f"trapcam_{DEVICE}_{key}"]
+        assert c["state_topic"] == HEALTH
+        assert c["value_template"] == f"{{{{ value_json.{key} }}}}"
+        assert c["unit_of_measurement"] == unit
+        assert c.get("device_class") == device_class
+        assert c["state_class"] == "measurement"
+    today = [c for c in configs.values() if c["state_topic"] == SUMMARY]
+    assert [c["name"] for c in today] == [f"{t} today" for t in TAXA]
+    for c in today:
+        assert c["state_class"] == "total_increasing"  # resets to 0 each day: HA starts a new cycle
+        assert "unit_of_measurement" not in c and "device_class" not in c
     assert configs[f"trapcam_{DEVICE}_today_aglais_io"]["name"] == "Aglais io today"
     assert {s.key for s in HEALTH_SENSORS} == EXPECTED_HEALTH.keys()
 
 
-def test_discovery_defaults_and_prefix() -> None:
+def test_discovery_defaults_prefix_and_the_legacy_topics_it_clears() -> None:
     cfg = cfg_for(homeassistant=HomeAssistantConfig(discovery_prefix="ha"), topic_prefix="insects")
-    messages = discovery_messages(cfg, DEVICE, "1.0", None, [])
-    assert len(messages) == len(EXPECTED_HEALTH)
-    assert all(m.topic.startswith(f"ha/sensor/{DEVICE}/") for m in messages)
-    assert messages[0].payload["device"]["model"] == "insect camera trap"
-    assert messages[0].payload["state_topic"] == f"insects/{DEVICE}/health"
-    assert messages[0].payload["availability_topic"] == f"insects/{DEVICE}/status"
+    plan = discovery(cfg, "Trap 7.b", "1.0", None, ["Aglais io"])
+    (m,) = plan.messages
+    assert m.topic == "ha/device/trapcam_Trap_7_b/config"  # only [A-Za-z0-9_-] in a discovery topic id
+    assert m.payload["device"]["model"] == "insect camera trap"
+    assert m.payload["components"]["fps"]["state_topic"] == "insects/Trap 7.b/health"
+    assert m.payload["availability_topic"] == "insects/Trap 7.b/status"
+    # what trapcam up to this version retained per sensor: every one is cleared before the new config
+    assert m.payload["components"]["fps"]["default_entity_id"] == "sensor.trapcam_trap_7_b_fps"
+    assert plan.clear == [
+        f"ha/sensor/Trap 7.b/trapcam_Trap 7.b_{k}/config" for k in [*EXPECTED_HEALTH, "today_aglais_io"]
+    ]
+    with pytest.raises(MqttError, match="discovery_prefix"):
+        discovery(cfg_for(homeassistant=HomeAssistantConfig(discovery_prefix="ha/#")), DEVICE, "1", None, [])
 
 
 def test_templates_read_the_payloads_the_builders_make() -> None:
-    configs = by_object(discovery_messages(cfg_for(), DEVICE, "1", None, TAXA))
+    configs = components(discovery_messages(cfg_for(), DEVICE, "1", None, TAXA))
     summary = summary_message("trapcam", DEVICE, {"today": {"Aglais io": 7, "Noctua  pronuba": 2}}).payload
     health = health_message(
         "trapcam",
@@ -119,8 +134,8 @@ def test_templates_read_the_payloads_the_builders_make() -> None:
         },
     ).payload
     values = {
-        p["name"]: render(p["value_template"], summary if p["state_topic"] == SUMMARY else health)
-        for p in configs.values()
+        c["name"]: render(c["value_template"], summary if c["state_topic"] == SUMMARY else health)
+        for c in configs.values()
     }
     assert values["Aglais io today"] == "7"
     assert values["Noctua pronuba today"] == "0"  # not seen today: 0, not an error
@@ -128,8 +143,8 @@ def test_templates_read_the_payloads_the_builders_make() -> None:
     assert values["Frame rate"] == "4.5"
     assert values["Disk free"] == "12.25"
     assert values["Time since last detection"] == "90"
-    status = {"state": "online"}
-    assert render(next(iter(configs.values()))["availability_template"], status) == "online"
+    device = discovery_messages(cfg_for(), DEVICE, "1", None, TAXA)[0].payload
+    assert render(device["availability_template"], {"state": "online"}) == "online"
 
 
 @pytest.fixture
@@ -147,21 +162,32 @@ def test_discovery_and_status_are_retained_on_the_broker_and_match_what_is_publi
     cfg = cfg_for(broker)
     outbox = Outbox(db, cfg)
     expected = discovery_messages(cfg, DEVICE, "0.3.1", "m", TAXA)
-    publisher = Publisher(
-        cfg, DEVICE, outbox, discovery=lambda: discovery_messages(cfg, DEVICE, "0.3.1", "m", TAXA)
+    # what an earlier trapcam left retained: one config per sensor, which must not stay beside the new one
+    legacy = f"homeassistant/sensor/{DEVICE}/trapcam_{DEVICE}_fps/config"
+    paho_publish.single(
+        legacy,
+        json.dumps({"name": "Frame rate", "object_id": "x"}),
+        retain=True,
+        hostname=broker.host,
+        port=broker.port,
     )
+    assert [m.topic for m in read_retained(broker, "homeassistant/#")] == [legacy]
+    publisher = Publisher(cfg, DEVICE, outbox, discovery=lambda: discovery(cfg, DEVICE, "0.3.1", "m", TAXA))
     live = Subscriber(broker, [HEALTH, SUMMARY]).start()
     try:
         publisher.start()
         assert wait_until(lambda: publisher.state == "connected")
         retained = read_retained(broker, "homeassistant/#", expect=len(expected))
-        assert sorted(m.topic for m in retained) == sorted(m.topic for m in expected)
+        assert sorted(m.topic for m in retained) == sorted(
+            m.topic for m in expected
+        )  # the legacy one is gone
         got = {m.topic: m.payload for m in retained}
         for m in expected:  # the same config, apart from the per-message id and time
             strip = {"id", "ts"}
             assert {k: v for k, v in got[m.topic].items() if k not in strip} == {
                 k: v for k, v in m.payload.items() if k not in strip
             }
+        got = {c["unique_id"]: c for p in got.values() for c in p["components"].values()}
         status = read_retained(broker, STATUS)
         assert [s.payload["state"] for s in status] == ["online"]
 
@@ -174,7 +200,7 @@ def test_discovery_and_status_are_retained_on_the_broker_and_match_what_is_publi
             for p in got.values()
             if p["state_topic"] in received
         }
-        assert len(values) == len(expected)  # every sensor's state_topic carried a message
+        assert len(values) == len(got)  # every sensor's state_topic carried a message
         assert values["Aglais io today"] == "3"
         assert values["Frame rate"] == "2.0"
         assert values["CPU temperature"] == "55.5"
@@ -198,7 +224,7 @@ def test_home_assistant_disabled_publishes_no_discovery(tmp_path: Path, db: Data
     broker.start()
     cfg = cfg_for(broker, homeassistant=HomeAssistantConfig(enabled=False))
     publisher = Publisher(
-        cfg, DEVICE, Outbox(db, cfg), discovery=lambda: discovery_messages(cfg, DEVICE, "1", None, TAXA)
+        cfg, DEVICE, Outbox(db, cfg), discovery=lambda: discovery(cfg, DEVICE, "1", None, TAXA)
     )
     try:
         publisher.start()

@@ -6,7 +6,7 @@ retained status with a last will), `discovery` describes the trap to Home Assist
 """
 
 from edge.mqtt.credentials import redact, resolve_password
-from edge.mqtt.discovery import discovery_messages
+from edge.mqtt.discovery import Discovery, discovery, discovery_messages
 from edge.mqtt.messages import (
     Message,
     event_message,
@@ -21,10 +21,12 @@ from edge.mqtt.publisher import Publisher
 
 __all__ = [
     "CompactReport",
+    "Discovery",
     "Message",
     "Outbox",
     "OutboxRow",
     "Publisher",
+    "discovery",
     "discovery_messages",
     "event_message",
     "health_message",

@@ -1,10 +1,16 @@
 """Home Assistant MQTT discovery: the trap's dashboard appears by itself.
 
-Why these fields: Home Assistant creates one device ("trapcam <device_id>") with one sensor per
-config message on `<discovery_prefix>/sensor/<device_id>/<object_id>/config` (retained, so HA
-finds them after its own restart). The sensors read the topics the publisher really publishes:
-today's count per taxon from the retained summary (`value_json.today`), the rest from the health
-samples. Availability follows the retained status topic (and the broker's last will).
+Why these fields: Home Assistant's device-based discovery (2024.11 and later) takes the whole trap
+in one retained config on `<discovery_prefix>/device/trapcam_<device_id>/config`: the device
+("trapcam <device_id>"), the origin (trapcam and its version), availability and QoS once, and one
+component per sensor under `components`, each with its `unique_id` and a `default_entity_id`
+(`sensor.trapcam_<device>_<key>`; the per-sensor `object_id` is deprecated since HA 2025.10 and
+ignored from 2026.4). Retained, so HA finds it after its own restart. The sensors read the topics
+the publisher really publishes: today's count per taxon from the retained summary
+(`value_json.today`), the rest from the health samples. Availability follows the retained status
+topic (and the broker's last will). Earlier trapcam versions retained one config per sensor on
+`<prefix>/sensor/...`: the publisher clears those first (`Discovery.clear`), so no sensor exists
+twice; the unique ids did not change, so HA keeps each entity's id and history.
 
 State classes follow the HA sensor docs: a count that rises during the day and restarts at 0 the
 next day is `total_increasing` (a decrease starts a new cycle); readings of the present
@@ -56,8 +62,69 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "x"
 
 
-def discovery_topic(discovery_prefix: str, device_id: str, object_id: str) -> str:
-    return f"{discovery_prefix.rstrip('/')}/sensor/{device_id}/{object_id}/config"
+def device_object_id(device_id: str) -> str:
+    """The discovery topic's id of this trap: letters, digits, '_' and '-' only (what HA allows there)."""
+    return "trapcam_" + (re.sub(r"[^A-Za-z0-9_-]+", "_", device_id).strip("_") or "x")
+
+
+def discovery_topic(discovery_prefix: str, device_id: str) -> str:
+    """Device-based discovery: one config for the whole trap (HA 2024.11 and later)."""
+    return f"{discovery_prefix.rstrip('/')}/device/{device_object_id(device_id)}/config"
+
+
+def legacy_topic(discovery_prefix: str, device_id: str, key: str) -> str:
+    """Where trapcam up to 0.x published one config per sensor (cleared now: see `Discovery`)."""
+    return f"{discovery_prefix.rstrip('/')}/sensor/{device_id}/trapcam_{device_id}_{key}/config"
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What the publisher sends to Home Assistant on every connect, in this order.
+
+    clear: topics of the single-sensor configs that earlier trapcam versions retained; an empty
+        retained payload removes each (and its entity, which HA restores under the same entity id
+        from the device config that follows: same unique_id), so no sensor shows up twice.
+    messages: the device config (retained).
+    """
+
+    clear: list[str]
+    messages: list[Message]
+
+
+def _check_prefix(cfg: MqttConfig) -> str:
+    prefix = cfg.homeassistant.discovery_prefix
+    if not prefix or any(c in prefix for c in "#+"):
+        raise MqttError(f"mqtt.homeassistant.discovery_prefix {prefix!r}: expected a topic without # or +")
+    return prefix
+
+
+def _sensor_keys(taxa: Sequence[str]) -> dict[str, str]:
+    """taxon -> component key `today_<slug>`; two names with one slug ('A-b', 'A b') stay apart."""
+    keys: dict[str, str] = {}
+    used: set[str] = set()
+    for taxon in dict.fromkeys(taxa):  # keep order, drop repeats
+        key = f"today_{slug(taxon)}"
+        if key in used:
+            key = f"{key}_{hashlib.sha1(taxon.encode()).hexdigest()[:6]}"
+        used.add(key)
+        keys[taxon] = key
+    return keys
+
+
+def discovery(
+    cfg: MqttConfig,
+    device_id: str,
+    software_version: str,
+    model_name: str | None,
+    taxa: Sequence[str],
+) -> Discovery:
+    """The legacy topics to clear, then the device config (see `Discovery`)."""
+    prefix = _check_prefix(cfg)
+    keys = [s.key for s in HEALTH_SENSORS] + list(_sensor_keys(taxa).values())
+    return Discovery(
+        [legacy_topic(prefix, device_id, k) for k in keys],
+        discovery_messages(cfg, device_id, software_version, model_name, taxa),
+    )
 
 
 def discovery_messages(
@@ -67,68 +134,58 @@ def discovery_messages(
     model_name: str | None,
     taxa: Sequence[str],
 ) -> list[Message]:
-    """One retained config message per sensor: the health sensors, then today's count per taxon."""
-    prefix = cfg.homeassistant.discovery_prefix
-    if not prefix or any(c in prefix for c in "#+"):
-        raise MqttError(f"mqtt.homeassistant.discovery_prefix {prefix!r}: expected a topic without # or +")
+    """The device config: one retained message, a component per sensor (health, then today's count
+    per taxon), the device, origin and availability given once for all of them."""
+    prefix = _check_prefix(cfg)
     status_topic = topic(cfg.topic_prefix, device_id, "status")
     health_topic = topic(cfg.topic_prefix, device_id, "health")
     summary_topic = topic(cfg.topic_prefix, device_id, "summary")
-    device = {
-        "identifiers": [f"trapcam_{device_id}"],
-        "name": f"trapcam {device_id}",
-        "manufacturer": MANUFACTURER,
-        "model": model_name or DEFAULT_MODEL,
-        "sw_version": software_version,
-    }
-    common = {
-        "availability_topic": status_topic,
-        "availability_template": "{{ value_json.state }}",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": device,
-    }
-    configs: list[dict[str, Any]] = []
+    entity_base = device_object_id(device_id).lower().replace("-", "_")
+    components: dict[str, dict[str, Any]] = {}
     for sensor in HEALTH_SENSORS:
-        config = {
+        component: dict[str, Any] = {
+            "platform": "sensor",
             "name": sensor.name,
-            "object_id": f"trapcam_{device_id}_{sensor.key}",
             "unique_id": f"trapcam_{device_id}_{sensor.key}",
+            "default_entity_id": f"sensor.{entity_base}_{sensor.key}",
             "state_topic": health_topic,
             "value_template": f"{{{{ value_json.{sensor.key} }}}}",
             "unit_of_measurement": sensor.unit,
             "state_class": "measurement",
             "icon": sensor.icon,
-            **common,
         }
         if sensor.device_class is not None:
-            config["device_class"] = sensor.device_class
-        configs.append(config)
-    used: set[str] = set()
-    for taxon in dict.fromkeys(taxa):  # keep order, drop repeats
-        key = f"today_{slug(taxon)}"
-        if key in used:  # two names with the same slug ('A-b', 'A b'): keep both, apart
-            key = f"{key}_{hashlib.sha1(taxon.encode()).hexdigest()[:6]}"
-        used.add(key)
-        configs.append(
-            {
-                "name": f"{taxon} today",
-                "object_id": f"trapcam_{device_id}_{key}",
-                "unique_id": f"trapcam_{device_id}_{key}",
-                "state_topic": summary_topic,
-                "value_template": f"{{{{ value_json.today[{json.dumps(taxon)}] | default(0) }}}}",
-                "state_class": "total_increasing",
-                "icon": "mdi:bug",
-                **common,
-            }
-        )
-    ts = utc_iso(utc_now())
-    messages = []
-    for config in configs:
-        object_id = config["object_id"]
-        msg_id = new_id(device_id, "discovery")
-        payload = {"id": msg_id, "device_id": device_id, "ts": ts, **config}
-        messages.append(
-            Message(msg_id, "discovery", discovery_topic(prefix, device_id, object_id), payload, 1, True)
-        )
-    return messages
+            component["device_class"] = sensor.device_class
+        components[sensor.key] = component
+    for taxon, key in _sensor_keys(taxa).items():
+        components[key] = {
+            "platform": "sensor",
+            "name": f"{taxon} today",
+            "unique_id": f"trapcam_{device_id}_{key}",
+            "default_entity_id": f"sensor.{entity_base}_{key}",
+            "state_topic": summary_topic,
+            "value_template": f"{{{{ value_json.today[{json.dumps(taxon)}] | default(0) }}}}",
+            "state_class": "total_increasing",
+            "icon": "mdi:bug",
+        }
+    msg_id = new_id(device_id, "discovery")
+    payload = {
+        "id": msg_id,
+        "device_id": device_id,
+        "ts": utc_iso(utc_now()),
+        "device": {
+            "identifiers": [f"trapcam_{device_id}"],
+            "name": f"trapcam {device_id}",
+            "manufacturer": MANUFACTURER,
+            "model": model_name or DEFAULT_MODEL,
+            "sw_version": software_version,
+        },
+        "origin": {"name": "trapcam", "sw_version": software_version},
+        "availability_topic": status_topic,
+        "availability_template": "{{ value_json.state }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "qos": 1,
+        "components": components,
+    }
+    return [Message(msg_id, "discovery", discovery_topic(prefix, device_id), payload, 1, True)]

@@ -30,7 +30,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from edge.config import MqttConfig
 from edge.errors import ConfigError
 from edge.mqtt.credentials import redact, resolve_password
-from edge.mqtt.messages import Message, status_message
+from edge.mqtt.discovery import Discovery
+from edge.mqtt.messages import status_message
 from edge.mqtt.outbox import Outbox, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Publisher:
         cfg: MqttConfig,
         device_id: str,
         outbox: Outbox,
-        discovery: Callable[[], list[Message]] | None = None,
+        discovery: Callable[[], Discovery] | None = None,
     ) -> None:
         self.cfg = cfg
         self.device_id = device_id
@@ -272,7 +273,10 @@ class Publisher:
         client.publish(online.topic, online.payload_json(), qos=1, retain=True)
         if self._discovery is not None:
             try:
-                for message in self._discovery():
+                plan = self._discovery()
+                for legacy in plan.clear:  # an empty retained payload removes an old config
+                    client.publish(legacy, b"", qos=1, retain=True)
+                for message in plan.messages:
                     client.publish(
                         message.topic, message.payload_json(), qos=message.qos, retain=message.retain
                     )
