@@ -99,9 +99,10 @@ def test_night_publishes_every_track_and_stores_summaries_and_health(broker: Bro
     assert last["frames_processed"] == 120 and last["version"] and last["disk_free_gb"] > 0
     status = read_retained(broker, f"trapcam/{DEVICE}/status")
     assert status and status[0].payload["state"] == "offline"  # a clean stop says so
-    discovery = read_retained(broker, f"homeassistant/sensor/{DEVICE}/+/config", expect=5)
-    templates = " ".join(m.payload["value_template"] for m in discovery)
-    assert len(discovery) == 5  # the health sensors; no classifier, so no per-taxon counts
+    (discovery,) = read_retained(broker, "homeassistant/device/+/config")
+    sensors = discovery.payload["components"].values()
+    templates = " ".join(c["value_template"] for c in sensors)
+    assert len(sensors) == 5  # the health sensors; no classifier, so no per-taxon counts
     for key in ("fps", "inference_ms_p50", "disk_free_gb", "cpu_temp_c", "since_last_detection_s"):
         assert key in templates and key in last
 
