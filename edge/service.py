@@ -1,4 +1,4 @@
-"""`trapcam install-service`: the unit files in systemd/, filled in for this machine and config.
+"""`trapcam install-service`: the unit files in edge/systemd/ (package data, so a wheel has them), filled in for this machine and config.
 
 Why render instead of shipping finished units: ExecStart needs the absolute path of this venv's
 `trapcam`, ReadWritePaths the absolute data directory of *this* config (ProtectSystem=strict makes
@@ -23,7 +23,7 @@ from edge.config import TrapConfig
 from edge.errors import ConfigError, TrapcamError
 
 UNITS = ("trapcam.service", "trapcam-export.service", "trapcam-export.timer")
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "systemd"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "systemd"
 # Groups that give a service user the camera, the GPIO pins and a Coral (used where present).
 DEVICE_GROUPS = ("video", "gpio", "i2c", "plugdev", "apex")  # camera, GPIO, Coral USB and PCIe
 MIN_WATCHDOG_S = 120
@@ -129,8 +129,8 @@ def render_units(settings: ServiceSettings, template_dir: Path = TEMPLATE_DIR) -
             units[name] = render(path.read_text(encoding="utf-8"), settings)
         except FileNotFoundError:
             raise ServiceError(
-                f"{path}: unit template not found (install-service needs the systemd/ folder of a"
-                " trapcam checkout)"
+                f"{path}: unit template not found: this trapcam installation is incomplete "
+                "(reinstall it: pip install --force-reinstall 'trapcam[edge]')"
             ) from None
     return units
 

@@ -107,4 +107,4 @@ fi
 note "next: set classifier.backend: tensorrt in the config (the bundle needs model.onnx from"
 note "'trapcam convert'); the first start builds the engine (minutes) and caches it by sha256, then:"
 note "  $VENV/bin/trapcam doctor --config /etc/trapcam/trap.yaml"
-note "  sudo $VENV/bin/trapcam install-service --config /etc/trapcam/trap.yaml   (see systemd/README.md)"
+note "  sudo $VENV/bin/trapcam install-service --config /etc/trapcam/trap.yaml   (see edge/systemd/README.md)"

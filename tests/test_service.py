@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -96,3 +97,61 @@ def test_bad_user_and_unwritable_folder_are_one_line_errors(config: Path, tmp_pa
 
     with pytest.raises(ServiceError, match="cannot create it"):
         write_units(render_units(settings), blocker / "units")
+
+
+def test_a_built_wheel_carries_the_units_and_its_install_service_renders_them(
+    config: Path, tmp_path: Path
+) -> None:
+    """`pip install trapcam[edge]` has no checkout beside it: the unit templates must be package data.
+    The wheel is built from this tree (pip, the project's own build backend), unpacked on its own
+    (no dependencies: this environment has them), and its `install-service` runs with the checkout
+    out of sight. The wheel's metadata carries the SPDX license expression and the license file."""
+    import zipfile
+
+    dist = tmp_path / "dist"
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = dist.glob("trapcam-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        meta = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert {f"edge/systemd/{u}" for u in UNITS} <= set(names)
+    assert "License-Expression: Apache-2.0" in meta
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+    site = tmp_path / "site"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    out = tmp_path / "units"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, edge; print(edge.__file__); from edge.cli import main; sys.exit(main(sys.argv[1:]))",
+            "install-service",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,  # not the checkout: its edge/ must not be the one imported
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[0].startswith(str(site))  # the wheel's edge, not the checkout's
+    assert f"--config {config}" in (out / "trapcam.service").read_text()
+    assert all((out / u).is_file() for u in UNITS)
