@@ -1,4 +1,6 @@
-"""`trapcam install-service`: the unit files in edge/systemd/ (package data, so a wheel has them), filled in for this machine and config.
+"""`trapcam install-service`: the unit files in edge/systemd/, filled in for this machine and config.
+
+They are package data, so an installed wheel has them: no checkout is needed on the trap.
 
 Why render instead of shipping finished units: ExecStart needs the absolute path of this venv's
 `trapcam`, ReadWritePaths the absolute data directory of *this* config (ProtectSystem=strict makes
