@@ -26,9 +26,14 @@ Definitions (the export and the MQTT `summary` message rely on them):
   a frame at least `close_delay_s` past its end arrives (or at `finish`). A track that finishes
   later still, or a frame whose clock went backwards into a closed interval, is counted in the
   first interval still open: late data is never lost and never rewrites an emitted row.
-- An interval without frames, effort and tracks yields no row. An interval without frames can
-  still carry effort when `max_frame_gap_s` > `interval_s` (frames rarer than intervals); it then
-  gets a row, so the day's effort adds up.
+- Nothing lost on a kill: after each frame the loop stores the open intervals that changed as
+  provisional rows (`provisional()`: the same columns, ending at the latest frame), never
+  published; the closed row replaces its provisional one (same run and start). A SIGKILL thus
+  loses only what the database writer had not committed yet, and the killed run's effort stays.
+- An interval without frames, effort and tracks yields no row (unless a provisional row was stored
+  for it: then an empty row replaces that, so a track that moved on is not counted there twice).
+  An interval without frames can still carry effort when `max_frame_gap_s` > `interval_s` (frames
+  rarer than intervals); it then gets a row, so the day's effort adds up.
 """
 
 from __future__ import annotations
@@ -187,6 +192,8 @@ class _Open:
     last_frame_us: int | None = None
     tracks: dict[int, TrackRow] = field(default_factory=dict)
     max_insects: int | None = None
+    changed: bool = True  # since the last provisional row
+    stored: bool = False  # a provisional row of it is in the database
 
 
 class IntervalSummarizer:
@@ -234,6 +241,7 @@ class IntervalSummarizer:
         if insects is not None:
             slot.max_insects = max(slot.max_insects or 0, int(insects))
         slot.last_frame_us = now if slot.last_frame_us is None else max(slot.last_frame_us, now)
+        slot.changed = True
         if dropped_total < self._dropped_seen:  # the counter was reset (capture restarted)
             self._dropped_seen = 0
         slot.dropped += dropped_total - self._dropped_seen
@@ -255,12 +263,31 @@ class IntervalSummarizer:
         old = self._where.pop(tid, None)
         if old is not None and old in self._open:
             self._open[old].tracks.pop(tid, None)
+            self._open[old].changed = True
         last = _to_us(track.last_utc)
         start = self._slot_start_for(last)
-        self._slot(start).tracks[tid] = track
+        slot = self._slot(start)
+        slot.tracks[tid] = track
+        slot.changed = True
         self._where[tid] = start
         self._see(last)
         self._count_today(tid, self._local_day(last), track.label or UNSURE)
+
+    def provisional(self) -> list[SummaryRow]:
+        """The open intervals that changed since the last call, as rows ending at the latest frame
+        (oldest first). The loop stores them after each frame and never publishes them: they are
+        what a SIGKILL leaves of the intervals it cut short (see the module docstring)."""
+        rows = []
+        latest = self._last_frame_us
+        for start in sorted(self._open):
+            slot = self._open[start]
+            if not slot.changed or not (slot.frames or slot.effort_us or slot.tracks):
+                continue
+            end = start + self._interval_us
+            row_end = max(start + 1, min(end, latest if latest is not None else start))
+            rows.append(self._row(start, row_end, slot))
+            slot.changed, slot.stored = False, True
+        return rows
 
     def pause(self) -> None:
         """The schedule went inactive: the gap until the next frame is not effort."""
@@ -334,7 +361,9 @@ class IntervalSummarizer:
         while a < b:
             start = self._start_of(a)
             cut = min(b, start + self._interval_us)
-            self._slot(start).effort_us += cut - a
+            slot = self._slot(start)
+            slot.effort_us += cut - a
+            slot.changed = True
             a = cut
 
     def _see(self, us: int) -> None:
@@ -381,7 +410,7 @@ class IntervalSummarizer:
             for tid in slot.tracks:
                 self._counted[tid] = end
                 self._where.pop(tid, None)
-            if not (slot.frames or slot.effort_us or slot.tracks):
+            if not (slot.frames or slot.effort_us or slot.tracks or slot.stored):
                 continue
             row_end = end
             if run_end_us is not None and start <= run_end_us < end:

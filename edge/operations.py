@@ -160,6 +160,8 @@ class FieldOps:
             self._last_detection = ts
         for row in self.summarizer.on_frame(ts, dropped_total, insects):
             self._emit_summary(row)
+        for row in self.summarizer.provisional():  # stored, not published: what a kill leaves
+            store_summary(self.db, row)
         self.notifier.ping()
 
     def on_idle_frame(self) -> None:

@@ -316,3 +316,74 @@ def test_a_stuck_notify_socket_does_not_stop_the_loop(tmp_path: Path) -> None:
     result = Pipeline(cfg, notifier=notifier).run()
     server.close()
     assert result.frames == 40 and result.exit_reason == "end-of-source"
+
+
+def test_sigkill_keeps_the_effort_of_the_open_summary_interval(tmp_path: Path) -> None:
+    """A SIGKILL in the middle of a 15-minute interval used to lose all its effort (the interval lived
+    in memory until it closed). Now the open interval is stored after each frame: the killed run's
+    effort is the span of the frames it committed, to within one frame gap, and the day's effort
+    after a restart adds the two runs up, as an unkilled run watching the same frames would."""
+    from datetime import datetime, timedelta, timezone
+
+    from edge.export.data import effort_seconds, snapshot
+
+    data = tmp_path / "data"
+    db = data / "trapcam.db"
+    config = tmp_path / "trap.yaml"
+    gap = 0.1
+    start = datetime(2026, 7, 1, 21, 30, tzinfo=timezone.utc)
+    source = (
+        f"{{kind: synthetic, width: 320, height: 180, frames: 3000, insects: 300, seed: 2, realtime: true, "
+        f"frame_interval_s: {gap}, start: '{start.isoformat()}'}}"
+    )
+    config.write_text(
+        f"device_id: {DEVICE}\ndata_dir: {data}\nsource: {source}\nstorage: {{flush_interval_s: 0.2}}\n"
+    )
+    trap = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def frames_seen() -> int:
+        try:
+            return int(query(db, "SELECT COUNT(DISTINCT ts_utc) FROM detections")[0][0]) if db.exists() else 0
+        except sqlite3.Error:
+            return 0
+
+    try:
+        assert wait_until(lambda: frames_seen() >= 30, timeout=120, step=0.2), (
+            "too few frames before the kill"
+        )
+    finally:
+        trap.send_signal(signal.SIGKILL)
+        trap.wait(30)
+    last = datetime.fromisoformat(
+        query(db, "SELECT MAX(ts_utc) FROM detections")[0][0].replace("Z", "+00:00")
+    )
+    watched = (last - start).total_seconds()  # first frame to the last one whose rows were committed
+    assert watched >= 29 * gap
+    with snapshot(db) as conn:
+        killed = effort_seconds(conn, start, start + timedelta(hours=1))
+    assert abs(killed - watched) <= gap + 1e-6, (killed, watched)
+
+    # the restart watches 30 more frames an hour later; the day's effort is both runs'
+    later = start + timedelta(hours=1)
+    config.write_text(
+        config.read_text()
+        .replace("realtime: true", "realtime: false")
+        .replace("frames: 3000", "frames: 30")
+        .replace(start.isoformat(), later.isoformat())
+    )
+    again = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    with snapshot(db) as conn:
+        day = effort_seconds(conn, start - timedelta(hours=1), start + timedelta(hours=3))
+    assert abs(day - (watched + 29 * gap)) <= gap + 1e-6, (day, watched)

@@ -326,3 +326,50 @@ def test_counts_per_size_class_beside_the_levels() -> None:
     assert row.tracks == 4
     assert row.counts["size_class"] == {"large": 1, "small": 2}
     assert row.counts["order"] == {"Lepidoptera": 2, "Diptera": 1} and row.counts["unsure"] == {"unsure": 1}
+
+
+def test_provisional_rows_are_the_open_intervals_so_far_and_the_closed_row_replaces_them(
+    tmp_path: Path,
+) -> None:
+    """What a SIGKILL leaves: after each frame the changed open intervals as rows ending at the latest
+    frame; the closed row later takes their place (same run and start), and an interval emptied by a
+    track that moved on gets an empty row instead of keeping the stale count."""
+    cfg = SummaryConfig(interval_s=60, max_frame_gap_s=30)
+    summ = IntervalSummarizer(cfg, run_id=1, close_delay_s=30)
+    db = Database(tmp_path / "t.db")
+    run = db.start_run(RunInfo(device_id="t", software_version="0", config_json="{}", source="x"))
+    assert run == 1
+    for i in range(4):  # 21:00:00 .. 21:00:30
+        summ.on_frame(T0 + timedelta(seconds=10 * i), 0)
+    summ.on_track_finished(track(1, T0 + timedelta(seconds=30), LEP))
+    (row,) = summ.provisional()
+    assert (row.start_utc, row.end_utc, row.effort_s, row.frames_processed, row.tracks) == (
+        T0,
+        T0 + timedelta(seconds=30),
+        30.0,
+        4,
+        1,
+    )
+    assert summ.provisional() == []  # nothing changed since
+    store_summary(db, row)
+    # the track is re-identified and lost again in the next interval: the first interval is left
+    # with frames and effort but no track; its closed row replaces the provisional one
+    for i in range(4, 9):  # .. 21:01:20, the first interval stays open (closes at 21:01:30)
+        assert summ.on_frame(T0 + timedelta(seconds=10 * i), 0) == []
+    summ.on_track_finished(track(1, T0 + timedelta(seconds=65), LEP))
+    for row in summ.provisional():
+        store_summary(db, row)
+    closed = summ.on_frame(T0 + timedelta(seconds=90), 0)
+    assert [r.start_utc for r in closed] == [T0] and closed[0].tracks == 0
+    for row in closed:
+        store_summary(db, row)
+    assert db.flush()
+    conn = connect_reader(db.path)
+    try:
+        stored = conn.execute(
+            "SELECT start_utc, effort_s, tracks FROM summaries ORDER BY start_utc"
+        ).fetchall()
+    finally:
+        conn.close()
+        db.close()
+    assert [(r[1], r[2]) for r in stored] == [(60.0, 0), (20.0, 1)]  # one row per interval, track once
