@@ -97,8 +97,12 @@ def check_options(
     min_agreement: float,
     bundle_variant: str,
     edgetpu: bool = False,
+    num_threads: int = 1,
 ) -> tuple[str, ...]:
     """ConfigError naming the option for a bad value; returns the variants without duplicates.
+
+    The one place these rules live: `trapcam convert` calls it on its arguments before anything
+    heavy loads, and `convert_run` on its parameters.
 
     With `edgetpu`, the compiler must be installed: better to say so before minutes of converting.
     """
@@ -118,6 +122,8 @@ def check_options(
         raise ConfigError(f"--budget {budget_pp}: expected percentage points >= 0")
     if not 0.0 <= min_agreement <= 1.0:
         raise ConfigError(f"--min-agreement {min_agreement}: expected a fraction within 0..1")
+    if int(num_threads) < 1:
+        raise ConfigError(f"--threads {num_threads}: need at least 1")
     if edgetpu and "int8" not in chosen:
         raise ConfigError("--edgetpu compiles the int8 model: add int8 to --variants")
     if edgetpu and shutil.which("edgetpu_compiler") is None:
@@ -276,7 +282,9 @@ def convert_run(
     or the int8 variant misses the budget (naming the level and both numbers); ConfigError for a
     bad option. `echo` receives the quantization table (also on a missed budget).
     """
-    chosen = check_options(variants, io, representative, budget_pp, min_agreement, bundle_variant, edgetpu)
+    chosen = check_options(
+        variants, io, representative, budget_pp, min_agreement, bundle_variant, edgetpu, num_threads
+    )
     run = read_run(Path(run_dir))
     out_dir = Path(out_dir) if out_dir is not None else run.path / "bundle"
     _check_out_dir(out_dir)

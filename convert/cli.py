@@ -24,36 +24,6 @@ class MissingExtraError(TrapcamError):
     """The conversion dependencies (Keras, TensorFlow) are not installed."""
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..1 (a fraction of test crops)")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative (percentage points)")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: need at least 1")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
@@ -86,21 +56,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--io", choices=["uint8", "int8"], default="uint8", help="int8 model input/output type")
     p.add_argument(
         "--budget",
-        type=_non_negative,
+        type=float,
         default=1.0,
         metavar="PP",
         help="largest accuracy drop of the int8 model, in percentage points (default 1.0)",
     )
     p.add_argument(
         "--min-agreement",
-        type=_fraction,
+        type=float,
         default=0.99,
         metavar="F",
         help="smallest top-1 agreement of the int8 model with Keras (default 0.99)",
     )
     p.add_argument(
         "--representative",
-        type=_positive_int,
+        type=int,
         default=300,
         metavar="N",
         help="calibration images from the train split (default 300)",
@@ -115,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write model.onnx and model_int8.onnx (Q/DQ) for Jetson TensorRT, checked by onnxruntime",
     )
-    p.add_argument("--threads", type=_positive_int, default=1, help="interpreter threads for the check")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads for the check")
     p.set_defaults(func=cmd_convert)
 
     b = sub.add_parser("bundle", help="inspect or verify a model bundle")
@@ -129,6 +99,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from convert.bundle_writer import check_options
+
+    # the options' rules live in one place (the library checks them too): a bad value is one line
+    # naming the option, before any TensorFlow is loaded
+    check_options(
+        args.variants,
+        args.io,
+        args.representative,
+        args.budget,
+        args.min_agreement,
+        args.bundle_variant,
+        args.edgetpu,
+        num_threads=args.threads,
+    )
     if importlib.util.find_spec("keras") is None or importlib.util.find_spec("tensorflow") is None:
         raise MissingExtraError("trapcam convert needs Keras and TensorFlow: pip install 'trapcam[convert]'")
     log = None

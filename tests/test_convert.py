@@ -510,8 +510,24 @@ def test_invalid_options_are_refused_before_anything_runs(tmp_path: Path) -> Non
         convert_run(tmp_path / "nowhere", min_agreement=1.01)
     with pytest.raises(ConfigError, match="bundle variant 'int8'"):
         convert_run(tmp_path / "nowhere", variants=["float32"])
-    out = _cli("convert", str(tmp_path), "--min-agreement", "1.01", timeout=60)
-    assert out.returncode == 2 and "--min-agreement" in out.stderr and "outside 0..1" in out.stderr
+    # the command line says exactly what the library says (one set of rules, in check_options),
+    # one line, exit 2, before TensorFlow loads
+    from convert.bundle_writer import check_options
+
+    good = {"variants": ["int8"], "io": "uint8", "representative": 300, "budget_pp": 1.0}
+    good |= {"min_agreement": 0.99, "bundle_variant": "int8"}
+    for option, value, keyword in (
+        ("--min-agreement", "1.01", {"min_agreement": 1.01}),
+        ("--budget", "-1", {"budget_pp": -1.0}),
+        ("--representative", "0", {"representative": 0}),
+        ("--threads", "0", {"num_threads": 0}),
+    ):
+        with pytest.raises(ConfigError) as info:
+            check_options(**(good | keyword))
+        out = _cli("convert", str(tmp_path), option, value, timeout=60)
+        assert out.returncode == 2, (option, out.stderr)
+        assert out.stderr.strip() == f"trapcam: error: {info.value}", (option, out.stderr)
+        assert option in str(info.value)
 
 
 def test_missed_budget_names_the_level_and_both_numbers() -> None:

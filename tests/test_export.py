@@ -16,6 +16,7 @@ from pathlib import Path
 import frictionless  # noqa: F401
 import numpy as np
 import pytest
+from helpers import fill_db, utc
 
 from edge.cli import main
 from edge.config import ExportConfig, SiteConfig
@@ -31,10 +32,6 @@ D = date(2026, 7, 1)  # the night of 1 to 2 July; Berlin is UTC+2, so the day is
 SITE = SiteConfig(name="Meadow plot 3", latitude=52.52, longitude=13.4, timezone="Europe/Berlin")
 EXPORT = ExportConfig(day_starts_at="12:00")
 HYPERLINK = '=HYPERLINK("http://evil.example/x","click")'
-
-
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
 
 
 def lep(species: str, family: str = "Noctuidae") -> dict[str, str]:
@@ -77,31 +74,28 @@ def run_config(site: SiteConfig) -> str:
 def build_db(data_dir: Path) -> Path:
     """Two runs, tracks at three levels, unsure ones, crops (one deleted) and summaries."""
     db = Database(data_dir / "trapcam.db", crops_root=data_dir / "crops")
-    for _ in range(2):
-        run = db.start_run(
-            RunInfo(
-                device_id="trap-01",
-                software_version="0.1.0",
-                config_json=run_config(SITE),
-                source="synthetic",
-                model_name="moths-v2",
-                model_sha256="ab" * 32,
-            )
-        )
-        db.end_run(run, "completed")
+    info = RunInfo(
+        device_id="trap-01",
+        software_version="0.1.0",
+        config_json=run_config(SITE),
+        source="synthetic",
+        model_name="moths-v2",
+        model_sha256="ab" * 32,
+    )
+    sized = {"length_px": 120.0, "length_mm": 14.4, "size_class": "large"}
+    extra = {tid: {"best_detection_id": tid * 10, **(sized if tid == 1 else {})} for tid in (1, 2, 3, 4)}
+    fill_db(db, info, TRACKS, SUMMARIES, extra=extra)
     crop = np.full((24, 24, 3), 120, np.uint8)
-    for tid, (run, first, status, level, lineage, score) in TRACKS.items():
+    for tid in (1, 2, 3, 4):
+        run, first, _status, level, lineage, score = TRACKS[tid]
         t0 = utc(first)
         label = None if lineage is None or level is None else lineage[level]
-        best = None
-        if tid in (1, 2, 3, 4):
-            best = tid * 10
-            db.add_detection(
-                DetectionRow(
-                    best, run, tid, 1, t0 + timedelta(seconds=5), 0, 0, 20, 20, 400, 0.9, level, label, score
-                ),
-                crop=crop if tid != 4 else None,
-            )
+        db.add_detection(
+            DetectionRow(
+                tid * 10, run, tid, 1, t0 + timedelta(seconds=5), 0, 0, 20, 20, 400, 0.9, level, label, score
+            ),
+            crop=crop if tid != 4 else None,
+        )
         if tid == 3:  # a second, worse crop that survives when retention deletes the best one
             db.add_detection(
                 DetectionRow(
@@ -109,34 +103,10 @@ def build_db(data_dir: Path) -> Path:
                 ),
                 crop=crop,
             )
-        db.upsert_track(
-            TrackRow(
-                track_id=tid,
-                run_id=run,
-                status=status,
-                first_utc=t0,
-                last_utc=t0 + timedelta(seconds=30),
-                hits=6,
-                x0=0,
-                y0=0,
-                x1=20,
-                y1=20,
-                level=level,
-                label=label,
-                score=score,
-                best_detection_id=best,
-                lineage_json=lineage,
-                length_px=120.0 if tid == 1 else None,
-                length_mm=14.4 if tid == 1 else None,
-                size_class="large" if tid == 1 else None,
-            )
-        )
     db.submit(
         "UPDATE detections SET crop_deleted_utc = ? WHERE detection_id = ?",
         (utc_iso(utc("2026-07-05T00:00:00")), 30),
     )
-    for run, start, end, effort in SUMMARIES:
-        store_summary(db, SummaryRow(run, utc(start), utc(end), effort, 100, 0, 1, {}))
     db.flush()
     db.close()
     return data_dir / "trapcam.db"

@@ -12,23 +12,23 @@ import os
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 import matplotlib  # noqa: F401
 import pytest
+from helpers import fill_db, utc
 from PIL import Image
 
 from edge.cli import main
 from edge.config import ExportConfig, SiteConfig, load_config
 from edge.errors import ExportError, ReportError, StorageError
-from edge.intervals import SummaryRow, store_summary
 from edge.report import load_report, write_report
 from edge.report.data import taxa_csv
 from edge.report.html import render_html
 from edge.report.plots import DPI, SIZE_IN
 from edge.store.db import Database
-from edge.store.schema import RunInfo, TrackRow
+from edge.store.schema import RunInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = SiteConfig(name="Meadow", latitude=52.52, longitude=13.4, timezone="Europe/Berlin")
@@ -80,10 +80,6 @@ EFFORT_H = {
 }
 
 
-def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
-
-
 def night(first: str) -> date:
     """The night by arithmetic: local (UTC+2) minus 12 hours."""
     return (utc(first) + OFFSET - timedelta(hours=12)).date()
@@ -103,33 +99,8 @@ def fill(
     path: Path, tracks: list[Track] = TRACKS, summaries: list[tuple[int, str, str, float]] = SUMMARIES
 ) -> Path:
     db = Database(path)
-    for _ in range(2):
-        run = db.start_run(
-            RunInfo(device_id="trap-07", software_version="0.1.0", config_json="{}", source="synthetic")
-        )
-        db.end_run(run, "completed")
-    for tid, (run, first, status, level, lineage, score) in enumerate(tracks, start=1):
-        t0 = utc(first)
-        db.upsert_track(
-            TrackRow(
-                track_id=tid,
-                run_id=run,
-                status=status,
-                first_utc=t0,
-                last_utc=t0 + timedelta(seconds=40),
-                hits=5,
-                x0=0,
-                y0=0,
-                x1=20,
-                y1=20,
-                level=level,
-                label=None if lineage is None or level is None else lineage[level],
-                score=score,
-                lineage_json=lineage,
-            )
-        )
-    for run, start, end, effort in summaries:
-        store_summary(db, SummaryRow(run, utc(start), utc(end), effort, 100, 0, 1, {}))
+    info = RunInfo(device_id="trap-07", software_version="0.1.0", config_json="{}", source="synthetic")
+    fill_db(db, info, dict(enumerate(tracks, start=1)), summaries, seconds=40, hits=5)
     db.flush()
     db.close()
     return path

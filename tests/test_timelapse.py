@@ -310,7 +310,8 @@ def test_camtrap_dp_has_one_media_observation_per_snapshot_and_one_event_per_ind
     observations = list(csv.DictReader((pkg / "observations.csv").open()))
     for snapshot_id, frame_index, path in kept:
         row = media[f"s{snapshot_id}"]
-        assert row["captureMethod"] == "timeLapse" and (pkg / row["filePath"]).is_file()
+        assert row["captureMethod"] == "timeLapse" and row["filePath"] == f"media/{path}"
+        assert (pkg / row["filePath"]).is_file()
         own = [o for o in observations if o["mediaID"] == f"s{snapshot_id}"]
         assert {o["observationLevel"] for o in own} == {"media"}
         if not shown[frame_index]:

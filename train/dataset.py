@@ -42,18 +42,13 @@ from PIL import Image, UnidentifiedImageError
 
 from edge.classify.taxonomy import Taxonomy
 from edge.classify.types import NOT_INSECT
-from edge.errors import TrapcamError
 from train.config import DataConfig
+from train.dataset_files import TAXONOMY_FILE, DatasetError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-TAXONOMY_FILE = "taxonomy.csv"
 SPLIT_NAMES = ("train", "validation", "test")
 MANIFEST_COLUMNS = ("split", "path", "species", "family", "order", "sha256")
 FULL_LEVELS = ("order", "family", "species")
-
-
-class DatasetError(TrapcamError):
-    """The labelled data cannot be used as it is (the message names the file, class or row)."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 
 from edge.synth.species import SPECIES, SyntheticSpecies, render_crop, species_by_name
 from train.config import SyntheticData
-from train.dataset import TAXONOMY_FILE, DatasetError
+from train.dataset_files import TAXONOMY_FILE, DatasetError
 
 STAMP_FILE = "synthetic.json"
 FORMAT_VERSION = 1

@@ -247,7 +247,8 @@ def benchmark_backends(
     accelerator's row measures the accelerator), benchmarked on `crops` noise crops of the model's
     input size, and closed; an unavailable one says why, and what this machine has.
     """
-    from edge.classify.backends import benchmark, open_backend, probe_backends
+    from edge.classify.backends import open_backend, probe_backends
+    from edge.classify.benchmark import benchmark
 
     section = "Benchmark"
     if crops <= 0:

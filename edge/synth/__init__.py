@@ -4,9 +4,9 @@ Tests, the demo, the training-data generator and the benchmarks use these determ
 (seeded) nights; the detector and tracker are judged against their ground truth.
 """
 
-from edge.synth.scene import GroundTruthObject, SceneParams, SyntheticNight, Visit, background_texture
+from edge.synth.background import REFERENCE_WIDTH, background_texture
+from edge.synth.scene import GroundTruthObject, SceneParams, SyntheticNight, Visit
 from edge.synth.species import (
-    REFERENCE_WIDTH,
     SPECIES,
     SyntheticSpecies,
     render_crop,

@@ -25,14 +25,12 @@ import numpy as np
 
 from edge.classify.taxonomy import Taxonomy
 from edge.errors import ConfigError
+from edge.synth.background import background_texture
 
 BGR = tuple[int, int, int]
 BodyPlan = Literal["moth_folded", "moth_spread", "moth_hawk", "beetle", "fly", "bee"]
 Background = Literal["sheet", "flowers"]
 
-# Species sizes are given for a frame this wide; scenes scale them with their own width so that
-# a 1280-pixel night looks like a 1920-pixel one seen through a shorter lens.
-REFERENCE_WIDTH = 1920
 # Alpha below this is dropped: the box of an insect is the box of its visible pixels.
 ALPHA_MIN = 0.02
 _SS = 4  # supersampling factor of the drawing
@@ -693,8 +691,6 @@ def render_insect(
 
 @functools.lru_cache(maxsize=8)
 def _crop_texture(background: str, variant: int) -> np.ndarray:
-    from edge.synth.scene import background_texture  # scene imports this module
-
     texture, _light = background_texture(background, 960, 720, 1000 + variant)
     return texture
 

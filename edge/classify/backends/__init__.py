@@ -13,7 +13,7 @@ from edge.classify.backends.base import (
     TensorBackend,
 )
 from edge.classify.backends.cpu import CpuBackend
-from edge.classify.backends.select import benchmark, open_backend, probe_backends
+from edge.classify.backends.select import open_backend, probe_backends
 
 __all__ = [
     "CPU_FALLBACK_FLAG",
@@ -22,7 +22,6 @@ __all__ = [
     "CpuBackend",
     "InterpreterBackend",
     "TensorBackend",
-    "benchmark",
     "open_backend",
     "probe_backends",
 ]

@@ -13,13 +13,7 @@ that is a deployment mistake to fix, not missing hardware.
 from __future__ import annotations
 
 import logging
-import statistics
-import time
 from pathlib import Path
-from typing import Any
-
-import cv2
-import numpy as np
 
 from edge.classify.backends.base import CPU_FALLBACK_FLAG, Backend, BackendProbe
 from edge.classify.backends.cpu import CpuBackend
@@ -133,45 +127,3 @@ def probe_backends(
             available, detail = False, str(exc)
         probes.append(BackendProbe(name, available, detail, configured=name == cfg.backend))
     return probes
-
-
-def benchmark(backend: Backend, crops: np.ndarray, repeats: int = 20) -> dict[str, Any]:
-    """Median milliseconds per crop of the whole classify path (prepare, invoke, heads) on `backend`.
-
-    crops: N x h x w x 3 uint8 BGR, resized to the model's input here. The first call (warm-up,
-    lazy allocations) is not timed.
-    """
-    from edge.classify.classifier import Classifier
-    from edge.errors import ModelError
-
-    if repeats < 1:
-        raise ModelError(f"benchmark: repeats must be at least 1, got {repeats}")
-    if not isinstance(crops, np.ndarray) or crops.ndim != 4 or crops.shape[-1] != 3 or not len(crops):
-        got = getattr(crops, "shape", type(crops).__name__)
-        raise ModelError(f"benchmark: crops must be a non-empty N x H x W x 3 uint8 BGR array, got {got}")
-    classifier = Classifier(backend.bundle, num_threads=getattr(backend, "num_threads", 1), backend=backend)
-    height, width = classifier.input_size
-    batch = np.stack(
-        [
-            c if c.shape[:2] == (height, width) else cv2.resize(c, (width, height))
-            for c in crops.astype(np.uint8)
-        ]
-    )
-    classifier.classify(batch)
-    classifier.reset_timing()
-    per_crop = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        classifier.classify(batch)
-        per_crop.append(1000.0 * (time.perf_counter() - started) / len(batch))
-    timing = classifier.timing()
-    return {
-        "backend": backend.name,
-        "model": backend.model_path.name,
-        "crops": len(batch),
-        "repeats": repeats,
-        "median_ms_per_crop": statistics.median(per_crop),
-        "min_ms_per_crop": min(per_crop),
-        "max_ms_per_crop": max(per_crop),
-        "invoke_ms_per_crop": timing["invoke_ms_per_crop"],
-    }
