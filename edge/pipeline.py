@@ -245,6 +245,9 @@ class Pipeline:
                 if max_frames is not None and result.frames >= max_frames:
                     result.exit_reason = "max-frames"
                     break
+                # let the last frame go before waiting for the next one: held across the wait it
+                # would be one more frame in memory while the capture thread decodes (24 MiB at 4K)
+                item = frame = detections = None
                 item = capture.get(timeout=0.5)
                 if item is None:
                     if capture.done:

@@ -23,8 +23,11 @@ from edge.sources.folder import FolderFrameSource
 class CountingSource:
     """Produces numbered 8x8 frames; `limit` makes it a finite replay when not live."""
 
-    def __init__(self, live: bool, limit: int | None = None, delay_s: float = 0.0005) -> None:
+    def __init__(
+        self, live: bool, limit: int | None = None, delay_s: float = 0.0005, shape: tuple[int, int] = (8, 8)
+    ) -> None:
         self.live = live
+        self.shape = shape
         self.name = "counting"
         self.limit = limit
         self.delay_s = delay_s
@@ -41,7 +44,7 @@ class CountingSource:
             raise EndOfStream(self.name)
         time.sleep(self.delay_s)  # a camera takes time to expose; also keeps the test off the CPU
         self.read_times.append(time.monotonic())
-        image = np.full((8, 8, 3), self.produced % 256, np.uint8)
+        image = np.full((*self.shape, 3), self.produced % 256, np.uint8)
         frame = Frame(image, datetime.now(timezone.utc), "capture", self.produced, self.name)
         self.produced += 1
         return frame
@@ -127,6 +130,32 @@ def test_live_source_drops_the_oldest_frames_and_memory_stays_bounded() -> None:
     assert left == list(range(capture.frames_captured - 3, capture.frames_captured))
     assert capture.dropped_frames == capture.frames_captured - 3
     assert capture.state == "stopped" and source.close_calls == 1
+
+
+def test_big_frames_are_buffered_by_memory_not_only_by_count() -> None:
+    """A 4K frame is 24 MiB: four of them queued were 100 MB of a Pi's memory (issue 16's crowded
+    night peaked at 369 MiB). queue_mb bounds the bytes; small frames still get queue_size."""
+    source = CountingSource(live=False, limit=6, delay_s=0, shape=(2160, 3840))
+    capture = CaptureThread(source, settings(queue_size=4, queue_mb=40)).start()
+    try:
+        time.sleep(0.3)  # the producer fills what it may and waits
+        # one queued, and the next file not read yet: a replay waits for room before it decodes
+        assert capture.queue_depth == 1 and source.produced == 1
+        assert capture.queue_limit(1920 * 1080 * 3) == 4  # full HD: 6 MiB a frame, queue_size rules
+        assert capture.queue_limit(4000 * 3000 * 3) == 1  # 12 MP: 34 MiB, still one frame, never none
+        got = []
+        while (frame := capture.get(timeout=2)) is not None:
+            got.append(frame.index)
+        assert got == list(range(6))  # a replay waits for room, it never drops
+    finally:
+        capture.stop()
+    live = CaptureThread(CountingSource(live=True, shape=(2160, 3840)), settings(queue_size=4, queue_mb=60))
+    live.start()
+    try:
+        wait_for(lambda: live.dropped_frames >= 3)
+        assert live.queue_depth <= 2  # 60 MiB: two 4K frames
+    finally:
+        live.stop()
 
 
 def test_replay_never_drops_and_ends_with_none() -> None:

@@ -169,14 +169,29 @@ class CaptureThread:
         level = logging.WARNING if state in ("reconnecting", "failed") else logging.INFO
         log.log(level, "capture %s: %s%s", self.source.name, state, f" ({message})" if message else "")
 
-    def _put(self, frame: Any) -> None:
+    def queue_limit(self, frame_bytes: int) -> int:
+        """Frames of this size the queue may hold: queue_size, fewer where they would pass queue_mb
+        (a 4K frame is 24 MiB), never fewer than one."""
+        fit = int(self.settings.queue_mb * 2**20 // max(int(frame_bytes), 1))
+        return max(1, min(self.settings.queue_size, fit))
+
+    def _room(self, limit: int) -> bool:
+        """A replay waits for room in the queue *before* it reads the next file: a decoded frame
+        held while waiting would be one more frame in memory (24 MiB at 4K). False: stop was asked."""
+        with self._cond:
+            while len(self._queue) >= limit and not self._stop.is_set():
+                self._cond.wait(0.5)
+        return not self._stop.is_set()
+
+    def _put(self, frame: Any, frame_bytes: int = 0) -> None:
+        limit = self.queue_limit(frame_bytes)
         with self._cond:
             if self.live:
-                if len(self._queue) >= self.settings.queue_size:
+                while len(self._queue) >= limit:
                     self._queue.popleft()
                     self.dropped_frames += 1
             else:
-                while len(self._queue) >= self.settings.queue_size and not self._stop.is_set():
+                while len(self._queue) >= limit and not self._stop.is_set():
                     self._cond.wait(0.5)
                 if self._stop.is_set():
                     return
@@ -217,6 +232,7 @@ class CaptureThread:
         backoff = first_wait
         opened = False
         next_capture = time.monotonic()
+        limit = self.settings.queue_size  # of frames of the last size read (queue_limit)
         while not self._stop.is_set():
             try:
                 if not opened:
@@ -226,6 +242,8 @@ class CaptureThread:
                     if not self._wait(next_capture - time.monotonic()):
                         return
                     next_capture = max(next_capture + self.settings.interval_s, time.monotonic())
+                if not self.live and not self._room(limit):
+                    return  # asked to stop while waiting
                 frame = self.source.read()
             except EndOfStream:
                 self._set_state("ended")
@@ -263,4 +281,5 @@ class CaptureThread:
                 self._set_state("ok", None if since is None else f"back after {self.clock() - since:.1f} s")
                 self._down_since = None
                 backoff = first_wait
-            self._put(item)
+            limit = self.queue_limit(frame.image.nbytes)
+            self._put(item, frame.image.nbytes)
