@@ -114,6 +114,10 @@ def trap_config(example: str, shared: Path, data_dir: Path, detector: dict[str, 
         if section in raw:
             config[section] = raw[section]
     config["detector"] = {**config.get("detector", {}), **(detector or {})}
+    if config["detector"].get("sheet_reference") == "lamp_on":
+        # these frames are from the middle of a night: none shows the sheet when the lamp went on
+        # (and there is no schedule here), so the run starts as a trap without a reference does
+        del config["detector"]["sheet_reference"]
     return yaml.safe_dump(config, sort_keys=False)
 
 

@@ -372,6 +372,18 @@ class DetectorConfig(Section):
         description="regions never searched for insects (timestamp overlay, the trap's frame), in "
         "full-resolution pixels; checked against the frame size",
     )
+    sheet_reference: Path | Literal["lamp_on"] | None = Field(
+        None,
+        description="static_screen: the empty lit sheet, so a mark, stain or scale bar on it is never an "
+        "insect: a photo of it from this camera (a file), or 'lamp_on': the first frame after the "
+        "schedule switched the lamp on, stored per night in <data_dir>/sheet/ (a restart that night "
+        "uses it again). Without it, whatever sits on the sheet in the first frame is taken for insects",
+    )
+    sheet_reference_within_s: float = Field(
+        600.0,
+        gt=0,
+        description="lamp_on: a run's first frame is the empty sheet only this soon after the lamp went on",
+    )
     sliver_max_px: float | None = Field(
         None,
         gt=0,
@@ -403,6 +415,8 @@ class DetectorConfig(Section):
             )
         if self.kind != "tflite" and self.tflite is not None:
             raise ValueError(f"the tflite section is for kind 'tflite'; kind is {self.kind!r}")
+        if self.sheet_reference is not None and self.kind != "static_screen":
+            raise ValueError(f"sheet_reference is for kind 'static_screen' (a sheet); kind is {self.kind!r}")
         return self
 
 
@@ -874,6 +888,15 @@ class TrapConfig(Section):
             problem = mask_outside_frame(self.detector.mask, self.source.width, self.source.height)
             if problem:
                 raise ValueError(f"{problem} ({self.source.kind} source)")
+        return self
+
+    @model_validator(mode="after")
+    def _lamp_on_needs_a_schedule(self) -> TrapConfig:
+        if self.detector.sheet_reference == "lamp_on" and not self.schedule.windows:
+            raise ValueError(
+                "detector.sheet_reference 'lamp_on' needs schedule.windows (when the lamp goes on); "
+                "without a schedule give a photo of the empty sheet instead"
+            )
         return self
 
     @model_validator(mode="after")

@@ -32,10 +32,12 @@ from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
 from edge.detect.factory import make_detector
 from edge.detect.mask import check_mask
+from edge.detect.static_screen import StaticScreenDetector
 from edge.errors import SourceError
 from edge.frames import Frame
 from edge.intervals import counts_json, level_counts
 from edge.operations import FieldOps
+from edge.sheet import LampOnSheet
 from edge.sources.base import FrameSource
 from edge.sources.capture import CaptureThread
 from edge.sources.factory import make_source
@@ -216,6 +218,11 @@ class Pipeline:
             self.source.close()
             raise
 
+        lamp_on = (
+            LampOnSheet(self.cfg, ops.schedule) if self.cfg.detector.sheet_reference == "lamp_on" else None
+        )
+        sheet_pending = True
+
         def detect(frame: Frame) -> tuple[Frame, list[Detection] | None]:
             """Runs in the capture thread: detecting the next frame overlaps classifying this one.
 
@@ -223,6 +230,12 @@ class Pipeline:
             """
             if not ops.schedule.is_active(frame.timestamp):
                 return frame, None
+            nonlocal sheet_pending
+            if sheet_pending and lamp_on is not None:
+                sheet_pending = False  # the run's first active frame decides, once
+                sheet = lamp_on.for_first_frame(frame.image, frame.timestamp)
+                if sheet is not None and isinstance(self.detector, StaticScreenDetector):
+                    self.detector.use_sheet(sheet)
             t0 = time.perf_counter()
             detections = self.detector.detect(frame.image)
             detect_t.add(time.perf_counter() - t0)

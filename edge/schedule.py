@@ -141,6 +141,19 @@ class Schedule:
         """The windows that start on this local date, as (start, end) in UTC, sorted by start."""
         return [(iv.start, iv.end) for iv in self._day(day)]
 
+    def window_start(self, now: datetime) -> datetime | None:
+        """When the window holding `now` opened (UTC: the lamp went on); None without windows or outside."""
+        if not self.windows:
+            return None
+        today = self._local_date(now)
+        starts = [
+            iv.start
+            for d in range(-2, 1)
+            for iv in self._day(today + timedelta(days=d))
+            if iv.start <= now < iv.end
+        ]
+        return max(starts) if starts else None
+
     def next_change(self, now: datetime) -> datetime | None:
         """When is_active next flips (UTC); None without windows or when nothing changes within a year."""
         found = self._next(now)

@@ -45,6 +45,7 @@ from edge.config import DetectorConfig
 from edge.detect.base import Box, Detection, touches_border
 from edge.detect.crop import check_frame
 from edge.detect.mask import DetectionMask
+from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -382,11 +383,25 @@ class StaticScreenDetector:
     `reinits` how many times the background was rebuilt after a sudden change.
     """
 
-    def __init__(self, cfg: DetectorConfig) -> None:
+    def __init__(self, cfg: DetectorConfig, sheet: np.ndarray | None = None) -> None:
+        """sheet: the empty lit sheet (full resolution, BGR), the first background as it is."""
         self.cfg = cfg
         self.exclude = DetectionMask(cfg.mask)
         self.reinits = 0
         self.skipped_frames = 0
+        self.sheet: np.ndarray | None = None
+        self.reset()
+        if sheet is not None:
+            self.use_sheet(sheet)
+
+    def use_sheet(self, sheet: np.ndarray) -> None:
+        """Start from the empty sheet instead of the first frame with insect-like blobs painted out.
+
+        Evidence, not a guess: what the sheet showed with no insect on it (marks, stains, a scale
+        bar, the trap's frame) is background and never a detection, while a moth that lands later
+        and sits all night still differs from it all night. Call before the first frame.
+        """
+        self.sheet = check_frame(sheet, "detector.sheet_reference")
         self.reset()
 
     def reset(self) -> None:
@@ -419,6 +434,16 @@ class StaticScreenDetector:
         small, scale = downscale(image, self.cfg.detect_width)
         small = cv2.GaussianBlur(small, (3, 3), 0).astype(np.float32)
 
+        if self.background is None and self.sheet is not None:
+            sheet_size = (self.sheet.shape[1], self.sheet.shape[0])
+            if sheet_size != full_size:
+                raise ConfigError(
+                    f"detector.sheet_reference: the empty-sheet image is {sheet_size[0]}x{sheet_size[1]}, "
+                    f"the camera's frames are {full_size[0]}x{full_size[1]}; take it with this camera"
+                )
+            sheet_small, _ = downscale(self.sheet, self.cfg.detect_width)
+            self.background = cv2.GaussianBlur(sheet_small, (3, 3), 0).astype(np.float32)
+            self._held = None
         if self.background is None:
             self._warmup.append(small)
             if len(self._warmup) < self.cfg.warmup_frames:

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from edge.config import CaptureSettings
-from edge.errors import SourceError, TrapcamError
+from edge.errors import ConfigError, SourceError, TrapcamError
 from edge.frames import Frame
 from edge.sources.base import EndOfStream, FrameSource
 
@@ -272,6 +272,8 @@ class CaptureThread:
             if self.prepare is not None:
                 try:
                     item = self.prepare(frame)
+                except ConfigError:
+                    raise  # the setup is wrong (not this frame): the run must stop and say so
                 except TrapcamError as exc:
                     self.corrupt_frames += 1
                     log.warning("capture %s: skipped frame %s: %s", self.source.name, frame.name, exc)
