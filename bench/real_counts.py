@@ -70,6 +70,18 @@ SETS = (
         },
     ),
     RealSet(
+        "ami-vermont-snapshot-sheet",
+        REAL / "ami-vermont-snapshot.coco.json",
+        Path("data/ami-trap-frames/vermont"),
+        "timelapse-trap.yaml",
+        # no scale-bar mask: the trap's own empty sheet (snapshot 01 at lamp-on, 20:04 the next
+        # evening, camera not moved) shows the bar and the sheet's marks, so none of them counts
+        {
+            "mask": [{"name": "timestamp", "rect": [4010, 2130, 4096, 2160]}],
+            "sheet_reference": "{shared}/data/ami-trap-frames/vermont/20220622200400-01-snapshot.jpg",
+        },
+    ),
+    RealSet(
         "ami-panama-snapshot",
         REAL / "ami-panama-snapshot.coco.json",
         Path("data/ami-trap-frames/panama"),
@@ -114,6 +126,8 @@ def trap_config(example: str, shared: Path, data_dir: Path, detector: dict[str, 
         if section in raw:
             config[section] = raw[section]
     config["detector"] = {**config.get("detector", {}), **(detector or {})}
+    if isinstance(config["detector"].get("sheet_reference"), str):
+        config["detector"]["sheet_reference"] = config["detector"]["sheet_reference"].format(shared=shared)
     if config["detector"].get("sheet_reference") == "lamp_on":
         # these frames are from the middle of a night: none shows the sheet when the lamp went on
         # (and there is no schedule here), so the run starts as a trap without a reference does

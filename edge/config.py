@@ -379,6 +379,12 @@ class DetectorConfig(Section):
         "schedule switched the lamp on, stored per night in <data_dir>/sheet/ (a restart that night "
         "uses it again). Without it, whatever sits on the sheet in the first frame is taken for insects",
     )
+    sheet_shift_px: float = Field(
+        3.0,
+        ge=0,
+        description="with a sheet_reference: how far (full-resolution pixels) the hanging sheet may lie "
+        "from where the reference saw it; its marks' edges within this are not differences",
+    )
     sheet_reference_within_s: float = Field(
         600.0,
         gt=0,

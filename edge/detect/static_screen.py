@@ -537,7 +537,18 @@ class StaticScreenDetector:
     def _foreground(self, small: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
         """Colour distance, this frame's threshold and the cleaned (hysteresis-low) mask."""
         assert self.background is not None
-        dist = colour_distance(small, self.background, self.cfg.polarity)
+        reference = self.background
+        if self.sheet is not None and self._full_size is not None:
+            # A photo of the sheet is never pixel-aligned with tonight's frames (the cloth hangs
+            # and moves: 2 px between two evenings of a real AMI trap), and the edges of its marks
+            # would differ. Within sheet_shift_px, a frame pixel between the darkest and brightest
+            # background around it is no difference (the frame projected onto that envelope).
+            radius = math.ceil(self.cfg.sheet_shift_px * small.shape[1] / self._full_size[0])
+            if radius > 0:
+                kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+                low, high = cv2.erode(self.background, kernel), cv2.dilate(self.background, kernel)
+                reference = np.clip(small, low, high)
+        dist = colour_distance(small, reference, self.cfg.polarity)
         threshold = self.cfg.threshold
         if self.cfg.noise_factor > 0:
             noise = float(np.median(dist[::_SAMPLE_STEP, ::_SAMPLE_STEP]))
