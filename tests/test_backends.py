@@ -36,12 +36,12 @@ from edge.classify.backends import (
     CPU_FALLBACK_FLAG,
     BackendProbe,
     CpuBackend,
-    benchmark,
     open_backend,
     probe_backends,
 )
 from edge.classify.backends import edgetpu as edgetpu_mod
 from edge.classify.backends import tensorrt as trt_mod
+from edge.classify.benchmark import benchmark
 from edge.classify.bundle import FileEntry, load_bundle, read_manifest, write_manifest
 from edge.classify.classifier import Classifier
 from edge.config import ClassifierConfig, parse_config
