@@ -8,6 +8,7 @@ code without starting anything.
 
 from __future__ import annotations
 
+import json
 import re
 from itertools import pairwise
 from pathlib import Path
@@ -25,6 +26,9 @@ from pydantic import (
 )
 
 from edge.errors import ConfigError
+
+# What a stored config holds in place of a secret (runs.config_json, and what migration 6 scrubs).
+SECRET_MARK = "(hidden)"
 
 
 class Section(BaseModel):
@@ -912,6 +916,18 @@ class TrapConfig(Section):
             raise ValueError("site.latitude and site.longitude for schedule windows relative to the sun")
         return self
 
+    def stored_json(self) -> str:
+        """The config as the database keeps it (runs.config_json): secrets replaced by SECRET_MARK.
+
+        The database, its backups and exports travel (a USB stick, a colleague, a data paper);
+        a broker password must not travel with them. password_env / password_file only name
+        where the secret is, so they stay.
+        """
+        data = self.model_dump(mode="json")
+        if data.get("mqtt", {}).get("password") is not None:
+            data["mqtt"]["password"] = SECRET_MARK
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
     @property
     def database_path(self) -> Path:
         return self.storage.database or self.data_dir / "trapcam.db"
@@ -1003,6 +1019,8 @@ def format_validation_error(
         found, value = _lookup(raw, loc)
         if not found or error["type"] == "missing":
             got = "not set"
+        elif error["type"] == "extra_forbidden":  # a misspelled 'passwrd' would echo the password
+            got = "got a key this section does not have (its value is not shown)"
         elif isinstance(value, (dict, list)):  # a whole section: never echo it (it may hold a password)
             got = "a problem in this section"
         elif any(secret in key_path for secret in ("password", "secret", "token")):

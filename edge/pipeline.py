@@ -527,7 +527,7 @@ class Pipeline:
             device_id=self.cfg.device_id,
             started_utc=datetime.now(timezone.utc),
             software_version=__version__,
-            config_json=self.cfg.model_dump_json(),
+            config_json=self.cfg.stored_json(),
             model_sha256=describe.get("sha256"),
             model_name=describe.get("name"),
             source=self.source.name,

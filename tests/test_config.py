@@ -32,7 +32,7 @@ def test_defaults_fill_in_and_paths_derive_from_data_dir() -> None:
         # a typo in a key: named with its line and the section it is in
         (
             "source: {kind: synthetic}\ndetector:\n  treshold: 3\n",
-            ["x.yaml:3", "detector.treshold", "got 3", "no such key"],
+            ["x.yaml:3", "detector.treshold", "does not have (its value is not shown)", "no such key"],
         ),
         # unknown source kind: the kind key, its value and the choices
         ("source:\n  kind: webcam\n", ["x.yaml:2", "source.kind", "'webcam'", "'folder'"]),

@@ -231,12 +231,34 @@ ALTER TABLE snapshots ADD COLUMN image_path TEXT;
 ALTER TABLE snapshots ADD COLUMN image_deleted_utc TEXT;
 """
 
+# Secrets (issue 22): earlier versions stored the MQTT password in every run's config snapshot.
+# The database travels (backups, exports, colleagues); the password must not. '(hidden)' is
+# edge.config.SECRET_MARK; a snapshot that is not JSON is left as it is. secure_delete overwrites
+# the old row's bytes instead of leaving them in the file's free space.
+_SCRUB_SECRETS = """
+UPDATE runs SET config_json = json_set(config_json, '$.mqtt.password', '(hidden)')
+WHERE json_valid(config_json) AND json_type(config_json, '$.mqtt.password') = 'text'
+  AND json_extract(config_json, '$.mqtt.password') != '(hidden)'
+"""
+
+
+def scrub_secrets(conn: sqlite3.Connection) -> int:
+    """Replace stored MQTT passwords in runs.config_json (migration 6; also run on the backup a
+    migration makes, so the secret is not kept there either). Returns the rows changed."""
+    conn.execute("PRAGMA secure_delete = ON")
+    try:
+        return conn.execute(_SCRUB_SECRETS).rowcount
+    finally:
+        conn.execute("PRAGMA secure_delete = OFF")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, detections, tracks", _V1),
     Migration(2, "outbox, counters, summaries, health; track lineage; deleted crops", _V2),
     Migration(3, "tracks: detections cut by the frame border, why a track was discarded, size", _V3),
     Migration(4, "snapshots: insects per time-lapse frame; summaries: most insects seen at once", _V4),
     Migration(5, "snapshots: the snapshot's image file, and when retention deleted it", _V5),
+    Migration(6, "runs: the MQTT password scrubbed from stored config snapshots", scrub_secrets),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -308,6 +330,9 @@ def backup(conn: sqlite3.Connection, path: Path, old: int) -> Path:
         dest = sqlite3.connect(target)
         try:
             conn.backup(dest)
+            if "runs" in user_tables(dest):  # a secret an older version stored stays out of the copy too
+                scrub_secrets(dest)
+                dest.commit()
             ok = dest.execute("PRAGMA quick_check").fetchone()[0]
         finally:
             dest.close()
