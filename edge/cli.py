@@ -62,6 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.logs import setup_logging
 
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames {args.max_frames}: expected 1 or more frames")
     cfg = load_config(args.config)
     if args.source:
         cfg.source = _source_override(args.source, cfg)

@@ -187,8 +187,11 @@ def test_folder_replay_through_the_thread_counts_corrupt_files(tmp_path: Path) -
 
 
 def test_replay_that_cannot_open_fails_and_get_reraises(tmp_path: Path) -> None:
+    (tmp_path / "missing").mkdir()
     cfg = FolderSource(kind="folder", path=tmp_path / "missing")
-    capture = CaptureThread(FolderFrameSource(cfg), cfg).start()
+    source = FolderFrameSource(cfg)
+    (tmp_path / "missing").rmdir()  # gone between the start and the thread's open
+    capture = CaptureThread(source, cfg).start()
     with pytest.raises(SourceError, match="missing does not exist"):
         capture.get(timeout=2)
     assert capture.state == "failed" and "does not exist" in (capture.last_error or "")

@@ -338,6 +338,7 @@ def test_sigkill_keeps_the_effort_of_the_open_summary_interval(tmp_path: Path) -
     )
     config.write_text(
         f"device_id: {DEVICE}\ndata_dir: {data}\nsource: {source}\nstorage: {{flush_interval_s: 0.2}}\n"
+        "health: {interval_s: 5}\n"
     )
     trap = subprocess.Popen(
         [sys.executable, "-m", "edge", "run", "--config", str(config)],
@@ -352,9 +353,15 @@ def test_sigkill_keeps_the_effort_of_the_open_summary_interval(tmp_path: Path) -
         except sqlite3.Error:
             return 0
 
+    def health_rows() -> int:
+        try:
+            return int(query(db, "SELECT COUNT(*) FROM health")[0][0]) if db.exists() else 0
+        except sqlite3.Error:
+            return 0
+
     try:
-        assert wait_until(lambda: frames_seen() >= 30, timeout=120, step=0.2), (
-            "too few frames before the kill"
+        assert wait_until(lambda: frames_seen() >= 30 and health_rows() >= 2, timeout=120, step=0.2), (
+            "too few frames (or health samples) before the kill"
         )
     finally:
         trap.send_signal(signal.SIGKILL)
@@ -387,3 +394,10 @@ def test_sigkill_keeps_the_effort_of_the_open_summary_interval(tmp_path: Path) -
     with snapshot(db) as conn:
         day = effort_seconds(conn, start - timedelta(hours=1), start + timedelta(hours=3))
     assert abs(day - (watched + 29 * gap)) <= gap + 1e-6, (day, watched)
+    # the killed run ended at its last logged moment (its last health sample, wall clock), not at
+    # its start: a replay's frame times lie in the past and cannot say when it died
+    started, ended, reason = query(
+        db, "SELECT started_utc, ended_utc, exit_reason FROM runs WHERE run_id = 1"
+    )[0]
+    last_health = query(db, "SELECT MAX(ts_utc) FROM health WHERE run_id = 1")[0][0]
+    assert reason.startswith("interrupted") and ended == last_health > started

@@ -147,6 +147,25 @@ def test_source_override_and_max_frames(tmp_path: Path) -> None:
         (12, "max-frames")
     ]
     assert "frames 12" in out.stdout
+    # a count of frames below one is refused at once, one line, nothing started
+    for bad in ("-3", "0"):
+        out = trapcam("run", "--config", str(cfg), "--max-frames", bad)
+        assert out.returncode == 2 and one_error_line(out.stderr).endswith(
+            f"--max-frames {bad}: expected 1 or more frames"
+        )
+    assert query(data / "trapcam.db", "SELECT COUNT(*) FROM runs") == [(1,)]
+
+
+def test_a_replay_folder_that_is_not_there_is_a_config_error_not_a_camera_to_restart(tmp_path: Path) -> None:
+    """Exit 3 is the stalled-camera code the service restarts forever; a wrong path will not fix itself."""
+    nope = tmp_path / "nope"
+    cfg = write_config(
+        tmp_path / "c.yaml", f"data_dir: {tmp_path / 'd'}\nsource: {{kind: folder, path: {nope}}}\n"
+    )
+    out = trapcam("run", "--config", str(cfg))
+    assert out.returncode == 2
+    line = one_error_line(out.stderr)
+    assert line.endswith(f"source.path {nope}: does not exist; expected the folder that holds the frames")
 
 
 def test_camera_that_cannot_be_opened_exits_non_zero_for_systemd(tmp_path: Path) -> None:

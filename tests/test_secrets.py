@@ -53,6 +53,8 @@ def test_a_run_its_logs_exports_and_report_never_hold_the_broker_password(tmp_pa
     db = data / "trapcam.db"
     # the password was really used: the broker let the trap in and took its messages
     assert query(db, "SELECT COUNT(*) FROM outbox WHERE delivered_utc IS NOT NULL")[0][0] > 0
+    # a clean stop sends everything first, its last health sample too (nothing waits for the next start)
+    assert query(db, "SELECT kind FROM outbox WHERE delivered_utc IS NULL") == []
     stored = json.loads(query(db, "SELECT config_json FROM runs")[0][0])
     assert stored["mqtt"]["password"] == SECRET_MARK and stored["mqtt"]["username"] == "trap"
     exported = _trapcam(

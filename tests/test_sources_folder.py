@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from edge.config import FolderSource, SyntheticSource
-from edge.errors import SourceError, TrapcamError
+from edge.errors import ConfigError, SourceError, TrapcamError
 from edge.sources.base import EndOfStream
 from edge.sources.factory import make_source
 from edge.sources.folder import FolderFrameSource, jpeg_is_truncated, natural_key, strptime_regex
@@ -212,9 +212,21 @@ def test_loop_restarts_and_keeps_counting(tmp_path: Path) -> None:
 
 
 def test_missing_and_empty_folders_name_path_and_pattern(tmp_path: Path) -> None:
+    # a folder the config names that is not there is a config error (exit 2), not a camera to wait for
     missing = tmp_path / "nope"
-    with pytest.raises(SourceError, match=r"nope does not exist \(pattern '\*\.jpg'\)"):
-        FolderFrameSource(cfg(missing)).open()
+    with pytest.raises(ConfigError, match=r"source.path .*nope: does not exist; expected the folder"):
+        FolderFrameSource(cfg(missing))
+    (tmp_path / "file.jpg").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"file.jpg: is not a folder"):
+        FolderFrameSource(cfg(tmp_path / "file.jpg"))
+    (tmp_path / "file.jpg").unlink()
+    # one that disappears after the start is the source's trouble
+    going = tmp_path / "going"
+    going.mkdir()
+    source = FolderFrameSource(cfg(going))
+    going.rmdir()
+    with pytest.raises(SourceError, match=r"going does not exist \(pattern '\*\.jpg'\)"):
+        source.open()
     (tmp_path / "x.png").write_bytes(b"")
     with pytest.raises(SourceError, match=r"no files match pattern '\*\.jpg' in image folder .*test_missing"):
         FolderFrameSource(cfg(tmp_path)).open()

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edge.config import FolderSource
-from edge.errors import SourceError
+from edge.errors import ConfigError, SourceError
 from edge.frames import Frame
 from edge.sources.base import EndOfStream
 
@@ -176,6 +176,9 @@ class FolderFrameSource:
     live = False
 
     def __init__(self, cfg: FolderSource) -> None:
+        if not cfg.path.is_dir():  # a wrong path in the config, not a camera that may come back (exit 2)
+            what = "is not a folder" if cfg.path.exists() else "does not exist"
+            raise ConfigError(f"source.path {cfg.path}: {what}; expected the folder that holds the frames")
         self.cfg = cfg
         self.name = f"folder:{cfg.path}"
         self.zone = _zone(cfg.timezone)

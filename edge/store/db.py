@@ -98,7 +98,9 @@ _CLOSE_INTERRUPTED = [
     "UPDATE runs SET exit_reason = 'interrupted (no clean shutdown; ended_utc is the last logged time)', "
     "ended_utc = MAX(started_utc, "
     "COALESCE((SELECT MAX(ts_utc) FROM detections d WHERE d.run_id = runs.run_id), started_utc), "
-    "COALESCE((SELECT MAX(last_utc) FROM tracks t WHERE t.run_id = runs.run_id), started_utc)) "
+    "COALESCE((SELECT MAX(last_utc) FROM tracks t WHERE t.run_id = runs.run_id), started_utc), "
+    # health samples carry the wall clock: a replay's frame times may lie years before its start
+    "COALESCE((SELECT MAX(ts_utc) FROM health h WHERE h.run_id = runs.run_id), started_utc)) "
     "WHERE ended_utc IS NULL",
 ]
 _MAX_PAGES = 1_073_741_823  # SQLite's historical maximum page count: "no limit" on every version
