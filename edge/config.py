@@ -826,8 +826,41 @@ class SummaryConfig(Section):
     )
 
 
+class ViewConfig(Section):
+    """Is the camera still seeing the sheet? (edge/view.py) Readings are compared with the run's first."""
+
+    enabled: bool = True
+    every_s: float = Field(60.0, gt=0, description="seconds of frame time between two readings of the view")
+    baseline_readings: int = Field(
+        3, ge=1, description="the run's first readings (while active) set the baseline"
+    )
+    hold: int = Field(
+        2, ge=1, description="readings in a row that must agree before a flag is raised or cleared"
+    )
+    dark_fraction: float = Field(
+        0.4, gt=0, lt=1, description="view-dark below this fraction of the baseline brightness (lamp off?)"
+    )
+    blur_fraction: float = Field(
+        0.35,
+        gt=0,
+        lt=1,
+        description="view-blurred below this fraction of the baseline sharpness (focus, dew)",
+    )
+    fog_fraction: float = Field(
+        0.5, gt=0, lt=1, description="view-fogged below this fraction of the baseline contrast (fog, frost)"
+    )
+    cover_fraction: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="view-covered when more of the frame than this looks unlike the baseline "
+        "(a leaf, a fallen sheet)",
+    )
+
+
 class HealthConfig(Section):
     interval_s: float = Field(300.0, ge=5, description="how often a health sample is stored and published")
+    view: ViewConfig = ViewConfig()
 
 
 class RetentionConfig(Section):

@@ -34,6 +34,7 @@ from edge.retention import Retention, RetentionReport
 from edge.schedule import Schedule
 from edge.store.db import Database
 from edge.store.schema import TrackRow
+from edge.view import ViewMonitor
 from edge.watchdog import Notifier
 
 log = logging.getLogger("trapcam.ops")
@@ -89,6 +90,7 @@ class FieldOps:
         delay = min(max(tracker.max_gap_s or 0.0, tracker.reid_window_s or 0.0), _MAX_SETTLE_S) + 60.0
         self.summarizer = IntervalSummarizer(cfg.summary, run_id, tz=cfg.site.timezone, close_delay_s=delay)
         self.health = HealthMonitor(cfg, model_sha256, self.started, probes=probes)
+        self.view = ViewMonitor(cfg.health.view)  # fed by the capture thread (Pipeline's detect step)
         self.retention = Retention(cfg.retention, db, cfg.crops_path, cfg.data_dir, free_bytes=free_bytes)
         self.schedule = Schedule(cfg.schedule, cfg.site)
         self.light = (
@@ -269,6 +271,7 @@ class FieldOps:
         flags = list(self.extra_flags)
         if self.publisher is not None and self.publisher.state in ("auth-failed", "tls-failed"):
             flags.append(f"mqtt-{self.publisher.state}")
+        flags += self.view.flags()  # the camera no longer sees the sheet as it did at the start
         stats = LoopStats(
             fps=self._fps(monotonic_now),
             inference_ms=list(self._inference_ms),
@@ -280,6 +283,7 @@ class FieldOps:
             active=bool(self._active) if self._active is not None else True,
         )
         sample = self.health.sample(now, stats, extra_flags=flags, retention=self._last_report)
+        sample.update(self.view.values())
         if self.outbox is not None:
             sample["outbox_pending"] = self.outbox.stats().get("pending")
         store_health(self.db, self.run_id, sample)

@@ -230,6 +230,7 @@ class Pipeline:
             """
             if not ops.schedule.is_active(frame.timestamp):
                 return frame, None
+            ops.view.observe(frame.image, frame.timestamp)  # still seeing the sheet? (health flags)
             nonlocal sheet_pending
             if sheet_pending and lamp_on is not None:
                 sheet_pending = False  # the run's first active frame decides, once
