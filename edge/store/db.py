@@ -94,15 +94,15 @@ _SETTLE_TRACKS = (
     "WHERE status IN ('tentative', 'confirmed') "
     "AND run_id IN (SELECT run_id FROM runs WHERE ended_utc IS NULL)"
 )
-_CLOSE_INTERRUPTED = [
+_CLOSE_INTERRUPTED = (
     "UPDATE runs SET exit_reason = 'interrupted (no clean shutdown; ended_utc is the last logged time)', "
     "ended_utc = MAX(started_utc, "
     "COALESCE((SELECT MAX(ts_utc) FROM detections d WHERE d.run_id = runs.run_id), started_utc), "
-    "COALESCE((SELECT MAX(last_utc) FROM tracks t WHERE t.run_id = runs.run_id), started_utc), "
-    # health samples carry the wall clock: a replay's frame times may lie years before its start
-    "COALESCE((SELECT MAX(ts_utc) FROM health h WHERE h.run_id = runs.run_id), started_utc)) "
-    "WHERE ended_utc IS NULL",
-]
+    "COALESCE((SELECT MAX(last_utc) FROM tracks t WHERE t.run_id = runs.run_id), started_utc){health}) "
+    "WHERE ended_utc IS NULL"
+)
+# health samples carry the wall clock: a replay's frame times may lie years before its start
+_LAST_HEALTH = ", COALESCE((SELECT MAX(ts_utc) FROM health h WHERE h.run_id = runs.run_id), started_utc)"
 _MAX_PAGES = 1_073_741_823  # SQLite's historical maximum page count: "no limit" on every version
 _SQLITE_ERROR = 1  # generic SQL error (bad statement): retrying cannot help
 
@@ -361,8 +361,8 @@ class Database:
                 conn.execute(_SETTLE_TRACKS, {"sliver_max_px": self._sliver_max_px})
             else:
                 conn.execute(_SETTLE_TRACKS_V1)
-            for statement in _CLOSE_INTERRUPTED:
-                conn.execute(statement)
+            has_health = "health" in user_tables(conn)  # a schema-1 database has none yet
+            conn.execute(_CLOSE_INTERRUPTED.format(health=_LAST_HEALTH if has_health else ""))
             run_id = conn.execute(_INSERT_RUN, params).lastrowid
             assert run_id is not None
             return int(run_id)
