@@ -85,7 +85,7 @@ class ViewMonitor:
         """Measure this frame if `every_s` of frame time has passed since the last reading."""
         if not self.cfg.enabled or (self._next is not None and moment < self._next):
             return
-        self._next = moment + _seconds(self.cfg.every_s)
+        self._next = moment + timedelta(seconds=self.cfg.every_s)
         reading = read_view(image)
         with self._lock:
             self.last = reading
@@ -151,7 +151,3 @@ def _median(readings: list[ViewReading]) -> ViewReading:
         statistics.median(r.contrast for r in readings),
         np.median(np.stack([r.blocks for r in readings]), axis=0),
     )
-
-
-def _seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)

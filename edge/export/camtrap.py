@@ -168,35 +168,29 @@ def _snapshot_rows(
     kept_media: set[PurePosixPath],
 ) -> tuple[list[list[object]], list[list[object]]]:
     """Media rows of the kept snapshot images and their media-level observations (module docstring)."""
-    media_cols, obs_cols = _fields("media"), _fields("observations")
+    obs_cols = _fields("observations")
     media_rows: list[list[object]] = []
     obs_rows: list[list[object]] = []
     for m in snaps:
-        rel = PurePosixPath(m.image_path)
-        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-            continue
-        if not _copy_crop(crops_root.joinpath(*rel.parts), pkg.joinpath("media", *rel.parts)):
-            continue  # gone from disk without retention's mark: no media, so no media-level observation
-        kept_media.add(PurePosixPath("media", rel))
         dep = deployments[m.run_id]
         media_id = f"s{m.snapshot_id}"
-        media_rows.append(
-            _row(
-                media_cols,
-                {
-                    "mediaID": media_id,
-                    "deploymentID": dep.deployment_id,
-                    "captureMethod": "timeLapse",
-                    "timestamp": _ts(m.ts),
-                    "filePath": f"media/{rel.as_posix()}",
-                    "filePublic": False,
-                    "fileName": rel.name,
-                    "fileMediatype": mimetypes.guess_type(rel.name)[0] or "image/jpeg",
-                    "favorite": False,
-                    "mediaComments": f"time-lapse snapshot of run {m.run_id}",
-                },
-            )
+        row = _media_row(
+            crops_root,
+            pkg,
+            kept_media,
+            m.image_path,
+            {
+                "mediaID": media_id,
+                "deploymentID": dep.deployment_id,
+                "captureMethod": "timeLapse",
+                "timestamp": _ts(m.ts),
+                "favorite": False,
+                "mediaComments": f"time-lapse snapshot of run {m.run_id}",
+            },
         )
+        if row is None:
+            continue  # gone from disk without retention's mark: no media, so no media-level observation
+        media_rows.append(row)
         groups: dict[str | None, list[Any]] = {}
         for insect in m.insects:
             groups.setdefault(insect.label if names_a_taxon(insect.label) else None, []).append(insect)
@@ -233,6 +227,31 @@ def _snapshot_rows(
                 )
             )
     return media_rows, obs_rows
+
+
+def _media_row(
+    crops_root: Path,
+    pkg: Path,
+    kept_media: set[PurePosixPath],
+    image_path: str,
+    values: dict[str, object],
+) -> list[object] | None:
+    """Copy an image below the crops folder (a crop or a kept snapshot) into the package's media/
+    and return its media row (`values` plus the file fields); None when the path would leave the
+    crops folder or the file is not on disk."""
+    rel = PurePosixPath(image_path)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        return None
+    if not _copy_crop(crops_root.joinpath(*rel.parts), pkg.joinpath("media", *rel.parts)):
+        return None
+    kept_media.add(PurePosixPath("media", rel))
+    file_fields = {
+        "filePath": f"media/{rel.as_posix()}",
+        "filePublic": False,
+        "fileName": rel.name,
+        "fileMediatype": mimetypes.guess_type(rel.name)[0] or "image/jpeg",
+    }
+    return _row(_fields("media"), {**values, **file_fields})
 
 
 def _copy_crop(src: Path, dest: Path) -> bool:
@@ -286,30 +305,22 @@ def write_camtrap_dp(
     for t in tracks:
         dep = deployments[t.run_id]
         if t.crop_path and t.crop_detection_id is not None and t.crop_ts is not None:
-            rel = PurePosixPath(t.crop_path)
-            if (
-                not rel.is_absolute()
-                and ".." not in rel.parts
-                and _copy_crop(crops_root.joinpath(*rel.parts), pkg.joinpath("media", *rel.parts))
-            ):
-                kept_media.add(PurePosixPath("media", rel))
-                media_rows.append(
-                    _row(
-                        media_cols,
-                        {
-                            "mediaID": f"d{t.crop_detection_id}",
-                            "deploymentID": dep.deployment_id,
-                            "captureMethod": "activityDetection",
-                            "timestamp": _ts(t.crop_ts),
-                            "filePath": f"media/{rel.as_posix()}",
-                            "filePublic": False,
-                            "fileName": rel.name,
-                            "fileMediatype": mimetypes.guess_type(rel.name)[0] or "image/jpeg",
-                            "favorite": True,
-                            "mediaComments": f"best crop of track {t.track_id}",
-                        },
-                    )
-                )
+            row = _media_row(
+                crops_root,
+                pkg,
+                kept_media,
+                t.crop_path,
+                {
+                    "mediaID": f"d{t.crop_detection_id}",
+                    "deploymentID": dep.deployment_id,
+                    "captureMethod": "activityDetection",
+                    "timestamp": _ts(t.crop_ts),
+                    "favorite": True,
+                    "mediaComments": f"best crop of track {t.track_id}",
+                },
+            )
+            if row is not None:
+                media_rows.append(row)
         tags = [f"level:{t.level}"] if not t.unsure and t.level else []
         tags += [f"{lv}:{t.lineage[lv]}" for lv in ordered_levels([t])]
         tags.append(f"hits:{t.hits}")

@@ -382,14 +382,8 @@ class Database:
         self._check_run(row.run_id, "DetectionRow")
         item = _Item(sql=_INSERT_DETECTION)
         if crop is not None:
-            if self.crops is None:
-                raise StorageError(
-                    f"{self.path}: a crop was given but the database was opened without crops_root"
-                )
-            check_crop(crop)
-            item.crop = np.array(crop, copy=True)  # the caller may reuse its buffer
-            item.crop_rel = self.crops.path_for(row.ts_utc, row.track_id, row.detection_id)
-            item.nbytes += item.crop.nbytes
+            crops = self._crop_store("a crop")
+            self._attach_image(item, crop, crops.path_for(row.ts_utc, row.track_id, row.detection_id))
         item.params = row.params(crop_path=item.crop_rel)
         self._put(item)
         with self._ids_lock:
@@ -414,16 +408,25 @@ class Database:
             "VALUES (?, ?, ?, ?, ?, ?)"
         )
         if image is not None:
-            if self.crops is None:
-                raise StorageError(
-                    f"{self.path}: a snapshot image was given but the database was opened without crops_root"
-                )
-            check_crop(image)
-            item.crop = np.array(image, copy=True)
-            item.crop_rel = self.crops.snapshot_path_for(ts_utc, run_id, frame_index)
-            item.nbytes += item.crop.nbytes
+            crops = self._crop_store("a snapshot image")
+            self._attach_image(item, image, crops.snapshot_path_for(ts_utc, run_id, frame_index))
         item.params = (run_id, utc_iso(ts_utc), int(frame_index), int(insects), counts_json, item.crop_rel)
         self._put(item)
+
+    def _crop_store(self, what: str) -> CropStore:
+        if self.crops is None:
+            raise StorageError(
+                f"{self.path}: {what} was given but the database was opened without crops_root"
+            )
+        return self.crops
+
+    @staticmethod
+    def _attach_image(item: _Item, image: np.ndarray, rel: str) -> None:
+        """The writer saves `image` as `rel` below crops_root before it runs the item's statement."""
+        check_crop(image)
+        item.crop = np.array(image, copy=True)  # the caller may reuse its buffer
+        item.crop_rel = rel
+        item.nbytes += item.crop.nbytes
 
     def upsert_track(self, row: TrackRow) -> None:
         """Queue an insert, or an update of every column when the track_id is already stored."""
