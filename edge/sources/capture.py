@@ -183,8 +183,8 @@ class CaptureThread:
                 self._cond.wait(0.5)
         return not self._stop.is_set()
 
-    def _put(self, frame: Any, frame_bytes: int = 0) -> None:
-        limit = self.queue_limit(frame_bytes)
+    def _put(self, frame: Any, limit: int) -> None:
+        """Queue a frame: a live source drops the oldest beyond `limit` (queue_limit), a replay waits."""
         with self._cond:
             if self.live:
                 while len(self._queue) >= limit:
@@ -284,4 +284,4 @@ class CaptureThread:
                 self._down_since = None
                 backoff = first_wait
             limit = self.queue_limit(frame.image.nbytes)
-            self._put(item, frame.image.nbytes)
+            self._put(item, limit)
