@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from edge.pipeline import Pipeline  # after config checks: imports OpenCV and the interpreter
 
-    pipeline = Pipeline(cfg, record_tracks=cfg.source.kind == "synthetic")
+    pipeline = Pipeline(cfg, record_tracks=cfg.source.kind == "synthetic", from_start=args.from_start)
 
     def _graceful(signum: int, _frame: Any) -> None:
         log.info("signal %s: finishing the current frame and shutting down", signal.Signals(signum).name)
@@ -257,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the source: folder, video file, camera index, URL, 'synthetic' or 'picamera2'",
     )
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument(
+        "--from-start",
+        action="store_true",
+        help="replays: process every frame again into a new run that supersedes the earlier runs of this "
+        "source (default: resume after the last frame already stored, so nothing is counted twice)",
+    )
     p.add_argument("--data-dir", help="override data_dir (database and crops)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_run)

@@ -37,13 +37,15 @@ from edge.errors import SourceError
 from edge.frames import Frame
 from edge.intervals import counts_json, level_counts
 from edge.operations import FieldOps
+from edge.restart import carried_tracks, describe, forget, processed_before, supersede
 from edge.sheet import LampOnSheet
-from edge.sources.base import FrameSource
+from edge.sources.base import FrameSource, ResumableSource
 from edge.sources.capture import CaptureThread
 from edge.sources.factory import make_source
 from edge.store.crops import scaled_to_width
 from edge.store.db import Database, DetectionRow, RunInfo, TrackRow
 from edge.track.appearance import appearance_descriptor
+from edge.track.resume import ResumeState
 from edge.track.tracker import Tracker, TrackInput, TrackState
 from edge.watchdog import Notifier
 
@@ -51,6 +53,12 @@ log = logging.getLogger("trapcam.loop")
 
 # Crops are cut at this size for appearance and storage when no classifier sets the size.
 DEFAULT_CROP_SIZE = 128
+# An open track's row (last box, hits, votes, resume state) is written again once it moved by this
+# share of its box's diagonal, and at least every RESUME_SAVE_EVERY_S of frame time: a killed run
+# leaves each insect's place close enough for the next run to continue its track (a sitting moth
+# costs one write per interval, not one per frame).
+RESUME_SAVE_MOVED = 0.25
+RESUME_SAVE_EVERY_S = 10.0
 
 
 @dataclass
@@ -77,6 +85,9 @@ class RunResult:
     # every detection, for detection and classification scores (`trapcam evaluate`).
     frame_detections: dict[int, list[tuple[Box, Classification | None, int]]] = field(default_factory=dict)
     inactive_frames: int = 0  # frames outside the schedule's active windows (not processed)
+    skipped_frames: int = 0  # replay frames an earlier run already processed (not processed again)
+    carried_tracks: int = 0  # tracks the previous run left open, handed to this run's tracker
+    continued_tracks: int = 0  # of those, seen again: the same insect, still one count
     operations: dict[str, Any] = field(default_factory=dict)  # FieldOps.status() at the end
 
     @property
@@ -150,9 +161,15 @@ class Pipeline:
         record_tracks: bool = False,
         notifier: Notifier | None = None,
         ops_options: Mapping[str, Any] | None = None,
+        from_start: bool = False,
     ) -> None:
-        """ops_options: extra FieldOps arguments at the hardware boundary (probes, free_bytes, ...)."""
+        """ops_options: extra FieldOps arguments at the hardware boundary (probes, free_bytes, ...).
+
+        from_start: a replay re-processes every frame into a new run that supersedes the earlier
+        runs of the same source (edge/restart.py); otherwise it resumes after their last frame.
+        """
         self.cfg = cfg
+        self.from_start = from_start
         self.ops_options = dict(ops_options or {})
         self.notifier = notifier or Notifier()
         self.ops: FieldOps | None = None
@@ -186,6 +203,9 @@ class Pipeline:
         self.stop_event = threading.Event()
         # Per track: (time of the last saved crop, best score saved) - limits crops on disk.
         self._crop_memory: dict[int, tuple[datetime, float]] = {}
+        # Tracks carried over from the previous run: id -> (seen again in this run, counted by it).
+        self._carried: dict[int, tuple[bool, bool]] = {}
+        self._saved_open: dict[int, tuple[datetime, Box]] = {}  # open track -> (when, box) last written
 
     # ------------------------------------------------------------ run
 
@@ -212,6 +232,7 @@ class Pipeline:
                 self._spacing_said = True
                 ops.extra_flags.append("frames-too-far-apart")
                 log.warning(advice)
+            self._take_over(run_id, result)
         except BaseException as exc:
             self.db.end_run(run_id, f"error: {type(exc).__name__}")
             self.db.close()
@@ -318,9 +339,13 @@ class Pipeline:
             self.notifier.stopping(result.exit_reason)
             capture.stop()
             end_time = last_frame_time or datetime.now(timezone.utc)
+            # what the next run needs to continue the tracks this stop closes (counted here)
+            held = [*self.tracker.active_tracks(), *self.tracker.lost_tracks()]
+            resume = {t.track_id: self.tracker.resume_state(t.track_id, counted=True) for t in held}
             for track in self.tracker.finish(end_time):
-                self._store_track(run_id, track, result)
+                self._store_track(run_id, track, result, resume=resume.get(track.track_id))
             result.dropped, result.corrupt = capture.dropped_frames, capture.corrupt_frames
+            result.skipped_frames = getattr(self.source, "skipped_frames", 0)
             try:
                 ops.finish(
                     end_time, capture.queue_depth, capture.dropped_frames, capture.state, result.frames
@@ -340,6 +365,39 @@ class Pipeline:
     def stop(self) -> None:
         """Ask the loop to finish the current frame and shut down cleanly (signal handlers call this)."""
         self.stop_event.set()
+
+    def _take_over(self, run_id: int, result: RunResult) -> None:
+        """Pick up where the runs of this source before this one stopped (edge/restart.py).
+
+        A replay resumes after the last frame they stored (or, with from_start, supersedes them);
+        the tracks the previous run left open go back to the tracker, so an insect that sat
+        through the restart stays one track.
+        """
+        name = self.source.name
+        if self.from_start:
+            older = supersede(self.db, run_id, name)
+            if older:
+                log.warning(
+                    "%s: re-processing from the start; run(s) %s are superseded (their rows stay, marked, "
+                    "and the exports count this run instead)",
+                    name,
+                    ", ".join(map(str, older)),
+                )
+            return
+        if not self.source.live and isinstance(self.source, ResumableSource):
+            processed = processed_before(self.db, run_id, name)
+            if processed is not None:
+                self.source.skip_through(processed.last_utc)
+                log.warning(describe(processed, name))
+        carried = carried_tracks(self.db, run_id, name)
+        if carried:
+            self.tracker.carry_over(carried)
+            self._carried = {state.track_id: (False, resume.counted) for state, resume in carried}
+            result.carried_tracks = len(carried)
+            log.info(
+                "continuing %d track(s) the previous run left open (an insect still there stays one count)",
+                len(carried),
+            )
 
     # ------------------------------------------------------------ one frame
 
@@ -377,11 +435,16 @@ class Pipeline:
             self.db.add_detection(row, crop)
         for track in update.confirmed:
             self._store_track(result.run_id, track, result, finished=False)
-        for track in update.revived:  # re-identified: open again, no longer a finished count
+        for track in update.revived:  # re-identified or carried over: open again, not a finished count
             result.finished_tracks.pop(track.track_id, None)
+            carried = self._carried.get(track.track_id)
+            if carried is not None and not carried[0]:
+                self._carried[track.track_id] = (True, carried[1])
+                result.continued_tracks += 1
             self._store_track(result.run_id, track, result, finished=False)
         for track in update.ended:
             self._store_track(result.run_id, track, result)
+        self._save_open_tracks(result.run_id, frame.timestamp, update.active, result)
         result.detections += len(detections)
         self._frame_insects = len(set(update.assignments))  # one per track: pieces of an insect once
         if self.tracker.timelapse:
@@ -398,6 +461,28 @@ class Pipeline:
                 (item.detection.box, item.classification, track_id)
                 for item, track_id in zip(inputs, update.assignments, strict=True)
             ]
+
+    def _save_open_tracks(
+        self, run_id: int, now: datetime, active: Sequence[TrackState], result: RunResult
+    ) -> None:
+        """Write again the open, counted tracks that moved or were not written for a while."""
+        waiting = {track_id for track_id, (seen, _) in self._carried.items() if not seen}
+        still_open = set()
+        for track in active:
+            if track.status != "confirmed" or track.track_id in waiting:
+                continue
+            still_open.add(track.track_id)
+            saved = self._saved_open.get(track.track_id)
+            if saved is not None:
+                when, box = saved
+                (ax, ay), (bx, by) = box.center, track.box.center
+                moved = math.hypot(bx - ax, by - ay) > RESUME_SAVE_MOVED * math.hypot(box.width, box.height)
+                if not moved and (now - when).total_seconds() < RESUME_SAVE_EVERY_S:
+                    continue
+                self._store_track(run_id, track, result, finished=False)
+            self._saved_open[track.track_id] = (now, track.box)  # new ones were written on confirming
+        for track_id in set(self._saved_open) - still_open:
+            del self._saved_open[track_id]
 
     def _store_snapshot(
         self, run_id: int, frame: Frame, inputs: Sequence[TrackInput], assignments: Sequence[int]
@@ -460,7 +545,25 @@ class Pipeline:
             return True
         return False
 
-    def _store_track(self, run_id: int, track: TrackState, result: RunResult, finished: bool = True) -> None:
+    def _store_track(
+        self,
+        run_id: int,
+        track: TrackState,
+        result: RunResult,
+        finished: bool = True,
+        resume: ResumeState | None = None,
+    ) -> None:
+        """Write the track's row (open: with its resume state; finished: counted once).
+
+        resume: for a finished track, the state a stop that closed it leaves for the next run;
+        an open track's is taken from the tracker. A track carried over from the previous run
+        and never seen again keeps that run's row; one seen again is this run's from then on,
+        counted in this run's summaries only if the previous run had not counted it, and never
+        published twice (a killed run's open tracks are published by the restart's recovery).
+        """
+        if not finished:
+            resume = self.tracker.resume_state(track.track_id)
+        carried = self._carried.pop(track.track_id, None) if finished else None
         reason = "noise" if track.status == "discarded" else None
         if reason == "noise" and finished:
             result.noise_tracks += 1
@@ -497,13 +600,22 @@ class Pipeline:
             length_px=length_px,
             length_mm=None if length_mm is None else round(length_mm, 2),
             size_class=size_class,
+            resume_json=resume.to_json() if resume is not None else None,
         )
+        if carried is not None:
+            seen, counted = carried
+            if not counted and self.ops is not None:
+                self.ops.summarizer.on_track_finished(row)  # its message went out at the restart
+            if not seen:  # the insect had gone: the row stays the previous run's
+                if resume is None:  # the tracker ended it for good (a stop leaves it to the next run)
+                    forget(self.db, track.track_id)
+                return
         self.db.upsert_track(row)
         if finished:
             self._crop_memory.pop(track.track_id, None)
             if track.status == "ended":
                 result.finished_tracks[track.track_id] = track
-            if self.ops is not None:
+            if self.ops is not None and carried is None:
                 self.ops.on_track_finished(row)
 
     def lineage(self, track: TrackState) -> dict[str, str] | None:

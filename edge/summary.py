@@ -22,7 +22,8 @@ def synthetic_count_report(pipeline: Pipeline, result: RunResult) -> CountReport
 
     processed = sorted(result.track_boxes)
     ground_truth = {
-        i: [(o.insect_id, o.species, o.box) for o in night.ground_truth(i)] for i in range(processed[-1] + 1)
+        i: [(o.insect_id, o.species, o.box) for o in night.ground_truth(i)]
+        for i in range(processed[0], processed[-1] + 1)  # a resumed replay starts later
     }
     confirmed = {t.track_id for t in result.confirmed_tracks}
     labels = {t.track_id: t.label for t in result.confirmed_tracks}
@@ -48,6 +49,16 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
         print(f"  first frame after {result.first_frame_s:.2f} s")
     if result.inactive_frames:
         print(f"  outside the schedule's windows: {result.inactive_frames} frames not looked at")
+    if result.skipped_frames:
+        print(
+            f"  already processed by an earlier run: {result.skipped_frames} frames, not counted again"
+            + ("" if result.frames else " (nothing new; --from-start re-processes them)")
+        )
+    if result.carried_tracks:
+        print(
+            f"  tracks continued from the previous run: {result.continued_tracks} of {result.carried_tracks} "
+            "(insects that sat through the restart, one count each)"
+        )
     counts = result.counts()
     print(f"  insects counted (finished tracks): {sum(counts.values())}")
     if not cfg.classifier.enabled:

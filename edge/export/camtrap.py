@@ -57,6 +57,7 @@ from edge.export.data import (
     RunRecord,
     SnapshotMedia,
     TrackRecord,
+    current_runs,
     day_window,
     ordered_levels,
     read_runs,
@@ -135,7 +136,7 @@ def _deployments(
     for wstart, wend in windows:
         rows = conn.execute(
             "SELECT run_id, start_utc, end_utc FROM summaries WHERE end_utc > ? AND start_utc < ? "
-            "AND (effort_s > 0 OR frames_processed > 0 OR tracks > 0)",
+            f"AND (effort_s > 0 OR frames_processed > 0 OR tracks > 0){current_runs(conn)}",
             (utc_iso(wstart), utc_iso(wend)),
         ).fetchall()
         for r in rows:

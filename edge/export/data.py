@@ -146,6 +146,14 @@ def snapshot(db_path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def current_runs(conn: sqlite3.Connection, column: str = "run_id") -> str:
+    """An SQL condition (starting with AND) that leaves out runs a `--from-start` replay superseded
+    (their rows are kept, marked; the newer run's are the counts). Empty before schema 7."""
+    if get_version(conn) < 7:
+        return ""
+    return f" AND {column} NOT IN (SELECT run_id FROM runs WHERE superseded_by IS NOT NULL)"
+
+
 def _opt_float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
@@ -219,7 +227,7 @@ def read_snapshots(conn: sqlite3.Connection, start: datetime, end: datetime) -> 
         return []
     rows = conn.execute(
         "SELECT ts_utc, run_id, insects, counts_json FROM snapshots WHERE ts_utc >= ? AND ts_utc < ? "
-        "ORDER BY ts_utc, run_id, snapshot_id",
+        f"{current_runs(conn)} ORDER BY ts_utc, run_id, snapshot_id",
         (utc_iso(start), utc_iso(end)),
     ).fetchall()
     return [
@@ -271,7 +279,7 @@ def read_snapshot_media(
         rows = conn.execute(
             "SELECT snapshot_id, run_id, ts_utc, frame_index, image_path FROM snapshots "
             "WHERE image_path IS NOT NULL AND image_deleted_utc IS NULL AND ts_utc >= ? AND ts_utc < ? "
-            "ORDER BY ts_utc, snapshot_id",
+            f"{current_runs(conn)} ORDER BY ts_utc, snapshot_id",
             (utc_iso(start), utc_iso(end)),
         ).fetchall()
         for r in rows:
@@ -299,14 +307,14 @@ def read_snapshot_media(
 
 
 def effort_seconds(conn: sqlite3.Connection, start: datetime, end: datetime) -> float:
-    """Watched seconds in [start, end) from the interval summaries (all runs).
+    """Watched seconds in [start, end) from the interval summaries (all runs but superseded ones).
 
     A summary that crosses the boundary contributes in proportion to its overlap.
     """
     total = 0.0
     rows = conn.execute(
         "SELECT start_utc, end_utc, effort_s FROM summaries WHERE end_utc > ? AND start_utc < ? "
-        "ORDER BY start_utc, run_id",
+        f"{current_runs(conn)} ORDER BY start_utc, run_id",
         (utc_iso(start), utc_iso(end)),
     ).fetchall()
     for r in rows:

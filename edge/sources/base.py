@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from edge.frames import Frame
 
@@ -28,3 +29,16 @@ class FrameSource(Protocol):
     def read(self) -> Frame | None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ResumableSource(Protocol):
+    """A replay that can start after the frames earlier runs already processed (edge/restart.py).
+
+    `skip_through(moment)` before `open`: the next open starts at the first frame later than
+    `moment`; `skipped_frames` says how many it passed over (read without decoding where it can).
+    """
+
+    skipped_frames: int
+
+    def skip_through(self, moment: datetime | None) -> None: ...

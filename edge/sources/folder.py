@@ -194,6 +194,8 @@ class FolderFrameSource:
         self._position = 0
         self._index = 0
         self._warned_mtime = False
+        self._resume_after: datetime | None = None
+        self.skipped_frames = 0
 
     # ------------------------------------------------------------ listing
 
@@ -234,8 +236,33 @@ class FolderFrameSource:
             raise SourceError(
                 f"no files match pattern {self.cfg.pattern!r} {where} image folder {self.cfg.path}"
             )
-        self._position = 0
-        log.info("replaying %d images from %s", len(self.files), self.cfg.path)
+        self._position = self._index = 0
+        self.skipped_frames = self._skip_processed()
+        log.info("replaying %d images from %s", len(self.files) - self.skipped_frames, self.cfg.path)
+
+    def skip_through(self, moment: datetime | None) -> None:
+        """Start the next open after `moment` (frames up to it were processed by an earlier run)."""
+        self._resume_after = moment
+
+    def _skip_processed(self) -> int:
+        """Pass over the leading files timed at or before the resume moment, reading no pixels."""
+        if self._resume_after is None:
+            return 0
+        mtime_frames, warned = self.mtime_frames, self._warned_mtime
+        try:
+            while self._position < len(self.files):
+                path = self.files[self._position]
+                try:
+                    stamp, _clock = self._timestamp(path, path.read_bytes())
+                except OSError:
+                    break  # read() says what is wrong with it
+                if stamp > self._resume_after:
+                    break
+                self._position += 1
+        finally:  # the counters and the warning are about the frames this run plays
+            self.mtime_frames, self._warned_mtime = mtime_frames, warned
+        self._index = self._position
+        return self._position
 
     def read(self) -> Frame | None:
         if self._position >= len(self.files):

@@ -44,6 +44,8 @@ class SyntheticFrameSource:
         self.name = f"synthetic:{p.scene}:seed={p.seed}"
         self._next: int | None = None
         self._t0 = 0.0
+        self._resume_after: datetime | None = None
+        self.skipped_frames = 0
 
     @classmethod
     def from_config(cls, cfg: SyntheticSource) -> SyntheticFrameSource:
@@ -60,10 +62,23 @@ class SyntheticFrameSource:
         )
         return cls(SyntheticNight(params), realtime=cfg.realtime)
 
+    def skip_through(self, moment: datetime | None) -> None:
+        """Start the next open after `moment` (frames up to it were processed by an earlier run)."""
+        self._resume_after = moment
+
     def open(self) -> None:
-        """Start (again) from the first frame."""
-        self._next = 0
-        self._t0 = time.monotonic()
+        """Start (again) from the first frame, or from the first after `skip_through`'s moment."""
+        first = 0
+        if self._resume_after is not None:
+            while first < len(self.night) and self.night.timestamp(first) <= self._resume_after:
+                first += 1
+        self.skipped_frames = first
+        self._next = first
+        self._t0 = time.monotonic() - (
+            (self.night.timestamp(first) - self.night.timestamp(0)).total_seconds()
+            if first < len(self.night)
+            else 0.0
+        )
 
     def read(self) -> Frame:
         if self._next is None:

@@ -40,7 +40,7 @@ from edge.errors import StorageError
 log = logging.getLogger(__name__)
 
 TRACK_STATUSES = ("tentative", "confirmed", "ended", "discarded")
-DISCARD_REASONS = ("noise", "not_insect", "partial")
+DISCARD_REASONS = ("noise", "not_insect", "partial", "superseded")
 RUN_COUNTERS = ("frames_processed", "frames_dropped", "frames_corrupt", "detections", "tracks_confirmed")
 
 # ---------------------------------------------------------------- timestamps
@@ -252,6 +252,17 @@ def scrub_secrets(conn: sqlite3.Connection) -> int:
         conn.execute("PRAGMA secure_delete = OFF")
 
 
+# One count across restarts (issue 22). tracks.resume_json: what the tracker needs to continue a
+# track the run left open (edge/track/resume.py), NULL once the tracker itself ended it.
+# runs.superseded_by: a replay run with --from-start re-processed this run's frames; the older run's
+# counted tracks become 'discarded' with discard_reason 'superseded', and its summaries and
+# snapshots leave the exports (rows are kept, never deleted).
+_V7 = """
+ALTER TABLE tracks ADD COLUMN resume_json TEXT;
+ALTER TABLE runs ADD COLUMN superseded_by INTEGER REFERENCES runs(run_id);
+CREATE INDEX runs_source ON runs(source);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, detections, tracks", _V1),
     Migration(2, "outbox, counters, summaries, health; track lineage; deleted crops", _V2),
@@ -259,6 +270,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "snapshots: insects per time-lapse frame; summaries: most insects seen at once", _V4),
     Migration(5, "snapshots: the snapshot's image file, and when retention deleted it", _V5),
     Migration(6, "runs: the MQTT password scrubbed from stored config snapshots", scrub_secrets),
+    Migration(7, "tracks: state to continue an open track after a restart; runs: superseded", _V7),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -607,6 +619,9 @@ class TrackRow:
     length_px: float | None = None
     length_mm: float | None = None
     size_class: str | None = None
+    # While open (and when a run's end closed it): the tracker's memory, so a restart continues
+    # the track (edge/track/resume.py); None once the tracker ended it.
+    resume_json: str | None = None
 
     def params(self) -> tuple[Any, ...]:
         o = "TrackRow"
@@ -642,11 +657,12 @@ class TrackRow:
             _float(o, "length_px", self.length_px, optional=True),
             _float(o, "length_mm", self.length_mm, optional=True),
             _text(o, "size_class", self.size_class, optional=True),
+            _text(o, "resume_json", self.resume_json, optional=True),
         )
 
 
 TRACK_COLUMNS = (
     "track_id, run_id, status, first_utc, last_utc, hits, level, label, score, votes_json, "
     "best_detection_id, x0, y0, x1, y1, moved_px, lineage_json, edge_hits, discard_reason, length_px, "
-    "length_mm, size_class"
+    "length_mm, size_class, resume_json"
 )

@@ -41,6 +41,10 @@ Why each part exists (each one keeps a count from being split or doubled):
 - Only when the window has passed is the track reported in `TrackUpdate.ended` (status
   "ended"); `ended` is final, so a consumer may count it at once. With `reid_window_s: 0`
   tracks end as soon as they are lost.
+- Restarts: `carry_over` hands the tracker, before its first frame, the tracks the previous run
+  left open (with `resume_state`'s memory, see resume.py). They go on by the rules above: a
+  detection that matches one continues it (reported in `revived`), one unseen too long is lost
+  and ends, so an insect sitting through a restart is one track, not two.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from edge.config import TrackerConfig
 from edge.detect.base import Box, Detection
 from edge.track import TrackingError
 from edge.track.appearance import appearance_distances
+from edge.track.resume import ResumeState
 from edge.track.vote import TaxonVote
 
 TrackStatus = Literal["tentative", "confirmed", "ended", "discarded"]
@@ -175,6 +180,7 @@ class _Track:
         self.miss_weight = 0.0  # misses, counting occluded frames at a fraction
         self.last_evidence = state.first_seen  # seen, or hidden inside a merged detection
         self.best_key: tuple[float, float, float] = (-1.0, -1.0, -1.0)
+        self.carried = False  # left open by the previous run and not seen again in this one yet
 
     def predicted_box(self, timestamp: datetime, max_shift: float, decay: float) -> Box:
         """Anchor box moved at the velocity, damped by `decay` per missed frame.
@@ -305,11 +311,61 @@ class Tracker:
         """Snapshots of confirmed tracks waiting to be re-identified (not yet ended)."""
         return [_snapshot(t) for t in self._lost]
 
+    def carry_over(self, tracks: Sequence[tuple[TrackState, ResumeState]]) -> None:
+        """Before the first frame: continue the confirmed tracks a previous run left open.
+
+        Each comes back as it was saved (last box and time, hits, votes, colours, embedding),
+        open or waiting for re-identification; the first frames decide by the usual rules
+        whether the insect is still there. Ids above the carried ones are handed out next.
+        """
+        if self._frame:
+            raise TrackingError("tracker: carry_over after the first frame; expected it before any update")
+        for saved, resume in tracks:
+            if saved.status not in ("confirmed", "ended"):
+                raise TrackingError(
+                    f"tracker: carried track {saved.track_id} is {saved.status!r}; expected a counted one"
+                )
+            state = replace(
+                saved,
+                status="confirmed",
+                misses=0,
+                occluded=False,
+                ended_at=None,
+                votes={level: dict(w) for level, w in saved.votes.items()},
+            )
+            track = _Track(state, TaxonVote(self.taxonomy, self.cfg.vote_min_share), resume.appearance)
+            track.vote.restore(resume.vote)
+            track.embedding = resume.embedding
+            track.best_key = resume.best_key
+            if resume.best_box is not None:
+                state.best_box = Box(*resume.best_box)
+            track.anchor_time = track.last_evidence = state.last_seen
+            track.carried = True
+            (self._lost if resume.lost and self.cfg.reid_window_s > 0 else self._active).append(track)
+            self._next_id = max(self._next_id, state.track_id + 1)
+
+    def resume_state(self, track_id: int, counted: bool = False) -> ResumeState | None:
+        """What a restarted tracker needs to continue this open or lost track (None: not held)."""
+        for lost, pool in ((False, self._active), (True, self._lost)):
+            for track in pool:
+                if track.state.track_id == track_id:
+                    return ResumeState(
+                        appearance=track.appearance,
+                        embedding=track.embedding,
+                        vote=track.vote.state(),
+                        best_key=track.best_key,
+                        best_box=None if (b := track.state.best_box) is None else (b.x0, b.y0, b.x1, b.y1),
+                        lost=lost,
+                        counted=counted,
+                    )
+        return None
+
     def update(self, timestamp: datetime, inputs: Sequence[TrackInput]) -> TrackUpdate:
         """Assign this frame's detections to tracks and advance every track's lifecycle."""
         self._check_time(timestamp)
         appearances = self._check_inputs(inputs)
         self._embeddings = self._check_embeddings(inputs)
+        self._fit_carried(timestamp)
         self._frame += 1
         confirmed: list[_Track] = []
         ended: list[_Track] = []
@@ -403,6 +459,11 @@ class Tracker:
             # else: wait; if the old insect shows up at its place again, this one is new
 
         self._expire_lost(timestamp, ended)
+        for track in set(det_owner.values()):  # a carried track seen again: this run's from now on
+            if track.carried:
+                track.carried = False
+                if track not in revived:
+                    revived.append(track)
         return TrackUpdate(
             assignments=[det_owner[d].state.track_id for d in range(len(inputs))],
             confirmed=[_snapshot(t) for t in confirmed],
@@ -503,6 +564,25 @@ class Tracker:
             total = hist.sum()
             out.append(hist / total if total > 0 else None)
         return out
+
+    def _fit_carried(self, timestamp: datetime) -> None:
+        """Drop carried tracks seen after this frame (frames replayed from an earlier time are not
+        their continuation), and forget a carried track's colours or embedding when this run's are
+        of another size (another software version or model): it is then matched by place and size."""
+        self._active = [t for t in self._active if not (t.carried and t.state.last_seen > timestamp)]
+        self._lost = [t for t in self._lost if not (t.carried and t.state.last_seen > timestamp)]
+        for track in [*self._active, *self._lost]:
+            if not track.carried:
+                continue
+            size, embedding_size = self._descriptor_size, self._embedding_size
+            if track.appearance is not None and size is not None and track.appearance.size != size:
+                track.appearance = None
+            if (
+                track.embedding is not None
+                and embedding_size is not None
+                and track.embedding.size != embedding_size
+            ):
+                track.embedding = None
 
     # ------------------------------------------------------------ assignment
 

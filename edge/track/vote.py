@@ -10,8 +10,9 @@ answer consistent (a species is only reported if its family agrees with the fami
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge.classify.taxonomy import Taxonomy
 from edge.classify.types import Classification
@@ -77,6 +78,28 @@ class TaxonVote:
             for label, weight in weights.items():
                 mine[label] = mine.get(label, 0.0) + weight
                 counts[label] = counts.get(label, 0) + other._counts[level][label]
+
+    def state(self) -> dict[str, Any]:
+        """The whole tally as plain JSON-able data, so a restarted trap continues the same vote."""
+        return {
+            "levels": list(self._levels),
+            "weights": self.votes,
+            "counts": {level: dict(counts) for level, counts in self._counts.items()},
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue a tally `state()` saved (the running trap was stopped or killed meanwhile)."""
+        try:
+            levels = [str(level) for level in state["levels"]]
+            weights = {
+                str(lv): {str(k): float(v) for k, v in w.items()} for lv, w in state["weights"].items()
+            }
+            counts = {str(lv): {str(k): int(v) for k, v in c.items()} for lv, c in state["counts"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise TrackingError(f"vote state: expected levels, weights and counts, got {exc!r}") from None
+        if any(set(weights[lv]) != set(counts.get(lv, {})) for lv in weights):
+            raise TrackingError("vote state: weights and counts name different labels")
+        self._levels, self._weights, self._counts = levels, weights, counts
 
     @property
     def votes(self) -> dict[str, dict[str, float]]:
