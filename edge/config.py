@@ -673,6 +673,12 @@ class StorageConfig(Section):
     snapshot_width: int = Field(
         1920, ge=160, le=8192, description="kept snapshots are scaled down to this width (never up)"
     )
+    reserve_mb: float = Field(
+        16.0,
+        ge=0,
+        description="space held back in <data_dir>/.trapcam-reserve and given up when the disk is full, so "
+        "the database opens, the writer finishes and a stop ends cleanly (0 = none)",
+    )
 
 
 class LoggingConfig(Section):

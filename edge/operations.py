@@ -30,7 +30,7 @@ from edge.health import HealthMonitor, LoopStats, SystemProbes, store_health
 from edge.intervals import IntervalSummarizer, SummaryRow, store_summary
 from edge.light import LightController
 from edge.mqtt import Discovery, Outbox, Publisher, discovery, health_message, summary_message, track_message
-from edge.retention import Retention, RetentionReport
+from edge.retention import GB, Retention, RetentionReport
 from edge.schedule import Schedule
 from edge.store.db import Database
 from edge.store.schema import TrackRow
@@ -46,6 +46,11 @@ OUTBOX_COMPACT_INTERVAL_S = 600.0
 # An interval's summary waits this long at most for its tracks to finish (time-lapse tracks are
 # never lost by elapsed time, only after missed snapshots).
 _MAX_SETTLE_S = 3600.0
+# After a full disk: retention runs this often (wall clock) until there is room again, and crops
+# resume once the free space (with the reserve written back) reaches the retention watermark or
+# this much, whichever is less (a small card may never reach a watermark of 1 GB).
+_FULL_CHECK_S = 5.0
+_RESUME_ROOM = 256 * 1024 * 1024
 
 
 @dataclass
@@ -57,6 +62,8 @@ class OpsCounters:
     health_samples: int = 0
     retention_checks: int = 0
     crops_deleted: int = 0
+    crops_paused: int = 0  # crops (and kept snapshots) not saved while the disk was full
+    rows_thinned: int = 0  # detection rows of sitting insects not stored while the disk was full
     inactive_frames: int = 0
     last_health: dict[str, Any] = field(default_factory=dict)
 
@@ -106,6 +113,7 @@ class FieldOps:
         self._last_health = -float("inf")
         self._last_compact = -float("inf")
         self._last_report: RetentionReport | None = None
+        self._last_full_check = -float("inf")
         self._active: bool | None = None
         self._last_detection: datetime | None = None
         self._fps_window: deque[float] = deque(maxlen=64)  # monotonic times of recent frames
@@ -187,10 +195,11 @@ class FieldOps:
     ) -> None:
         """Periodic work on the wall clock: health, retention, WAL checkpoint, outbox bound."""
         now = datetime.now(timezone.utc)
-        if self.retention.due(now):
-            self._last_report = self.retention.check(now)
-            self.counters.retention_checks += 1
-            self.counters.crops_deleted += self._last_report.deleted_files  # retention logs it
+        full = self.db.disk_full.is_set()
+        if self.retention.due(now) or (full and monotonic_now - self._last_full_check >= _FULL_CHECK_S):
+            if full:
+                self._last_full_check = monotonic_now
+            self.make_room(now)
         self.retention.maintain(now)
         if monotonic_now - self._last_health >= self.cfg.health.interval_s:
             self._last_health = monotonic_now
@@ -198,6 +207,21 @@ class FieldOps:
         if self.outbox is not None and monotonic_now - self._last_compact >= OUTBOX_COMPACT_INTERVAL_S:
             self._last_compact = monotonic_now
             self.outbox.compact(now)
+
+    def make_room(self, now: datetime) -> RetentionReport:
+        """A retention check now; with room again after a full disk, crops resume and the reserve
+        (edge/store/reserve.py) is written back."""
+        reserve = self.db.reserve
+        missing = 0 if reserve is None else max(0, reserve.size - reserve.held)
+        report = self._last_report = self.retention.check(now, extra_bytes=missing)
+        self.counters.retention_checks += 1
+        self.counters.crops_deleted += report.deleted_files  # retention logs it
+        room_again = min(int(self.cfg.retention.min_free_gb * GB), _RESUME_ROOM)
+        if reserve is not None and not reserve.ensure(report.free_bytes, room_again):
+            return report  # not even room for the reserve above the mark: still full
+        if report.free_bytes - missing >= room_again:
+            self.db.disk_has_room()
+        return report
 
     def finish(self, end: datetime, queue_depth: int, dropped: int, camera_state: str, frames: int) -> None:
         """At run end: the partial summary interval and a last health sample (before the db closes)."""
@@ -269,6 +293,8 @@ class FieldOps:
         frames: int,
     ) -> None:
         flags = list(self.extra_flags)
+        if self.db.disk_full.is_set():  # rows still go in (the reserve); crops wait for room
+            flags += ["disk-full", "crops-paused"]
         if self.publisher is not None and self.publisher.state in ("auth-failed", "tls-failed"):
             flags.append(f"mqtt-{self.publisher.state}")
         flags += self.view.flags()  # the camera no longer sees the sheet as it did at the start

@@ -38,12 +38,14 @@ from edge.frames import Frame
 from edge.intervals import counts_json, level_counts
 from edge.operations import FieldOps
 from edge.restart import carried_tracks, describe, forget, processed_before, supersede
+from edge.retention import make_room_to_open
 from edge.sheet import LampOnSheet
 from edge.sources.base import FrameSource, ResumableSource
 from edge.sources.capture import CaptureThread
 from edge.sources.factory import make_source
 from edge.store.crops import scaled_to_width
 from edge.store.db import Database, DetectionRow, RunInfo, TrackRow
+from edge.store.reserve import Reserve
 from edge.track.appearance import appearance_descriptor
 from edge.track.resume import ResumeState
 from edge.track.tracker import Tracker, TrackInput, TrackState
@@ -59,6 +61,9 @@ DEFAULT_CROP_SIZE = 128
 # costs one write per interval, not one per frame).
 RESUME_SAVE_MOVED = 0.25
 RESUME_SAVE_EVERY_S = 10.0
+# How long a stop waits for a database writer that is failing (a full disk) before it gives up and
+# names what was not written: systemd's TimeoutStopSec (60 s) would SIGKILL it otherwise.
+STUCK_WRITER_WAIT_S = 3.0
 
 
 @dataclass
@@ -186,6 +191,13 @@ class Pipeline:
             self.classifier.not_insect_labels if self.classifier else ()
         )
         self.crop_size = self.classifier.input_size[0] if self.classifier else DEFAULT_CROP_SIZE
+        # a full disk must not keep the database from opening (edge/store/reserve.py)
+        make_room_to_open(
+            cfg.data_dir,
+            cfg.crops_path,
+            Reserve(cfg.data_dir, cfg.storage.reserve_mb),
+            self.ops_options.get("free_bytes"),
+        )
         self.db = Database.from_config(cfg)  # every storage setting, not a hand-picked few
         next_track_id, self._next_detection_id = self.db.next_ids()
         self.tracker = Tracker(cfg.tracker, taxonomy=taxonomy, first_track_id=next_track_id)
@@ -206,6 +218,7 @@ class Pipeline:
         # Tracks carried over from the previous run: id -> (seen again in this run, counted by it).
         self._carried: dict[int, tuple[bool, bool]] = {}
         self._saved_open: dict[int, tuple[datetime, Box]] = {}  # open track -> (when, box) last written
+        self._row_memory: dict[int, tuple[datetime, Box]] = {}  # counted track -> its last detection row
 
     # ------------------------------------------------------------ run
 
@@ -233,6 +246,7 @@ class Pipeline:
                 ops.extra_flags.append("frames-too-far-apart")
                 log.warning(advice)
             self._take_over(run_id, result)
+            ops.make_room(datetime.now(timezone.utc))  # before the first frame, not after the first timer
         except BaseException as exc:
             self.db.end_run(run_id, f"error: {type(exc).__name__}")
             self.db.close()
@@ -354,17 +368,24 @@ class Pipeline:
                 log.error("finishing summaries and health failed: %s", exc)
             self.db.update_run(run_id, **self._counters(result, capture))
             self.db.end_run(run_id, result.exit_reason)
-            self.db.flush()
+            # a writer stuck on a full disk gets seconds, not minutes: systemd's stop timeout is 60 s
+            stuck = self.db.failing
+            self.db.flush(timeout=STUCK_WRITER_WAIT_S if stuck else 30.0)
             ops.close()  # the publisher sends what the last flush committed, then stops
             result.operations = ops.status() if not self.db.closed else {}
-            self.db.close()
             self.source.close()
+            self.db.close(timeout=STUCK_WRITER_WAIT_S if stuck or self.db.failing else 60.0)
             result.elapsed_s = time.monotonic() - started
         return result
 
     def stop(self) -> None:
-        """Ask the loop to finish the current frame and shut down cleanly (signal handlers call this)."""
+        """Ask the loop to finish the current frame and shut down cleanly (signal handlers call this).
+
+        Also while the loop waits for room in a write queue that a full disk keeps full: it stops
+        waiting, and the stop ends within seconds, naming what could not be written.
+        """
         self.stop_event.set()
+        self.db.stop_waiting()
 
     def _take_over(self, run_id: int, result: RunResult) -> None:
         """Pick up where the runs of this source before this one stopped (edge/restart.py).
@@ -426,7 +447,10 @@ class Pipeline:
             )
             self._next_detection_id += 1
         update = self.tracker.update(frame.timestamp, inputs)
+        counted = {t.track_id for t in update.active if t.status == "confirmed"}
         for i, (item, track_id) in enumerate(zip(inputs, update.assignments, strict=True)):
+            if track_id in counted and self._thinned(track_id, frame.timestamp, item.detection.box):
+                continue
             classification = item.classification
             crop = crops[i] if self._keep_crop(track_id, frame.timestamp, classification) else None
             row = DetectionRow.from_parts(
@@ -511,7 +535,10 @@ class Pipeline:
         text = counts_json(level_counts(insects))
         image = None
         if self.cfg.storage.save_snapshots and self.db.crops is not None:
-            image = scaled_to_width(frame.image, self.cfg.storage.snapshot_width)
+            if not self.db.disk_full.is_set():
+                image = scaled_to_width(frame.image, self.cfg.storage.snapshot_width)
+            elif self.ops is not None:
+                self.ops.counters.crops_paused += 1
         self.db.add_snapshot(run_id, frame.timestamp, frame.index, len(main), text, image)
 
     def _check_spacing(self, gap_s: float, result: RunResult, ops: FieldOps) -> None:
@@ -534,9 +561,33 @@ class Pipeline:
             settings.max_gap_s,
         )
 
+    def _thinned(self, track_id: int, ts: datetime, box: Box) -> bool:
+        """While the disk is full: leave out the detection rows of a counted insect that sits still.
+
+        The second step of a full disk's degradation, after crops: a confirmed track keeps one row
+        per `crop_every_s` while its box stays within a quarter of its diagonal of the last row
+        stored; a moving insect keeps every row. Tracks and summaries are never thinned.
+        """
+        seen = self._row_memory.get(track_id)
+        if self.db.disk_full.is_set() and seen is not None:
+            when, last = seen
+            (ax, ay), (bx, by) = last.center, box.center
+            still = math.hypot(bx - ax, by - ay) <= RESUME_SAVE_MOVED * math.hypot(last.width, last.height)
+            if still and (ts - when).total_seconds() < self.cfg.storage.crop_every_s:
+                if self.ops is not None:
+                    self.ops.counters.rows_thinned += 1
+                return True
+        self._row_memory[track_id] = (ts, box)
+        return False
+
     def _keep_crop(self, track_id: int, ts: datetime, classification: Classification | None) -> bool:
-        """Save a track's first crop, any better-scored one, and one per `crop_every_s` otherwise."""
+        """Save a track's first crop, any better-scored one, and one per `crop_every_s` otherwise;
+        none while the disk is full (rows first: they are the counts)."""
         if not self.cfg.storage.save_crops:
+            return False
+        if self.db.disk_full.is_set():
+            if self.ops is not None:
+                self.ops.counters.crops_paused += 1
             return False
         score = classification.score if classification is not None else 0.0
         seen = self._crop_memory.get(track_id)
@@ -613,6 +664,7 @@ class Pipeline:
         self.db.upsert_track(row)
         if finished:
             self._crop_memory.pop(track.track_id, None)
+            self._row_memory.pop(track.track_id, None)
             if track.status == "ended":
                 result.finished_tracks[track.track_id] = track
             if self.ops is not None and carried is None:

@@ -33,7 +33,9 @@ from pathlib import Path, PurePosixPath
 
 from edge.config import RetentionConfig
 from edge.errors import StorageError
+from edge.store.crops import SNAPSHOT_DIR
 from edge.store.db import Database, connect_reader
+from edge.store.reserve import Reserve
 from edge.store.schema import utc_iso
 
 log = logging.getLogger(__name__)
@@ -122,13 +124,17 @@ class Retention:
             self._last_check is None or (now - self._last_check).total_seconds() >= self.cfg.check_interval_s
         )
 
-    def check(self, now: datetime) -> RetentionReport:
-        """Measure, delete the oldest crops while over a limit, and estimate the days of room left."""
+    def check(self, now: datetime, extra_bytes: int = 0) -> RetentionReport:
+        """Measure, delete the oldest crops while over a limit, and estimate the days of room left.
+
+        extra_bytes: room wanted above the watermark (the reserve file given up on a full disk, to be
+        written again), so the trap regains its margin instead of living on it.
+        """
         self._last_check = now
         crops = _tree_bytes(self.crops_root)
         free = self._free(self.data_dir)
         budget = None if self.cfg.max_crops_gb is None else int(self.cfg.max_crops_gb * GB)
-        watermark = int(self.cfg.min_free_gb * GB)
+        watermark = int(self.cfg.min_free_gb * GB) + max(0, int(extra_bytes))
         need = max(0, crops - budget if budget is not None else 0, watermark - free)
         deleted_files = deleted_bytes = 0
         if need > 0:
@@ -266,13 +272,11 @@ class Retention:
         return path
 
     def _mark(self, sql: str, marked: list[tuple[str, int]]) -> None:
-        if not marked:
-            return
-
-        def update(conn: sqlite3.Connection) -> None:
-            conn.executemany(sql, marked)
-
-        self.db.run_sync(update)
+        """Queued, not waited for: on a full disk the writer may be retrying a batch that only the
+        room made here lets through (waiting for it stopped the trap). A mark lost with a crash is
+        found again: the next check sees the file gone and marks it."""
+        if marked:
+            self.db.submit_many(sql, marked)
 
     def _remove_empty_dirs(self, dirs: set[Path], root: Path) -> None:
         """Remove emptied track and day folders (never crops_root itself)."""
@@ -377,6 +381,56 @@ class Retention:
 
         stamp = self.db.run_sync(read)
         return now if stamp is None else datetime.fromtimestamp(stamp, tz=now.tzinfo)
+
+
+# Room SQLite needs to open a database on a full disk (WAL, shared memory, a first batch).
+OPEN_ROOM = 1024 * 1024
+
+
+def make_room_to_open(
+    data_dir: Path, crops_root: Path, reserve: Reserve, free_bytes: Callable[[Path], int] | None = None
+) -> int:
+    """Before the database opens on a full disk: give up the reserve, else delete the oldest images.
+
+    The database cannot be read to choose images before it opens, so this is the crude way out,
+    used only without a reserve: kept snapshots first, then crops, oldest file first, until
+    OPEN_ROOM is free. Their rows are marked by the first retention check after the open (it finds
+    the files gone). Returns the bytes freed.
+    """
+    free_of = free_bytes or _disk_free
+    try:
+        if free_of(data_dir) >= OPEN_ROOM:
+            return 0
+    except OSError:
+        return 0
+    freed = reserve.release()
+    if free_of(data_dir) >= OPEN_ROOM:
+        return freed
+    root = Path(crops_root)
+    for folder in (root / SNAPSHOT_DIR, root):
+        files: list[tuple[float, Path]] = []
+        for dirpath, _dirs, names in os.walk(folder):
+            if folder == root and Path(dirpath).is_relative_to(root / SNAPSHOT_DIR):
+                continue
+            for name in names:
+                path = Path(dirpath) / name
+                with contextlib.suppress(OSError):
+                    files.append((path.stat().st_mtime, path))
+        for _mtime, path in sorted(files):
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except OSError:
+                continue
+            freed += size
+            if free_of(data_dir) >= OPEN_ROOM:
+                log.warning(
+                    "retention: the disk was full and there was no reserve: deleted the oldest images "
+                    "(%.1f MB) so the database can open",
+                    freed / 2**20,
+                )
+                return freed
+    return freed
 
 
 def _disk_free(path: Path) -> int:

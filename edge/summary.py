@@ -87,6 +87,12 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
             f"  summaries {counters.get('summaries', 0)}, health samples {counters.get('health_samples', 0)},"
             f" crops deleted for space {counters.get('crops_deleted', 0)}"
         )
+    if counters.get("crops_paused") or counters.get("rows_thinned"):
+        print(
+            f"  disk full: {counters.get('crops_paused', 0)} crops not saved, "
+            f"{counters.get('rows_thinned', 0)} detection rows of sitting insects left out "
+            "(tracks and summaries all written)"
+        )
     publisher, outbox = ops.get("publisher"), ops.get("outbox")
     if publisher and outbox:
         error = f" ({publisher['last_error']})" if publisher.get("last_error") else ""

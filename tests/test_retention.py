@@ -86,6 +86,8 @@ class Trap:
         return sum((self.crops / paths[i]).stat().st_size for i in ids)
 
     def deleted(self) -> dict[int, str]:
+        """Detections marked as deleted (retention queues its marks: flushed first)."""
+        assert self.db.flush()
         return dict(
             query(
                 self.db_path,
@@ -419,6 +421,7 @@ def test_kept_time_lapse_snapshots_go_before_any_crop_and_are_marked(trap: Trap)
     assert report.deleted_files == 3 and report.message and "deleted 3 oldest images" in report.message
     assert not any((trap.crops / p).exists() for _, p in snaps)
     assert not (trap.crops / "snapshots").exists()  # emptied folders go, the crops root stays
+    assert trap.db.flush()  # the marks are queued, not waited for (a full disk must not block)
     marked = query(trap.db_path, "SELECT image_deleted_utc FROM snapshots")
     assert [m for (m,) in marked] == [utc_iso(NOW)] * 2
     assert set(trap.deleted()) == {1}

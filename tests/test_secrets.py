@@ -20,7 +20,7 @@ from mqtt_broker import Broker
 
 from edge.config import SECRET_MARK
 from edge.store.db import Database
-from edge.store.schema import LATEST_VERSION, RunInfo
+from edge.store.schema import LATEST_VERSION, MIGRATIONS, RunInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "Moth-Pa55word-9d1f"
@@ -72,7 +72,7 @@ def test_a_run_its_logs_exports_and_report_never_hold_the_broker_password(tmp_pa
 
 def test_an_older_database_that_stored_the_password_is_scrubbed_with_its_backup(tmp_path: Path) -> None:
     path = tmp_path / "trapcam.db"
-    db = Database(path)
+    db = Database(path, migrations=MIGRATIONS[:6])  # the schema this migration (6) found
     config = {"device_id": "old", "mqtt": {"enabled": True, "password": SECRET}, "site": {"name": "x"}}
     db.start_run(
         RunInfo(device_id="old", software_version="0.0.9", config_json=json.dumps(config), source="s")

@@ -17,9 +17,17 @@ import numpy as np
 
 from edge.errors import StorageError
 
+SNAPSHOT_DIR = "snapshots"  # below the crops folder: kept time-lapse snapshots
+
 
 class CropWriteError(StorageError):
-    """The crop could not be written (disk full, directory missing or blocked): worth retrying."""
+    """The crop could not be written (disk full, directory missing or blocked): worth retrying.
+
+    errno: the operating system's error number (errno.ENOSPC: the disk is full)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 def check_crop(image: object) -> np.ndarray:
@@ -73,7 +81,7 @@ class CropStore:
         if ts_utc.tzinfo is None:
             raise StorageError(f"snapshots: timestamp {ts_utc.isoformat()}: expected timezone-aware UTC time")
         utc = ts_utc.astimezone(timezone.utc)
-        return f"snapshots/{utc:%Y-%m-%d}/{utc:%H%M%S}_r{int(run_id)}_f{int(frame_index)}.jpg"
+        return f"{SNAPSHOT_DIR}/{utc:%Y-%m-%d}/{utc:%H%M%S}_r{int(run_id)}_f{int(frame_index)}.jpg"
 
     def resolve(self, rel_path: str) -> Path:
         """Absolute path of a stored crop; refuses paths that would leave the crops folder."""
@@ -107,5 +115,5 @@ class CropStore:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            raise CropWriteError(f"crops: cannot write {target}: {exc.strerror or exc}") from None
+            raise CropWriteError(f"crops: cannot write {target}: {exc.strerror or exc}", exc.errno) from None
         return len(data)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import math
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -37,6 +39,7 @@ import numpy as np
 from edge.classify.types import UNNAMED_LABELS
 from edge.errors import StorageError
 from edge.store.crops import CropStore, CropWriteError, check_crop
+from edge.store.reserve import Reserve
 from edge.store.schema import (
     DETECTION_COLUMNS,
     LATEST_VERSION,
@@ -148,6 +151,35 @@ def _is_transient(exc: BaseException) -> bool:
     return False
 
 
+_SQLITE_FULL = 13  # "database or disk is full" (also max_page_count reached)
+_SQLITE_IOERR = 10  # "disk I/O error": on a full disk, when the WAL or shared memory cannot grow
+_NEARLY_FULL = 1024 * 1024  # bytes free below which an I/O error is taken for a full disk
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the filesystem holding `path` (its nearest existing folder); None: unknown."""
+    for folder in (path, *path.parents):
+        try:
+            return shutil.disk_usage(folder).free
+        except OSError:
+            continue
+    return None
+
+
+def is_disk_full(exc: BaseException, path: Path) -> bool:
+    """Does this write failure mean the disk (or the database's size cap) is full?"""
+    if isinstance(exc, (OSError, CropWriteError)) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.DatabaseError):
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if code == _SQLITE_FULL or "disk is full" in str(exc):
+            return True
+        if code == _SQLITE_IOERR or "disk i/o error" in str(exc).lower():
+            free = free_bytes(path)
+            return free is not None and free < _NEARLY_FULL
+    return False
+
+
 def _lock(path: Path) -> int:
     """Hold an exclusive flock on the database file: two trapcam processes would hand out the same ids."""
     try:
@@ -181,6 +213,8 @@ def _preflight(path: Path, check: str, latest: int) -> None:
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
+        if is_disk_full(exc, path):
+            raise StorageError(_disk_full_message(path, exc)) from None
         raise StorageError(
             f"{path}: cannot be read as an SQLite database ({exc}); the file was left untouched: "
             f"restore a backup or move it aside to start a new one"
@@ -192,6 +226,17 @@ def _preflight(path: Path, check: str, latest: int) -> None:
             f"restore a backup or move it aside to start a new one"
         )
     check_version(version, tables, path, latest)
+
+
+def _disk_full_message(path: Path, exc: BaseException) -> str:
+    """A full disk is not a damaged database: say which, and never advise moving a good file."""
+    free = free_bytes(path)
+    room = f"{free / 2**20:.1f} MB free" if free is not None else "free space unknown"
+    return (
+        f"{path}: cannot be opened: the disk holding it is full ({room}; SQLite said: {exc}); the database "
+        f"itself is fine and was left as it is: free space on that disk (other files; retention had "
+        f"nothing more it may delete) and start trapcam again"
+    )
 
 
 def _open_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -241,9 +286,11 @@ class Database:
         retry_backoff_s: tuple[float, float] = (0.1, 30.0),
         migrations: Sequence[Migration] = MIGRATIONS,
         sliver_max_px: float | None = None,
+        reserve: Reserve | None = None,
     ) -> None:
         """sliver_max_px: the pipeline's sliver size (detector.sliver_limit_px) for settling the tracks
-        a killed run left open; None: any size."""
+        a killed run left open; None: any size. reserve: released on the writer's first "disk full"
+        (edge/store/reserve.py), so the batch it holds can be written."""
         if batch_size < 1 or flush_interval_s <= 0 or max_queue_items < 1 or max_queue_mb <= 0:
             raise StorageError(
                 f"database options: expected batch_size >= 1, flush_interval_s > 0, max_queue_items >= 1, "
@@ -288,6 +335,8 @@ class Database:
                 raise
         except sqlite3.Error as exc:
             self._unlock()
+            if is_disk_full(exc, self.path):
+                raise StorageError(_disk_full_message(self.path, exc)) from None
             raise StorageError(f"{self.path}: cannot open the database: {exc}") from None
         except BaseException:
             self._unlock()
@@ -323,6 +372,12 @@ class Database:
         self.producer_waits = 0
         self._full_warned_at = -math.inf
         self.last_error: str | None = None
+        self.reserve = reserve
+        # Set by the writer when a write failed because the disk (or max_db_mb) is full; the trap
+        # pauses crops and runs retention at once. Cleared by `disk_has_room` once space is back.
+        self.disk_full = threading.Event()
+        self._failures = 0  # consecutive failed attempts at the current batch
+        self._no_waiting = False  # stopping: producers no longer wait for room in the queue
 
         self._thread = threading.Thread(target=self._run, name="trapcam-db-writer", daemon=True)
         self._thread.start()
@@ -341,6 +396,7 @@ class Database:
             "max_db_mb": s.max_db_mb,
             "startup_check": s.startup_check,
             "sliver_max_px": config.detector.sliver_limit_px,
+            "reserve": Reserve(config.data_dir, s.reserve_mb),
         }
         options.update(overrides)
         return cls(config.database_path, s.batch_size, s.flush_interval_s, **options)
@@ -467,6 +523,24 @@ class Database:
             self._explained.add(sql)
         self._put(_Item(sql=sql, params=tuple(params)))
 
+    def submit_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Queue one statement for many parameter rows, written in one go (not waited for)."""
+        if not rows:
+            return
+        if sql not in self._explained:
+            with self._reader_lock:
+                try:
+                    self._reader_conn().execute(f"EXPLAIN {sql}", tuple(rows[0]))
+                except sqlite3.Error as exc:
+                    raise StorageError(f"{self.path}: bad statement {sql[:80]!r}: {exc}") from None
+            self._explained.add(sql)
+        frozen = [tuple(row) for row in rows]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(sql, frozen)
+
+        self._put(_Item(call=write, nbytes=64 * len(frozen)))
+
     def run_sync(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 60.0) -> T:
         """Run fn(connection) on the writer thread, inside its transaction, after everything queued before.
 
@@ -561,6 +635,22 @@ class Database:
 
     # ------------------------------------------------------------ public: state
 
+    @property
+    def failing(self) -> bool:
+        """The writer's current batch has failed at least once and is being retried."""
+        return self._failures > 0
+
+    def stop_waiting(self) -> None:
+        """Stopping: from now on nothing waits for room in the queue (the last rows of a stop are
+        queued beyond its bound), so a stop while the disk is full ends instead of hanging."""
+        self._no_waiting = True  # no lock: a signal handler calls this, maybe while this thread holds it
+
+    def disk_has_room(self) -> None:
+        """Retention made room (or the disk was never full): clear the flag, write the reserve again."""
+        if self.disk_full.is_set():
+            log.warning("%s: the disk has room again; crops are saved again", self.path)
+        self.disk_full.clear()
+
     def pending(self) -> int:
         """Items queued or in the writer's current batch, not yet committed."""
         with self._lock:
@@ -629,8 +719,8 @@ class Database:
                     self._queued_bytes / 2**20,
                     self.last_error or "none",
                 )
-                while self._full(item):
-                    self._not_full.wait(5.0)
+                while self._full(item) and not self._no_waiting:
+                    self._not_full.wait(0.5)
                     self._raise_if_unusable()
             self._seq += 1
             item.seq = self._seq
@@ -730,19 +820,27 @@ class Database:
                     raise
                 self._rollback()
                 failures += 1
+                self._failures = failures
                 self.write_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
+                full = is_disk_full(exc, self.path)
+                if full and not self.disk_full.is_set():
+                    self.disk_full.set()  # the loop pauses crops and runs retention now
+                released = self.reserve.release() if full and self.reserve is not None else 0
                 log.log(
                     logging.ERROR if failures == 1 or failures % 20 == 0 else logging.DEBUG,
                     "%s: write failed (%d rows kept, retry %d in %.1f s): %s",
                     self.path,
                     len(batch),
                     failures,
-                    delay,
+                    0.0 if released else delay,
                     self.last_error,
                 )
+                if released:
+                    continue  # room again at once: the batch goes in now
                 self._abort.wait(delay)
                 delay = min(delay * 2, self._backoff[1])
+        self._failures = 0
         if failures and not batch:
             log.warning("%s: writes recovered after %d failed attempts", self.path, failures)
 
