@@ -7,6 +7,7 @@ batched transactions. Counts come from tracks, never from frames.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,7 +34,7 @@ from edge.detect.crop import crop_batch
 from edge.detect.factory import make_detector
 from edge.detect.mask import check_mask
 from edge.detect.static_screen import StaticScreenDetector
-from edge.errors import SourceError
+from edge.errors import SourceError, StorageError
 from edge.frames import Frame
 from edge.intervals import counts_json, level_counts
 from edge.operations import FieldOps
@@ -225,7 +226,12 @@ class Pipeline:
     def run(self, max_frames: int | None = None) -> RunResult:
         started = time.monotonic()
         run_info = self._run_info()
-        run_id = self.db.start_run(run_info)
+        try:
+            run_id = self.db.start_run(run_info)
+        except StorageError:  # a full disk with nothing left to free: the error says so, nothing more
+            with contextlib.suppress(StorageError):
+                self.db.close(timeout=STUCK_WRITER_WAIT_S)
+            raise
         result = RunResult(run_id=run_id)
         detect_t, classify_t, frame_t = _Timer(), _Timer(), _Timer()
         try:

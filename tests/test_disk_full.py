@@ -191,3 +191,26 @@ def test_the_writer_flags_a_full_database_and_a_stop_does_not_wait_for_room(tmp_
     assert time.monotonic() - started < 2.0
     with pytest.raises(Exception, match="queued rows not written"):
         db.close(timeout=1.0)
+
+
+def test_a_full_disk_with_nothing_to_free_is_named_as_such_in_seconds(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """No reserve, no crops: nothing the trap may delete. It must say 'disk full' quickly and must not
+    call a healthy database unreadable or advise moving it aside (the issue's first finding)."""
+    config = tmp_path / "trap.yaml"
+    source = "{kind: synthetic, width: 320, height: 180, frames: 30, seed: %d}"
+    base = f"data_dir: {small_disk / 'data'}\nstorage: {{save_crops: false, reserve_mb: 0}}\nsource: "
+    config.write_text(base + source % 1)
+    command = [sys.executable, "-m", "edge", "run", "--config", str(config)]
+    assert subprocess.run(command, cwd=ROOT, capture_output=True, timeout=120).returncode == 0
+    _fill(small_disk)
+    config.write_text(base + source % 2)
+    started = time.monotonic()
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - started
+    assert out.returncode == 4 and took < 30, (out.returncode, took)  # before: 71 s
+    last = out.stderr.strip().splitlines()[-1]
+    assert "the disk holding it is full" in last and "database itself is fine" in last, last
+    assert "move it aside" not in out.stderr and "cannot be read as an SQLite database" not in out.stderr
+    assert query(small_disk / "data" / "trapcam.db", "PRAGMA integrity_check")[0][0] == "ok"

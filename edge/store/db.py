@@ -154,6 +154,9 @@ def _is_transient(exc: BaseException) -> bool:
 _SQLITE_FULL = 13  # "database or disk is full" (also max_page_count reached)
 _SQLITE_IOERR = 10  # "disk I/O error": on a full disk, when the WAL or shared memory cannot grow
 _NEARLY_FULL = 1024 * 1024  # bytes free below which an I/O error is taken for a full disk
+# A caller waiting on the writer gives up this soon when the disk is full and no reserve is left
+# (at start: a clear "disk full" in seconds, not "the writer did not answer" after a minute).
+_FULL_GIVE_UP_S = 5.0
 
 
 def free_bytes(path: Path) -> int | None:
@@ -228,12 +231,12 @@ def _preflight(path: Path, check: str, latest: int) -> None:
     check_version(version, tables, path, latest)
 
 
-def _disk_full_message(path: Path, exc: BaseException) -> str:
+def _disk_full_message(path: Path, exc: BaseException | str, doing: str = "opened") -> str:
     """A full disk is not a damaged database: say which, and never advise moving a good file."""
     free = free_bytes(path)
     room = f"{free / 2**20:.1f} MB free" if free is not None else "free space unknown"
     return (
-        f"{path}: cannot be opened: the disk holding it is full ({room}; SQLite said: {exc}); the database "
+        f"{path}: cannot be {doing}: the disk holding it is full ({room}; SQLite said: {exc}); the database "
         f"itself is fine and was left as it is: free space on that disk (other files; retention had "
         f"nothing more it may delete) and start trapcam again"
     )
@@ -563,15 +566,29 @@ class Database:
             self._urgent += 1
         try:
             self._put(item)
-            try:
-                return future.result(timeout)
-            except sqlite3.Error as exc:
-                raise StorageError(f"{self.path}: {exc}") from None
-            except FutureTimeout:
-                raise StorageError(
-                    f"{self.path}: the writer did not answer within {timeout:g} s "
-                    f"(last error: {self.last_error or 'none'})"
-                ) from None
+            deadline = time.monotonic() + timeout
+            stuck_since: float | None = None
+            while True:
+                try:
+                    return future.result(min(0.5, max(0.0, deadline - time.monotonic())))
+                except sqlite3.Error as exc:
+                    raise StorageError(f"{self.path}: {exc}") from None
+                except FutureTimeout:
+                    now = time.monotonic()
+                    if now >= deadline:
+                        raise StorageError(
+                            f"{self.path}: the writer did not answer within {timeout:g} s "
+                            f"(last error: {self.last_error or 'none'})"
+                        ) from None
+                    # a full disk with no reserve left to give up will not heal by waiting: say so
+                    full = (
+                        self.disk_full.is_set() and self.failing and not (self.reserve and self.reserve.held)
+                    )
+                    stuck_since = (stuck_since or now) if full else None
+                    if stuck_since is not None and now - stuck_since >= _FULL_GIVE_UP_S:
+                        raise StorageError(
+                            _disk_full_message(self.path, self.last_error or "disk full", "written")
+                        ) from None
         finally:
             with self._lock:
                 self._urgent -= 1
@@ -761,7 +778,7 @@ class Database:
 
     def _at_exit(self) -> None:
         try:
-            self.close(timeout=10.0)
+            self.close(timeout=3.0 if self.failing else 10.0)
         except StorageError as exc:
             log.error("%s", exc)
 
