@@ -29,7 +29,16 @@ from edge.config import TrapConfig
 from edge.health import HealthMonitor, LoopStats, SystemProbes, store_health
 from edge.intervals import IntervalSummarizer, SummaryRow, store_summary
 from edge.light import LightController
-from edge.mqtt import Discovery, Outbox, Publisher, discovery, health_message, summary_message, track_message
+from edge.mqtt import (
+    Discovery,
+    Outbox,
+    Publisher,
+    discovery,
+    event_message,
+    health_message,
+    summary_message,
+    track_message,
+)
 from edge.retention import GB, Retention, RetentionReport
 from edge.schedule import Schedule
 from edge.store.db import Database
@@ -189,6 +198,23 @@ class FieldOps:
             # track_message takes the row's fields (lineage_json as a mapping or JSON text)
             self.outbox.enqueue(track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, asdict(row)))
             self.counters.tracks_published += 1
+
+    def on_track_continued(self, row: TrackRow, counted_before: bool, revision: int) -> None:
+        """A track an earlier run left open, continued and now finished by this run: summarised here
+        unless that run counted it, and published again as the next revision (same track_id)."""
+        if not counted_before:
+            self.summarizer.on_track_finished(row)
+        if self.outbox is not None and row.status == "ended":
+            message = track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, asdict(row), revision)
+            self.outbox.enqueue(message)
+            self.counters.tracks_published += 1
+
+    def on_event(self, event: str, **fields: Any) -> None:
+        """Something a consumer must act on (runs superseded by a re-processed replay), published."""
+        if self.outbox is not None:
+            self.outbox.enqueue(
+                event_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, event, **fields)
+            )
 
     def tick(
         self, monotonic_now: float, queue_depth: int, dropped: int, camera_state: str, frames: int

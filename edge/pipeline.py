@@ -126,6 +126,15 @@ class RunResult:
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+@dataclass
+class _Carried:
+    """A track an earlier run left open (edge/restart.py), as this run sees it."""
+
+    seen: bool  # seen again in this run: this run's track from then on
+    counted: bool  # an earlier run counted it in its summaries already
+    revision: int  # the revision of the last MQTT message published for it
+
+
 class _Timer:
     """Rolling timings for the periodic stats log (bounded memory)."""
 
@@ -216,8 +225,8 @@ class Pipeline:
         self.stop_event = threading.Event()
         # Per track: (time of the last saved crop, best score saved) - limits crops on disk.
         self._crop_memory: dict[int, tuple[datetime, float]] = {}
-        # Tracks carried over from the previous run: id -> (seen again in this run, counted by it).
-        self._carried: dict[int, tuple[bool, bool]] = {}
+        # Tracks carried over from earlier runs (edge/restart.py), until this run finishes them.
+        self._carried: dict[int, _Carried] = {}
         self._saved_open: dict[int, tuple[datetime, Box]] = {}  # open track -> (when, box) last written
         self._row_memory: dict[int, tuple[datetime, Box]] = {}  # counted track -> its last detection row
 
@@ -403,6 +412,8 @@ class Pipeline:
         name = self.source.name
         if self.from_start:
             older = supersede(self.db, run_id, name)
+            if older and self.ops is not None:  # a consumer drops those runs' tracks and summaries
+                self.ops.on_event("runs-superseded", runs=older, by_run=run_id, source=name)
             if older:
                 log.warning(
                     "%s: re-processing from the start; run(s) %s are superseded (their rows stay, marked, "
@@ -419,7 +430,10 @@ class Pipeline:
         carried = carried_tracks(self.db, run_id, name)
         if carried:
             self.tracker.carry_over(carried)
-            self._carried = {state.track_id: (False, resume.counted) for state, resume in carried}
+            self._carried = {
+                state.track_id: _Carried(seen=False, counted=resume.counted, revision=resume.revision)
+                for state, resume in carried
+            }
             result.carried_tracks = len(carried)
             log.info(
                 "continuing %d track(s) the previous run left open (an insect still there stays one count)",
@@ -468,8 +482,8 @@ class Pipeline:
         for track in update.revived:  # re-identified or carried over: open again, not a finished count
             result.finished_tracks.pop(track.track_id, None)
             carried = self._carried.get(track.track_id)
-            if carried is not None and not carried[0]:
-                self._carried[track.track_id] = (True, carried[1])
+            if carried is not None and not carried.seen:
+                carried.seen = True
                 result.continued_tracks += 1
             self._store_track(result.run_id, track, result, finished=False)
         for track in update.ended:
@@ -496,7 +510,7 @@ class Pipeline:
         self, run_id: int, now: datetime, active: Sequence[TrackState], result: RunResult
     ) -> None:
         """Write again the open, counted tracks that moved or were not written for a while."""
-        waiting = {track_id for track_id, (seen, _) in self._carried.items() if not seen}
+        waiting = {track_id for track_id, carried in self._carried.items() if not carried.seen}
         still_open = set()
         for track in active:
             if track.status != "confirmed" or track.track_id in waiting:
@@ -613,14 +627,20 @@ class Pipeline:
         """Write the track's row (open: with its resume state; finished: counted once).
 
         resume: for a finished track, the state a stop that closed it leaves for the next run;
-        an open track's is taken from the tracker. A track carried over from the previous run
-        and never seen again keeps that run's row; one seen again is this run's from then on,
-        counted in this run's summaries only if the previous run had not counted it, and never
-        published twice (a killed run's open tracks are published by the restart's recovery).
+        an open track's is taken from the tracker. A track carried over from an earlier run and
+        never seen again keeps that run's row; one seen again is this run's from then on, counted
+        in this run's summaries only if no earlier run counted it, and published as the next
+        revision of its MQTT message (a killed run's open tracks went out at the restart's recovery).
         """
+        carried = self._carried.get(track.track_id)
         if not finished:
             resume = self.tracker.resume_state(track.track_id)
-        carried = self._carried.pop(track.track_id, None) if finished else None
+            if resume is not None and carried is not None:
+                resume = dataclasses.replace(resume, counted=carried.counted, revision=carried.revision)
+        elif carried is not None:
+            del self._carried[track.track_id]
+            if carried.seen and resume is not None:  # closed by this stop after its message below
+                resume = dataclasses.replace(resume, revision=carried.revision + 1)
         reason = "noise" if track.status == "discarded" else None
         if reason == "noise" and finished:
             result.noise_tracks += 1
@@ -659,14 +679,12 @@ class Pipeline:
             size_class=size_class,
             resume_json=resume.to_json() if resume is not None else None,
         )
-        if carried is not None:
-            seen, counted = carried
-            if not counted and self.ops is not None:
-                self.ops.summarizer.on_track_finished(row)  # its message went out at the restart
-            if not seen:  # the insect had gone: the row stays the previous run's
-                if resume is None:  # the tracker ended it for good (a stop leaves it to the next run)
-                    forget(self.db, track.track_id)
-                return
+        if carried is not None and not carried.seen:  # the insect had gone: the row stays as it was
+            if finished and resume is None:  # ended for good here (a stop leaves it to the next run)
+                if not carried.counted and self.ops is not None:
+                    self.ops.summarizer.on_track_finished(row)  # its message went out at the restart
+                forget(self.db, track.track_id)
+            return
         self.db.upsert_track(row)
         if finished:
             self._crop_memory.pop(track.track_id, None)
@@ -675,6 +693,8 @@ class Pipeline:
                 result.finished_tracks[track.track_id] = track
             if self.ops is not None and carried is None:
                 self.ops.on_track_finished(row)
+            elif self.ops is not None and carried is not None:
+                self.ops.on_track_continued(row, carried.counted, carried.revision + 1)
 
     def lineage(self, track: TrackState) -> dict[str, str] | None:
         """The track's taxon at its level and every level above it (counts per level need this)."""

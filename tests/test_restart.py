@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers import query, synthetic_config
-from mqtt_broker import wait_until
+from mqtt_broker import Broker, Subscriber, wait_until
 
 from edge.config import TrackerConfig
 from edge.detect.base import Box, Detection
@@ -143,6 +143,49 @@ def test_a_stop_mid_night_then_a_restart_counts_as_the_unbroken_night(
     restarted_at = (START + timedelta(seconds=GAP_S * 137)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     continued = query(db, "SELECT COUNT(*) FROM tracks WHERE run_id = 2 AND first_utc < ?", (restarted_at,))
     assert continued[0][0] == again.continued_tracks  # begun in the first run, finished by the second
+
+
+def test_mqtt_consumers_get_a_continued_track_as_its_next_revision_and_hear_of_superseded_runs(
+    tmp_path: Path, unbroken: tuple[int, float]
+) -> None:
+    """A clean stop publishes the tracks it closes; the run after it continues the sitters and
+    publishes them again, same track_id, revision 2, carrying the whole visit. A consumer that keeps
+    the highest revision per track_id counts the unbroken night; --from-start tells it which runs
+    to drop."""
+    with Broker(tmp_path / "broker") as broker:
+        extra = f"mqtt: {{enabled: true, host: {broker.host}, port: {broker.port}}}\n"
+        cfg = synthetic_config(
+            tmp_path / "data",
+            "storage: {flush_interval_s: 0.2}\n" + extra,
+            start=f"'{START.isoformat()}'",
+            **NIGHT,
+        )
+        track_topic, event_topic = f"trapcam/{cfg.device_id}/track", f"trapcam/{cfg.device_id}/event"
+        with Subscriber(broker, [track_topic, event_topic]) as sub:
+            Pipeline(cfg).run(max_frames=137)
+            again = Pipeline(cfg).run()
+            ended = query(cfg.database_path, "SELECT COUNT(*) FROM tracks WHERE status = 'ended'")[0][0]
+            assert wait_until(
+                lambda: len({m.payload["track_id"] for m in sub.snapshot(track_topic)}) >= ended,
+                timeout=30,
+            )
+            Pipeline(cfg, from_start=True).run(max_frames=5)
+            assert wait_until(lambda: sub.snapshot(event_topic), timeout=30)
+            tracks = [m.payload for m in sub.snapshot(track_topic)]
+            (event,) = [m.payload for m in sub.snapshot(event_topic)]
+    latest: dict[int, dict[str, object]] = {}
+    for payload in tracks:
+        if payload["revision"] >= latest.get(payload["track_id"], {"revision": 0})["revision"]:
+            latest[payload["track_id"]] = payload
+    assert len(latest) == unbroken[0] == ended  # one count per insect for the consumer too
+    revised = {t for t, p in latest.items() if p["revision"] == 2}
+    assert revised and len(revised) <= again.continued_tracks
+    for track_id in revised:
+        first = next(p for p in tracks if p["track_id"] == track_id and p["revision"] == 1)
+        assert first["run_id"] == 1 and latest[track_id]["run_id"] == 2
+        assert latest[track_id]["first_utc"] == first["first_utc"]  # the same visit, longer
+        assert latest[track_id]["last_utc"] >= first["last_utc"]
+    assert event["event"] == "runs-superseded" and event["runs"] == [1, 2] and event["by_run"] == 3
 
 
 def test_a_night_replayed_twice_counts_once_and_says_so(

@@ -154,10 +154,17 @@ TRACK_FIELDS = (
 )  # fmt: skip
 
 
-def track_message(prefix: str, device_id: str, track: Mapping[str, Any]) -> Message:
-    """One finished track (QoS 1, not retained: every track matters, but none replaces another)."""
+def track_message(prefix: str, device_id: str, track: Mapping[str, Any], revision: int = 1) -> Message:
+    """One finished track (QoS 1, not retained: every track matters, but none replaces another).
+
+    revision: 1 for a track's first message; a track that a later run continued (an insect that sat
+    through a restart, edge/restart.py) is published again with the next revision and the same
+    track_id, carrying the whole visit: a consumer keeps the highest revision per track_id.
+    """
     if "track_id" not in track:
         raise MqttError("MQTT track message: track_id missing")
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+        raise MqttError(f"MQTT track message: revision: expected an integer >= 1, got {revision!r}")
     first = _when("track", "first_utc", track.get("first_utc"))
     last = _when("track", "last_utc", track.get("last_utc"))
     body: dict[str, Any] = {
@@ -176,6 +183,7 @@ def track_message(prefix: str, device_id: str, track: Mapping[str, Any]) -> Mess
         "length_px": _number("track", "length_px", track.get("length_px")),
         "length_mm": _number("track", "length_mm", track.get("length_mm")),
         "size_class": track.get("size_class"),
+        "revision": revision,
     }
     start, end = track.get("first_utc"), track.get("last_utc")
     if isinstance(start, datetime) and isinstance(end, datetime):

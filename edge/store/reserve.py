@@ -22,7 +22,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 RESERVE_NAME = ".trapcam-reserve"
-_CHUNK = 1024 * 1024
 
 
 class Reserve:
@@ -43,8 +42,9 @@ class Reserve:
     def ensure(self, free_bytes: int, watermark: int = 0) -> bool:
         """Write the reserve when the disk has room for it above `watermark`; True when it is whole.
 
-        Written in chunks and synced: a reserve that exists only in the page cache frees nothing.
-        A failure (the disk filled meanwhile) removes the partial file and says so once.
+        Allocated with posix_fallocate (real blocks, no data written; glibc writes zeros where a
+        filesystem cannot allocate) and synced: a reserve that holds no blocks frees nothing.
+        A failure (the disk filled meanwhile) removes the partial file and says so.
         """
         if self.size <= 0:
             return True
@@ -55,10 +55,7 @@ class Reserve:
             return False
         try:
             with open(self.path, "ab") as f:
-                zeros = bytes(_CHUNK)
-                while f.tell() < self.size:
-                    f.write(zeros[: min(_CHUNK, self.size - f.tell())])
-                f.flush()
+                os.posix_fallocate(f.fileno(), 0, self.size)
                 os.fsync(f.fileno())
         except OSError as exc:
             log.warning("storage: cannot write the %s reserve file: %s", self.path, exc.strerror or exc)

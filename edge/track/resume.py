@@ -56,6 +56,8 @@ class ResumeState:
     lost: it was waiting for re-identification (unseen) when saved.
     counted: the run that saved it counted it already (ended at that run's clean end, its summary
         and message sent); a killed run's open tracks were never counted by it.
+    revision: the revision of the last MQTT track message for it (1: the first; a continuation
+        publishes the next one).
     """
 
     appearance: np.ndarray | None
@@ -65,6 +67,7 @@ class ResumeState:
     best_box: tuple[int, int, int, int] | None = None
     lost: bool = False
     counted: bool = False
+    revision: int = 1
 
     def to_json(self) -> str:
         return json.dumps(
@@ -76,6 +79,7 @@ class ResumeState:
                 "best_box": list(self.best_box) if self.best_box is not None else None,
                 "lost": self.lost,
                 "counted": self.counted,
+                "revision": self.revision,
             },
             separators=(",", ":"),
         )
@@ -97,6 +101,9 @@ class ResumeState:
             isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box)
         ):
             raise TrackingError(f"resume state: best_box {box!r}; expected four integers or null")
+        revision = data.get("revision", 1)
+        if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+            raise TrackingError(f"resume state: revision {revision!r}; expected an integer >= 1")
         vote = data.get("vote") or {}
         if not isinstance(vote, dict):
             raise TrackingError(f"resume state: vote is a {type(vote).__name__}; expected an object")
@@ -108,4 +115,5 @@ class ResumeState:
             best_box=None if box is None else (box[0], box[1], box[2], box[3]),
             lost=bool(data.get("lost", False)),
             counted=bool(data.get("counted", False)),
+            revision=revision,
         )
