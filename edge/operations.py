@@ -204,7 +204,7 @@ class FieldOps:
         unless that run counted it, and published again as the next revision (same track_id)."""
         if not counted_before:
             self.summarizer.on_track_finished(row)
-        if self.outbox is not None and row.status == "ended":
+        if self.outbox is not None:  # also when it is no count now: the revision says counted false
             message = track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, asdict(row), revision)
             self.outbox.enqueue(message)
             self.counters.tracks_published += 1

@@ -147,9 +147,9 @@ def test_a_stop_while_the_disk_is_full_ends_within_10_s_and_names_what_was_not_w
         text=True,
     )
     try:
-        time.sleep(4)
+        time.sleep(3)
         _fill(small_disk)
-        time.sleep(4)  # the writer fails and retries; the queue grows
+        time.sleep(3)  # the writer fails and retries; the queue grows
         assert trap.poll() is None, "the trap stopped by itself"
         asked = time.monotonic()
         trap.send_signal(signal.SIGTERM)

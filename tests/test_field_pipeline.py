@@ -316,6 +316,7 @@ def test_a_stuck_notify_socket_does_not_stop_the_loop(tmp_path: Path) -> None:
     result = Pipeline(cfg, notifier=notifier).run()
     server.close()
     assert result.frames == 40 and result.exit_reason == "end-of-source"
+    assert result.elapsed_s < 10  # 0.8 s of frames; a waiting send held it a second per ping (31 s)
 
 
 def test_sigkill_keeps_the_effort_of_the_open_summary_interval(tmp_path: Path) -> None:

@@ -184,6 +184,8 @@ def track_message(prefix: str, device_id: str, track: Mapping[str, Any], revisio
         "length_mm": _number("track", "length_mm", track.get("length_mm")),
         "size_class": track.get("size_class"),
         "revision": revision,
+        # false only in a revision: the continued track turned out to be no insect or a sliver
+        "counted": track.get("status", "ended") == "ended",
     }
     start, end = track.get("first_utc"), track.get("last_utc")
     if isinstance(start, datetime) and isinstance(end, datetime):
