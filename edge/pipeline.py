@@ -60,8 +60,11 @@ DEFAULT_CROP_SIZE = 128
 # share of its box's diagonal, and at least every RESUME_SAVE_EVERY_S of frame time: a killed run
 # leaves each insect's place close enough for the next run to continue its track (a sitting moth
 # costs one write per interval, not one per frame).
-RESUME_SAVE_MOVED = 0.25
+RESUME_SAVE_MOVED = 0.1
 RESUME_SAVE_EVERY_S = 10.0
+# While the disk is full, a counted insect whose box stays within this share of its diagonal of its
+# last stored detection is sitting: its detection rows are thinned (see Pipeline._thinned).
+SITTER_MOVED = 0.25
 # How long a stop waits for a database writer that is failing (a full disk) before it gives up and
 # names what was not written: systemd's TimeoutStopSec (60 s) would SIGKILL it otherwise.
 STUCK_WRITER_WAIT_S = 3.0
@@ -592,7 +595,7 @@ class Pipeline:
         if self.db.disk_full.is_set() and seen is not None:
             when, last = seen
             (ax, ay), (bx, by) = last.center, box.center
-            still = math.hypot(bx - ax, by - ay) <= RESUME_SAVE_MOVED * math.hypot(last.width, last.height)
+            still = math.hypot(bx - ax, by - ay) <= SITTER_MOVED * math.hypot(last.width, last.height)
             if still and (ts - when).total_seconds() < self.cfg.storage.crop_every_s:
                 if self.ops is not None:
                     self.ops.counters.rows_thinned += 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ class ResumeState:
     vote: `TaxonVote.state()`.
     best_key: the key of the track's best detection so far, so a worse one does not replace it;
         best_box: that detection's box (x0, y0, x1, y1), what the insect's size is measured on.
+    velocity: px/s of its last box, so a walking insect is looked for where it went meanwhile.
     lost: it was waiting for re-identification (unseen) when saved.
     counted: the run that saved it counted it already (ended at that run's clean end, its summary
         and message sent); a killed run's open tracks were never counted by it.
@@ -65,6 +67,7 @@ class ResumeState:
     vote: dict[str, Any] = field(default_factory=dict)
     best_key: tuple[float, float, float] = (-1.0, -1.0, -1.0)
     best_box: tuple[int, int, int, int] | None = None
+    velocity: tuple[float, float] = (0.0, 0.0)
     lost: bool = False
     counted: bool = False
     revision: int = 1
@@ -77,6 +80,7 @@ class ResumeState:
                 "vote": self.vote,
                 "best_key": list(self.best_key),
                 "best_box": list(self.best_box) if self.best_box is not None else None,
+                "velocity": [round(v, 3) for v in self.velocity],
                 "lost": self.lost,
                 "counted": self.counted,
                 "revision": self.revision,
@@ -101,6 +105,13 @@ class ResumeState:
             isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box)
         ):
             raise TrackingError(f"resume state: best_box {box!r}; expected four integers or null")
+        velocity = data.get("velocity", [0.0, 0.0])
+        if not (
+            isinstance(velocity, list)
+            and len(velocity) == 2
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in velocity)
+        ):
+            raise TrackingError(f"resume state: velocity {velocity!r}; expected two finite numbers")
         revision = data.get("revision", 1)
         if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
             raise TrackingError(f"resume state: revision {revision!r}; expected an integer >= 1")
@@ -113,6 +124,7 @@ class ResumeState:
             vote=vote,
             best_key=(float(key[0]), float(key[1]), float(key[2])),
             best_box=None if box is None else (box[0], box[1], box[2], box[3]),
+            velocity=(float(velocity[0]), float(velocity[1])),
             lost=bool(data.get("lost", False)),
             counted=bool(data.get("counted", False)),
             revision=revision,

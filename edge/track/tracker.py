@@ -340,6 +340,7 @@ class Tracker:
             if resume.best_box is not None:
                 state.best_box = Box(*resume.best_box)
             track.anchor_time = track.last_evidence = state.last_seen
+            track.velocity = resume.velocity  # from its last box: a walker is looked for further on
             track.carried = True
             (self._lost if resume.lost and self.cfg.reid_window_s > 0 else self._active).append(track)
             self._next_id = max(self._next_id, state.track_id + 1)
@@ -355,6 +356,7 @@ class Tracker:
                         vote=track.vote.state(),
                         best_key=track.best_key,
                         best_box=None if (b := track.state.best_box) is None else (b.x0, b.y0, b.x1, b.y1),
+                        velocity=track.velocity,
                         lost=lost,
                         counted=counted,
                     )
