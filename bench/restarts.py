@@ -11,6 +11,7 @@ delete, and a start with nothing left to free. Printed: exit code, seconds, and 
 
     python -m bench.restarts                     # seeds 1-3, 4 kills each, ~3 min; disk part if root
     python -m bench.restarts --seeds 1 --no-disk
+    python -m bench.restarts --no-disk --lamp-on   # with the light-trap example's lamp-on sheet
     python -m bench.restarts --root /path/to/an/older/checkout --no-disk   # restarts on other code
 """
 
@@ -58,26 +59,31 @@ def _run(root: Path, config: Path, **kwargs: object) -> subprocess.CompletedProc
     )
 
 
-def _config(folder: Path, seed: int, realtime: bool) -> Path:
+# The light-trap example's setting: the first frame after the lamp goes on is the night's empty sheet
+# (stored, and read again by a restart that night), so a restarted detector sees moths already sitting.
+LAMP_ON = 'detector: {sheet_reference: lamp_on}\nschedule: {windows: [{start: "21:30", end: "05:00"}]}\n'
+
+
+def _config(folder: Path, seed: int, realtime: bool, lamp_on: bool = False) -> Path:
     config = folder / "trap.yaml"
     config.write_text(
         f"data_dir: {folder / 'data'}\nsource: {{{NIGHT}, seed: {seed}, realtime: {str(realtime).lower()}}}\n"
-        "storage: {flush_interval_s: 0.2}\n"
+        "storage: {flush_interval_s: 0.2}\n" + (LAMP_ON if lamp_on else "")
     )
     return config
 
 
-def restarts(root: Path, seeds: list[int], kills: int) -> None:
+def restarts(root: Path, seeds: list[int], kills: int, lamp_on: bool = False) -> None:
     print(f"{'seed':>4} | {'unbroken':>14} | {f'{kills} SIGKILLs':>14} | {'replayed again':>14}")
     for seed in seeds:
         with tempfile.TemporaryDirectory() as tmp:
             whole = Path(tmp) / "whole"
             whole.mkdir()
-            _run(root, _config(whole, seed, realtime=False))
+            _run(root, _config(whole, seed, realtime=False, lamp_on=lamp_on))
             base = _counts(whole / "data" / "trapcam.db")
             killed = Path(tmp) / "killed"
             killed.mkdir()
-            config = _config(killed, seed, realtime=True)
+            config = _config(killed, seed, realtime=True, lamp_on=lamp_on)
             rng = random.Random(seed)
             for _ in range(kills):
                 trap = subprocess.Popen(
@@ -202,9 +208,12 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--no-disk", action="store_true", help="skip the full-disk part")
+    parser.add_argument(
+        "--lamp-on", action="store_true", help="detector.sheet_reference: lamp_on, as the light-trap example"
+    )
     parser.add_argument("--root", type=Path, default=REPO, help="the checkout whose trapcam runs")
     args = parser.parse_args()
-    restarts(args.root, args.seeds, args.kills)
+    restarts(args.root, args.seeds, args.kills, args.lamp_on)
     if not args.no_disk:
         disk_full(args.root)
     return 0
