@@ -64,6 +64,17 @@ def _run(root: Path, config: Path, **kwargs: object) -> subprocess.CompletedProc
 LAMP_ON = 'detector: {sheet_reference: lamp_on}\nschedule: {windows: [{start: "21:30", end: "05:00"}]}\n'
 
 
+def _start(root: Path, config: Path, output: int) -> subprocess.Popen[str]:
+    """`trapcam run` in the background (output: subprocess.PIPE to read it, DEVNULL to drop it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        cwd=root,
+        stdout=output,
+        stderr=output,
+        text=True,
+    )
+
+
 def _config(folder: Path, seed: int, realtime: bool, lamp_on: bool = False) -> Path:
     config = folder / "trap.yaml"
     config.write_text(
@@ -86,12 +97,7 @@ def restarts(root: Path, seeds: list[int], kills: int, lamp_on: bool = False) ->
             config = _config(killed, seed, realtime=True, lamp_on=lamp_on)
             rng = random.Random(seed)
             for _ in range(kills):
-                trap = subprocess.Popen(
-                    [sys.executable, "-m", "edge", "run", "--config", str(config)],
-                    cwd=root,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                trap = _start(root, config, subprocess.DEVNULL)
                 time.sleep(rng.uniform(4, 8))
                 trap.send_signal(signal.SIGKILL)
                 trap.wait()
@@ -152,13 +158,7 @@ def disk_full(root: Path) -> None:
             write(
                 f"{small}, frames: 1200, seed: 3, realtime: true, frame_interval_s: 0.02", ", crop_every_s: 0"
             )
-            trap = subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(config)],
-                cwd=root,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            trap = _start(root, config, subprocess.PIPE)
             time.sleep(6)
             _fill(disk)
             stdout, stderr = trap.communicate(timeout=300)
@@ -176,13 +176,7 @@ def disk_full(root: Path) -> None:
                 f"{small}, frames: 100000, seed: 4, realtime: true, frame_interval_s: 0.02",
                 ", save_crops: false, reserve_mb: 0",
             )
-            trap = subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(config)],
-                cwd=root,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+            trap = _start(root, config, subprocess.PIPE)
             time.sleep(5)
             _fill(disk)
             time.sleep(6)

@@ -129,6 +129,12 @@ class RunResult:
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _shift_in_diagonals(before: Box, after: Box) -> float:
+    """How far a box's centre moved, in diagonals of the earlier box (a size-free 'has it moved')."""
+    (ax, ay), (bx, by) = before.center, after.center
+    return math.hypot(bx - ax, by - ay) / math.hypot(before.width, before.height)
+
+
 @dataclass
 class _Carried:
     """A track an earlier run left open (edge/restart.py), as this run sees it."""
@@ -205,13 +211,9 @@ class Pipeline:
         )
         self.crop_size = self.classifier.input_size[0] if self.classifier else DEFAULT_CROP_SIZE
         # a full disk must not keep the database from opening (edge/store/reserve.py)
-        make_room_to_open(
-            cfg.data_dir,
-            cfg.crops_path,
-            Reserve(cfg.data_dir, cfg.storage.reserve_mb),
-            self.ops_options.get("free_bytes"),
-        )
-        self.db = Database.from_config(cfg)  # every storage setting, not a hand-picked few
+        reserve = Reserve(cfg.data_dir, cfg.storage.reserve_mb)
+        make_room_to_open(cfg.data_dir, cfg.crops_path, reserve, self.ops_options.get("free_bytes"))
+        self.db = Database.from_config(cfg, reserve=reserve)  # every storage setting, not a hand-picked few
         next_track_id, self._next_detection_id = self.db.next_ids()
         self.tracker = Tracker(cfg.tracker, taxonomy=taxonomy, first_track_id=next_track_id)
         self._spacing_said = False
@@ -522,8 +524,7 @@ class Pipeline:
             saved = self._saved_open.get(track.track_id)
             if saved is not None:
                 when, box = saved
-                (ax, ay), (bx, by) = box.center, track.box.center
-                moved = math.hypot(bx - ax, by - ay) > RESUME_SAVE_MOVED * math.hypot(box.width, box.height)
+                moved = _shift_in_diagonals(box, track.box) > RESUME_SAVE_MOVED
                 if not moved and (now - when).total_seconds() < RESUME_SAVE_EVERY_S:
                     continue
                 self._store_track(run_id, track, result, finished=False)
@@ -594,8 +595,7 @@ class Pipeline:
         seen = self._row_memory.get(track_id)
         if self.db.disk_full.is_set() and seen is not None:
             when, last = seen
-            (ax, ay), (bx, by) = last.center, box.center
-            still = math.hypot(bx - ax, by - ay) <= SITTER_MOVED * math.hypot(last.width, last.height)
+            still = _shift_in_diagonals(last, box) <= SITTER_MOVED
             if still and (ts - when).total_seconds() < self.cfg.storage.crop_every_s:
                 if self.ops is not None:
                     self.ops.counters.rows_thinned += 1

@@ -26,14 +26,11 @@ from datetime import datetime
 from edge.detect.base import Box
 from edge.errors import TrapcamError
 from edge.store.db import Database
-from edge.store.schema import parse_utc
+from edge.store.schema import CURRENT_RUNS, parse_utc
 from edge.track.resume import ResumeState
 from edge.track.tracker import TrackState
 
 log = logging.getLogger("trapcam.restart")
-
-# Runs whose rows count: not re-processed by a later --from-start replay (exports use it too).
-CURRENT_RUNS = "SELECT run_id FROM runs WHERE superseded_by IS NULL"
 
 
 @dataclass(frozen=True)
@@ -45,6 +42,18 @@ class Processed:
     last_utc: datetime
 
 
+def _other_current_runs(conn: sqlite3.Connection, source: str, run_id: int) -> list[int]:
+    """The not superseded runs of `source` other than `run_id`, oldest first."""
+    return [
+        int(r[0])
+        for r in conn.execute(
+            f"SELECT run_id FROM runs WHERE source = ? AND run_id != ? AND run_id IN ({CURRENT_RUNS}) "
+            "ORDER BY run_id",
+            (source, run_id),
+        )
+    ]
+
+
 def processed_before(db: Database, run_id: int, source: str) -> Processed | None:
     """How far runs of `source` before `run_id` got (None: no frame of it is stored yet).
 
@@ -53,13 +62,7 @@ def processed_before(db: Database, run_id: int, source: str) -> Processed | None
     """
 
     def read(conn: sqlite3.Connection) -> Processed | None:
-        runs = [
-            int(r[0])
-            for r in conn.execute(
-                f"SELECT run_id FROM runs WHERE source = ? AND run_id != ? AND run_id IN ({CURRENT_RUNS})",
-                (source, run_id),
-            )
-        ]
+        runs = _other_current_runs(conn, source, run_id)
         if not runs:
             return None
         marks = ", ".join("?" * len(runs))
@@ -80,14 +83,7 @@ def supersede(db: Database, run_id: int, source: str) -> list[int]:
     """Mark every earlier current run of `source` as re-processed by `run_id`; returns their ids."""
 
     def mark(conn: sqlite3.Connection) -> list[int]:
-        older = [
-            int(r[0])
-            for r in conn.execute(
-                f"SELECT run_id FROM runs WHERE source = ? AND run_id != ? AND run_id IN ({CURRENT_RUNS}) "
-                "ORDER BY run_id",
-                (source, run_id),
-            )
-        ]
+        older = _other_current_runs(conn, source, run_id)
         if not older:
             return []
         marks = ", ".join("?" * len(older))

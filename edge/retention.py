@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from edge.config import RetentionConfig
 from edge.errors import StorageError
 from edge.store.crops import SNAPSHOT_DIR
 from edge.store.db import Database, connect_reader
+from edge.store.db import free_bytes as measured_free_bytes
 from edge.store.reserve import Reserve
 from edge.store.schema import utc_iso
 
@@ -435,10 +435,10 @@ def make_room_to_open(
 
 def _disk_free(path: Path) -> int:
     """Free bytes on the disk holding path (its nearest existing parent, before the folder exists)."""
-    probe = Path(path)
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
+    free = measured_free_bytes(Path(path))
+    if free is None:
+        raise OSError(f"no folder of {path} can be measured")
+    return free
 
 
 def _tree_bytes(root: Path) -> int:

@@ -23,7 +23,7 @@ from edge.classify.taxonomy import RANKS
 from edge.errors import ExportError, StorageError
 from edge.intervals import track_lineage
 from edge.store.db import connect_reader
-from edge.store.schema import get_version, parse_utc, utc_iso
+from edge.store.schema import CURRENT_RUNS, get_version, parse_utc, utc_iso
 
 NEEDED_SCHEMA = 3
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -151,7 +151,7 @@ def current_runs(conn: sqlite3.Connection, column: str = "run_id") -> str:
     (their rows are kept, marked; the newer run's are the counts). Empty before schema 7."""
     if get_version(conn) < 7:
         return ""
-    return f" AND {column} NOT IN (SELECT run_id FROM runs WHERE superseded_by IS NOT NULL)"
+    return f" AND {column} IN ({CURRENT_RUNS})"
 
 
 def _opt_float(value: float | None) -> float | None:

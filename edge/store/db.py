@@ -517,32 +517,31 @@ class Database:
 
         The statement is compiled once here (EXPLAIN), so a typo fails in the caller, not in the writer.
         """
-        if sql not in self._explained:
-            with self._reader_lock:
-                try:
-                    self._reader_conn().execute(f"EXPLAIN {sql}", tuple(params))
-                except sqlite3.Error as exc:
-                    raise StorageError(f"{self.path}: bad statement {sql[:80]!r}: {exc}") from None
-            self._explained.add(sql)
+        self._compile(sql, params)
         self._put(_Item(sql=sql, params=tuple(params)))
 
     def submit_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Queue one statement for many parameter rows, written in one go (not waited for)."""
         if not rows:
             return
-        if sql not in self._explained:
-            with self._reader_lock:
-                try:
-                    self._reader_conn().execute(f"EXPLAIN {sql}", tuple(rows[0]))
-                except sqlite3.Error as exc:
-                    raise StorageError(f"{self.path}: bad statement {sql[:80]!r}: {exc}") from None
-            self._explained.add(sql)
+        self._compile(sql, rows[0])
         frozen = [tuple(row) for row in rows]
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(sql, frozen)
 
         self._put(_Item(call=write, nbytes=64 * len(frozen)))
+
+    def _compile(self, sql: str, params: Sequence[Any]) -> None:
+        """EXPLAIN a statement the first time it is queued: a typo fails in the caller."""
+        if sql in self._explained:
+            return
+        with self._reader_lock:
+            try:
+                self._reader_conn().execute(f"EXPLAIN {sql}", tuple(params))
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: bad statement {sql[:80]!r}: {exc}") from None
+        self._explained.add(sql)
 
     def run_sync(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 60.0) -> T:
         """Run fn(connection) on the writer thread, inside its transaction, after everything queued before.

@@ -263,6 +263,9 @@ ALTER TABLE runs ADD COLUMN superseded_by INTEGER REFERENCES runs(run_id);
 CREATE INDEX runs_source ON runs(source);
 """
 
+# Runs whose rows count: not re-processed by a later --from-start replay (schema 7 on).
+CURRENT_RUNS = "SELECT run_id FROM runs WHERE superseded_by IS NULL"
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, detections, tracks", _V1),
     Migration(2, "outbox, counters, summaries, health; track lineage; deleted crops", _V2),

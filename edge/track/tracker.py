@@ -300,6 +300,7 @@ class Tracker:
         self._embedding_size: int | None = None
         self._embeddings: list[np.ndarray | None] = []  # this frame's, by input position
         self._frame = 0
+        self._carrying = False  # some carried track has not been seen again yet (see _fit_carried)
 
     # ------------------------------------------------------------ public API
 
@@ -342,6 +343,7 @@ class Tracker:
             track.anchor_time = track.last_evidence = state.last_seen
             track.velocity = resume.velocity  # from its last box: a walker is looked for further on
             track.carried = True
+            self._carrying = True
             (self._lost if resume.lost and self.cfg.reid_window_s > 0 else self._active).append(track)
             self._next_id = max(self._next_id, state.track_id + 1)
 
@@ -570,12 +572,15 @@ class Tracker:
     def _fit_carried(self, timestamp: datetime) -> None:
         """Drop carried tracks seen after this frame (frames replayed from an earlier time are not
         their continuation), and forget a carried track's colours or embedding when this run's are
-        of another size (another software version or model): it is then matched by place and size."""
+        of another size (another software version or model): it is then matched by place and size.
+        Nothing to do (and no list rebuilt per frame) once no carried track waits any more."""
+        if not self._carrying:
+            return
         self._active = [t for t in self._active if not (t.carried and t.state.last_seen > timestamp)]
         self._lost = [t for t in self._lost if not (t.carried and t.state.last_seen > timestamp)]
-        for track in [*self._active, *self._lost]:
-            if not track.carried:
-                continue
+        carried = [t for t in [*self._active, *self._lost] if t.carried]
+        self._carrying = bool(carried)
+        for track in carried:
             size, embedding_size = self._descriptor_size, self._embedding_size
             if track.appearance is not None and size is not None and track.appearance.size != size:
                 track.appearance = None
