@@ -381,7 +381,8 @@ class DetectorConfig(Section):
         description="static_screen: the empty lit sheet, so a mark, stain or scale bar on it is never an "
         "insect: a photo of it from this camera (a file), or 'lamp_on': the first frame after the "
         "schedule switched the lamp on, stored per night in <data_dir>/sheet/ (a restart that night "
-        "uses it again). Without it, whatever sits on the sheet in the first frame is taken for insects",
+        "uses it again). Without it, whatever sits on the sheet in the first frame is taken for insects (a "
+        "restart that night continues from the background the earlier run kept instead)",
     )
     sheet_shift_px: float = Field(
         3.0,

@@ -40,7 +40,7 @@ from edge.intervals import counts_json, level_counts
 from edge.operations import FieldOps
 from edge.restart import carried_tracks, describe, forget, processed_before, supersede
 from edge.retention import make_room_to_open
-from edge.sheet import LampOnSheet
+from edge.sheet import CarriedBackground, LampOnSheet
 from edge.sources.base import FrameSource, ResumableSource
 from edge.sources.capture import CaptureThread
 from edge.sources.factory import make_source
@@ -277,6 +277,8 @@ class Pipeline:
             LampOnSheet(self.cfg, ops.schedule) if self.cfg.detector.sheet_reference == "lamp_on" else None
         )
         sheet_pending = True
+        static = self.detector if isinstance(self.detector, StaticScreenDetector) else None
+        carry = CarriedBackground(self.cfg, self.source.name) if static is not None else None
 
         def detect(frame: Frame) -> tuple[Frame, list[Detection] | None]:
             """Runs in the capture thread: detecting the next frame overlaps classifying this one.
@@ -287,14 +289,18 @@ class Pipeline:
                 return frame, None
             ops.view.observe(frame.image, frame.timestamp)  # still seeing the sheet? (health flags)
             nonlocal sheet_pending
-            if sheet_pending and lamp_on is not None:
+            if sheet_pending:
                 sheet_pending = False  # the run's first active frame decides, once
-                sheet = lamp_on.for_first_frame(frame.image, frame.timestamp)
-                if sheet is not None and isinstance(self.detector, StaticScreenDetector):
-                    self.detector.use_sheet(sheet)
+                sheet = lamp_on.for_first_frame(frame.image, frame.timestamp) if lamp_on else None
+                if sheet is not None and static is not None:
+                    static.use_sheet(sheet)
+                elif static is not None and static.sheet is None and carry is not None:
+                    self._continue_background(static, carry, frame)
             t0 = time.perf_counter()
             detections = self.detector.detect(frame.image)
             detect_t.add(time.perf_counter() - t0)
+            if carry is not None and static is not None:
+                self._keep_background(static, carry, frame.timestamp)
             return frame, detections
 
         capture = CaptureThread(self.source, self.cfg.source, prepare=detect)
@@ -372,6 +378,8 @@ class Pipeline:
         finally:
             self.notifier.stopping(result.exit_reason)
             capture.stop()
+            if carry is not None and static is not None and last_frame_time is not None:
+                self._keep_background(static, carry, last_frame_time, final=True)
             end_time = last_frame_time or datetime.now(timezone.utc)
             # what the next run needs to continue the tracks this stop closes (counted here)
             held = [*self.tracker.active_tracks(), *self.tracker.lost_tracks()]
@@ -444,6 +452,43 @@ class Pipeline:
                 "continuing %d track(s) the previous run left open (an insect still there stays one count)",
                 len(carried),
             )
+
+    def _continue_background(
+        self, static: StaticScreenDetector, carry: CarriedBackground, frame: Frame
+    ) -> None:
+        """Start the detector from the background an earlier run left tonight, if it still fits.
+
+        Not for `--from-start`: a re-processing starts as the first run did, so it gives what the
+        first run would have given.
+        """
+        if self.from_start:
+            return
+        background = carry.load(frame.timestamp)
+        if background is None:
+            return
+        refused = static.continue_from(background, frame.image)
+        if refused is None:
+            log.info("detector: continuing from the background the previous run kept (%s)", carry.image_path)
+        else:
+            log.warning(
+                "detector: not continuing from the previous run's background %s: %s; building it "
+                "from this first frame (an insect sitting still in it may count again when it moves)",
+                carry.image_path,
+                refused,
+            )
+
+    @staticmethod
+    def _keep_background(
+        static: StaticScreenDetector, carry: CarriedBackground, moment: datetime, final: bool = False
+    ) -> None:
+        """Save the detector's background for a restart when it changed, drifted long enough, or at a stop.
+
+        Only a background of its own (no sheet reference): with one, a restart reads that again.
+        """
+        if static.background is None or static.sheet is not None:
+            return
+        if final or carry.due(static.background_version, moment):
+            carry.save(static.background, static.background_version, moment)
 
     # ------------------------------------------------------------ one frame
 

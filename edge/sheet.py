@@ -16,6 +16,8 @@ them apart is evidence from before any insect came: the sheet when the lamp went
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +46,8 @@ def read_sheet(path: Path) -> np.ndarray:
 
 class LampOnSheet:
     """Finds the night's empty sheet for a run's first frame (`lamp_on`); see the module docstring."""
+
+    KEEP_NIGHTS = 30
 
     def __init__(self, cfg: TrapConfig, schedule: Schedule) -> None:
         self.cfg = cfg
@@ -90,4 +94,109 @@ class LampOnSheet:
         log.info(
             "detector: the lamp went on %.0f s ago: this frame is the night's empty sheet (%s)", since, path
         )
+        self._prune()
         return image
+
+    def _prune(self) -> None:
+        """Keep the empty sheets of the last KEEP_NIGHTS nights: one 4K JPEG a night, unattended for
+        a season, would otherwise grow without bound (older ones help nobody's restart)."""
+        nights = sorted(p for p in self.folder.glob("????-??-??.jpg") if p.is_file())
+        for old in nights[: -self.KEEP_NIGHTS]:
+            try:
+                old.unlink()
+            except OSError as exc:
+                log.warning("%s: cannot delete an old empty sheet (%s)", old, exc)
+
+
+class CarriedBackground:
+    """The static-screen detector's background, kept for the next run of the same source tonight.
+
+    Why: a run that starts mid-night (after a crash, a watchdog kill, a power cut) has no empty
+    sheet to start from unless one was configured or stored at lamp-on. Built from its own first
+    frame, its background takes a small insect sitting perfectly still for sheet; when that insect
+    moves it is a second track of an insect already counted (bench.restarts: +0..+2 insects per
+    night with four kills). The detector never blends an insect into its background, so the
+    background the earlier run held is the empty sheet as that run knew it.
+
+    One PNG per source (`<data_dir>/sheet/background-<source key>.png`, at detection resolution,
+    viewable) and a JSON beside it naming the source, the night and the frame time it was saved
+    at. It is saved when the detector builds, rebuilds or repairs its background, every
+    `SAVE_EVERY_S` of frame time for the light's drift, and at a stop. A run takes it only for
+    the same night, from frames not older than it (`--from-start` never reads it), and only if
+    the view has not moved (`StaticScreenDetector.continue_from`).
+    """
+
+    SAVE_EVERY_S = 300.0
+
+    def __init__(self, cfg: TrapConfig, source: str) -> None:
+        self.cfg = cfg
+        self.source = source
+        key = hashlib.sha1(source.encode("utf-8")).hexdigest()[:12]
+        self.image_path = cfg.data_dir / "sheet" / f"background-{key}.png"
+        self.info_path = self.image_path.with_suffix(".json")
+        self._saved_version = -1
+        self._saved_at: datetime | None = None
+        self._failed = False
+
+    def _night(self, moment: datetime) -> str:
+        return day_of(moment, self.cfg.site.timezone, self.cfg.export.day_starts_at).isoformat()
+
+    def load(self, moment: datetime) -> np.ndarray | None:
+        """The background saved tonight before `moment` (float32 BGR), or None (and why, logged)."""
+        if not self.info_path.is_file() or not self.image_path.is_file():
+            return None
+        try:
+            info = json.loads(self.info_path.read_text(encoding="utf-8"))
+            saved = datetime.fromisoformat(str(info["frame_utc"]))
+            night, source = str(info["night"]), str(info["source"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "%s: unreadable (%s); building the background from the first frame", self.info_path, exc
+            )
+            return None
+        if source != self.source or night != self._night(moment):
+            return None  # another night's (or, by a hash collision, another source's): not evidence
+        if saved > moment:
+            log.info("%s is from a later frame than this run's first; not used", self.image_path)
+            return None
+        image = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            log.warning(
+                "%s: not a readable image; building the background from the first frame", self.image_path
+            )
+            return None
+        return image.astype(np.float32)
+
+    def due(self, version: int, moment: datetime) -> bool:
+        """Whether the background changed (built, rebuilt, repaired) or drifted long enough to save."""
+        if version != self._saved_version:
+            return True
+        return self._saved_at is not None and (moment - self._saved_at).total_seconds() >= self.SAVE_EVERY_S
+
+    def save(self, background: np.ndarray, version: int, moment: datetime) -> None:
+        """Write the background and its JSON atomically (image first: the JSON names a complete one).
+
+        A failure (a full disk) is said once and costs only the next restart's carry-over.
+        """
+        self._saved_version, self._saved_at = version, moment
+        info = {"source": self.source, "night": self._night(moment), "frame_utc": moment.isoformat()}
+        ok, buf = cv2.imencode(".png", np.clip(background + 0.5, 0, 255).astype(np.uint8))
+        try:
+            if not ok:
+                raise OSError("PNG encoding failed")
+            self.image_path.parent.mkdir(parents=True, exist_ok=True)
+            for path, data in ((self.image_path, buf.tobytes()), (self.info_path, json.dumps(info).encode())):
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(data)
+                tmp.replace(path)
+        except OSError as exc:
+            if not self._failed:
+                log.warning(
+                    "%s: cannot keep the detector's background for a restart (%s); a restart tonight "
+                    "builds it from its first frame",
+                    self.image_path,
+                    exc,
+                )
+            self._failed = True
+            return
+        self._failed = False

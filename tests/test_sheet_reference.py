@@ -99,9 +99,15 @@ def test_lamp_on_stores_the_nights_empty_sheet_and_a_restart_that_night_uses_it(
     lamp_on = ", sheet_reference: lamp_on"
     first = tmp_path / "first"
     _night(first, frames=6)
+    season = tmp_path / "data" / "sheet"  # a season's empty sheets: kept for the last 30 nights
+    season.mkdir(parents=True)
+    for day in range(1, 32):
+        (season / f"2026-05-{day:02d}.jpg").write_bytes(b"")
     Pipeline(parse_config(_config(tmp_path, first, "data", lamp_on, schedule), "t.yaml")).run()
     stored = tmp_path / "data" / "sheet" / "2026-07-01.jpg"  # the night's export day (noon to noon)
     assert stored.is_file()
+    kept = sorted(p.name for p in season.glob("2026-05-*.jpg"))
+    assert len(kept) == 29 and kept[0] == "2026-05-03.jpg", kept
     counted = _counted(tmp_path / "data" / "trapcam.db")
     assert len(counted) == 1 and _is_moth(counted[0]), counted
     # a restart later that night: the moth already sits in its first frame; the stored sheet
@@ -123,7 +129,7 @@ def test_lamp_on_stores_the_nights_empty_sheet_and_a_restart_that_night_uses_it(
     with caplog.at_level(logging.WARNING, logger="edge.sheet"):
         Pipeline(parse_config(_config(tmp_path, later, "late", lamp_on, schedule), "t.yaml")).run()
     assert any("no empty sheet stored" in r.getMessage() for r in caplog.records)
-    assert not (tmp_path / "late" / "sheet").exists()
+    assert not list((tmp_path / "late" / "sheet").glob("*.jpg"))  # no empty sheet (only its own background)
     assert any(_is_moth(r) for r in _counted(tmp_path / "late" / "trapcam.db"))
 
 
@@ -142,3 +148,85 @@ def test_a_sheet_from_another_camera_or_no_schedule_is_one_clear_error(tmp_path:
         parse_config(_config(tmp_path, frames, "f", ", sheet_reference: lamp_on"), "t.yaml")
     with pytest.raises(ConfigError, match="sheet_reference is for kind 'static_screen'"):
         parse_config(_config(tmp_path, frames, "g", f", kind: motion, sheet_reference: {small}"), "t.yaml")
+
+
+def _walking_night(folder: Path, shift: tuple[int, int] = (0, 0)) -> None:
+    """14 frames a minute apart on the plain sheet: the moth lands in frame 3, sits, and from frame
+    11 walks off 70 px a frame. `shift` moves the whole view (a knocked camera)."""
+    folder.mkdir(parents=True)
+    sheet = render_sheet(W, H, seed=12)
+    camera = Camera(folder, seed=5, start=START, step_s=60.0)
+    for n in range(14):
+        scene = sheet.copy()
+        if n >= 3:
+            draw_insect(scene, MOTH[0] - 70 * max(0, n - 10), MOTH[1], 60, 20)
+        matrix = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+        camera.shoot(cv2.warpAffine(scene, matrix, (W, H), borderMode=cv2.BORDER_REFLECT))
+
+
+def test_a_restart_without_sheet_reference_continues_from_the_previous_runs_background(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The moth sits through a stop; the restarted detector must see it in its first frame.
+
+    init_insect_px 16 makes the first-frame painting miss a 60 px moth (as a small, faint or
+    oddly shaped real one is missed): a detector built from the restart's first frame takes it for
+    sheet, and when it walks off it is a second track. Kept from the first run, the background has
+    no moth in it: one track across the stop.
+    """
+    frames = tmp_path / "frames"
+    _walking_night(frames)
+    detector = ", init_insect_px: 16"
+
+    def night(data: str) -> Path:
+        cfg = parse_config(_config(tmp_path, frames, data, detector), "t.yaml")
+        Pipeline(cfg).run(max_frames=7)  # a stop while the moth sits (frames 0-6)
+        Pipeline(cfg).run()  # the restart resumes at frame 7
+        return tmp_path / data / "trapcam.db"
+
+    with caplog.at_level(logging.INFO, logger="trapcam.loop"):
+        db = night("kept")
+    assert (tmp_path / "kept" / "sheet").is_dir()
+    assert any(
+        "continuing from the background the previous run kept" in r.getMessage() for r in caplog.records
+    )
+    tracks = query(db, "SELECT track_id, hits FROM tracks WHERE status = 'ended'")
+    assert len(tracks) == 1 and tracks[0][1] >= 10, tracks  # frames 3-13 (or all but the edge exit)
+
+    from edge.sheet import CarriedBackground
+
+    monkeypatch.setattr(CarriedBackground, "load", lambda self, moment: None)
+    two = query(night("lost"), "SELECT track_id FROM tracks WHERE status = 'ended'")
+    assert len(two) == 2, two  # what this test guards against: the same moth counted twice
+
+
+def test_a_kept_background_is_refused_for_another_view_night_or_a_later_frame(tmp_path: Path) -> None:
+    from edge.detect.static_screen import StaticScreenDetector
+    from edge.sheet import CarriedBackground
+
+    frames = tmp_path / "frames"
+    _walking_night(frames)
+    moved = tmp_path / "moved"
+    _walking_night(moved, shift=(6, 3))
+    cfg = parse_config(_config(tmp_path, frames, "d"), "t.yaml")
+    files = sorted(frames.glob("*.jpg"))
+    first = cv2.imread(str(files[0]))
+    detector = StaticScreenDetector(cfg.detector)
+    detector.detect(first)
+    assert detector.background is not None
+    kept = CarriedBackground(cfg, "folder:frames")
+    kept.save(detector.background, detector.background_version, START)
+    assert kept.load(START + timedelta(hours=3)) is not None  # later that night
+    assert kept.load(START - timedelta(minutes=1)) is None  # an older frame: not evidence
+    assert kept.load(START + timedelta(days=1)) is None  # the next night
+    assert CarriedBackground(cfg, "folder:other").load(START) is None  # another source
+    background = kept.load(START + timedelta(minutes=5))
+    assert background is not None
+    fresh = StaticScreenDetector(cfg.detector)
+    reason = fresh.continue_from(background, cv2.imread(str(sorted(moved.glob("*.jpg"))[5])))
+    assert reason is not None and "view moved by" in reason
+    assert fresh.background is None  # refused: built from the first frame as usual
+    reason = fresh.continue_from(background, cv2.resize(first, (320, 180)))
+    assert reason is not None and "frames give 320x180" in reason
+    assert fresh.continue_from(background, cv2.imread(str(files[5]))) is None  # the moth is no shift
+    assert fresh.background is not None

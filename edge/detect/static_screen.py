@@ -76,6 +76,8 @@ _SAMPLE_STEP = 6  # gain and noise are estimated on every 6th pixel in each dire
 _MIN_SAMPLES = 64  # fewer background samples than this: keep the gain at 1
 _MIN_CELL_SAMPLES = 16  # a light cell with fewer background samples takes the frame's gain
 _MAX_LIGHT_SPREAD = 1.15  # cell gains further apart than this (brightest / darkest) are not a smooth shift
+_MAX_CARRIED_SHIFT = 1.0  # detection px: a carried-over background further off is not used
+_MIN_SHIFT_RESPONSE = 0.05  # a phase-correlation peak weaker than this is no evidence of a shift
 
 
 def downscale(image: np.ndarray, detect_width: int) -> tuple[np.ndarray, float]:
@@ -86,6 +88,18 @@ def downscale(image: np.ndarray, detect_width: int) -> tuple[np.ndarray, float]:
     scale = detect_width / w
     small_h = max(1, round(h * scale))
     return cv2.resize(image, (detect_width, small_h), interpolation=cv2.INTER_AREA), scale
+
+
+def view_shift(reference: np.ndarray, frame: np.ndarray) -> float:
+    """How far (pixels) `frame` is shifted against `reference`: phase correlation of the grey images.
+
+    Insects add or remove small patches and barely move the peak; a knocked camera or a sheet
+    hung again moves everything. A featureless pair (no peak) reads as 0: nothing to misalign.
+    """
+    grey = [cv2.cvtColor(np.asarray(im, np.float32), cv2.COLOR_BGR2GRAY) for im in (reference, frame)]
+    window = cv2.createHanningWindow(grey[0].shape[::-1], cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(grey[0], grey[1], window)
+    return 0.0 if response < _MIN_SHIFT_RESPONSE else math.hypot(dx, dy)
 
 
 def colour_distance(frame: np.ndarray, background: np.ndarray, polarity: str) -> np.ndarray:
@@ -381,6 +395,8 @@ class StaticScreenDetector:
     `foreground_mask` is the last frame's cleaned foreground at detection resolution (0/255
     uint8), `background` the current reference (float32 BGR at detection resolution), and
     `reinits` how many times the background was rebuilt after a sudden change.
+    `background_version` grows whenever the background is built, rebuilt or repaired (not by the
+    slow drift blend), so a caller that keeps a copy for the next run knows when it is stale.
     """
 
     def __init__(self, cfg: DetectorConfig, sheet: np.ndarray | None = None) -> None:
@@ -389,6 +405,7 @@ class StaticScreenDetector:
         self.exclude = DetectionMask(cfg.mask)
         self.reinits = 0
         self.skipped_frames = 0
+        self.background_version = 0
         self.sheet: np.ndarray | None = None
         self.reset()
         if sheet is not None:
@@ -403,6 +420,34 @@ class StaticScreenDetector:
         """
         self.sheet = check_frame(sheet, "detector.sheet_reference")
         self.reset()
+
+    def continue_from(self, background: np.ndarray, image: np.ndarray) -> str | None:
+        """Start from the background an earlier run left (edge/sheet.py `CarriedBackground`).
+
+        Why: without it a run started mid-night builds its background from its first frame, and an
+        insect that sits perfectly still there is painted out as far as the blur allows, or, when it
+        is small, is taken for sheet until it moves (then it is a second track of one insect). The
+        earlier run's background never held an insect (they are not blended in), so it is the
+        empty sheet as that run knew it. `image` is this run's first frame: the background is
+        taken only when it has the same size at detection resolution and the view has not moved
+        (a camera knocked during the downtime would turn every mark on the sheet into a
+        detection). Returns None when taken, else why not (for the log). Call before the first
+        frame.
+        """
+        small, _ = downscale(check_frame(image, "static_screen detector"), self.cfg.detect_width)
+        if background.shape != small.shape:
+            return (
+                f"it is {background.shape[1]}x{background.shape[0]} at detection size and this camera's "
+                f"frames give {small.shape[1]}x{small.shape[0]}"
+            )
+        shift = view_shift(background, small)
+        if shift > _MAX_CARRIED_SHIFT:
+            return f"the view moved by {shift:.1f} px (at detection size) since it was saved"
+        self.reset()
+        self.background = background.astype(np.float32)
+        self._full_size = (image.shape[1], image.shape[0])
+        self.background_version += 1
+        return None
 
     def reset(self) -> None:
         """Forget the background: the next `warmup_frames` frames build a new one."""
@@ -451,6 +496,7 @@ class StaticScreenDetector:
             self.background = self._initial_background(np.median(np.stack(self._warmup), axis=0))
             self._warmup = []
             self._held = None
+            self.background_version += 1
 
         self._follow_gain(small)
         dist, threshold, mask = self._foreground(small)
@@ -469,6 +515,7 @@ class StaticScreenDetector:
                 self.reinits,
             )
             self.background = self._initial_background(small)
+            self.background_version += 1
             self._since_init = 0
             self.last_gain = np.ones(3, dtype=np.float32)
             dist, threshold, mask = self._foreground(small)
@@ -594,6 +641,7 @@ class StaticScreenDetector:
                 repaired += 1
         if repaired:
             self.healed += repaired
+            self.background_version += 1
             log.info("static_screen: repaired the background under %d ghost blob(s)", repaired)
         return repaired
 
