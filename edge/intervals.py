@@ -322,11 +322,17 @@ class IntervalSummarizer:
         return dict(sorted(self._today.get(self._local_day(self._latest_us), {}).items()))
 
     def seed_today(self, conn: sqlite3.Connection, now: datetime) -> None:
-        """After a restart: count today's tracks from earlier runs, so `today` does not drop to 0."""
+        """After a restart: count today's tracks from earlier runs, so `today` does not drop to 0.
+
+        Not the open tracks a killed run left (resume state saying it never counted them): this run
+        continues them and counts each once when it finishes, or counts it then if it never shows
+        again (edge/restart.py); counted here as well, the dashboard showed them twice.
+        """
         day = now.astimezone(self.zone).date()
         midnight = datetime.combine(day, time(0), tzinfo=self.zone)
         rows = conn.execute(
             "SELECT label, COUNT(*) FROM tracks WHERE status = 'ended' AND run_id != ? "
+            "AND (resume_json IS NULL OR json_extract(resume_json, '$.counted')) "
             "AND last_utc >= ? AND last_utc <= ? GROUP BY label",
             (self.run_id, utc_iso(midnight), utc_iso(now)),
         ).fetchall()

@@ -6,6 +6,7 @@ each counted gap with each interval) than the summarizer's (walking boundaries).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from datetime import datetime, timedelta, timezone
@@ -18,6 +19,7 @@ from edge.config import SummaryConfig
 from edge.intervals import IntervalSummarizer, SummaryRow, store_summary, summary_from_db
 from edge.store.db import Database, connect_reader
 from edge.store.schema import RunInfo, TrackRow
+from edge.track.resume import ResumeState
 
 T0 = datetime(2026, 7, 1, 21, 0, 0, tzinfo=timezone.utc)
 LEP = {"order": "Lepidoptera", "family": "Noctuidae", "species": "Noctua pronuba"}
@@ -303,13 +305,23 @@ def test_seed_today_counts_earlier_runs_of_the_same_day(tmp_path: Path) -> None:
     ):
         db.upsert_track(track(tid, last, lineage))
     db.upsert_track(track(4, T0 + timedelta(hours=2), LEP, status="discarded"))
+    # open when its run was killed (settled 'ended', never counted by it): the next run counts it
+    # when it finishes; one a clean stop closed was counted by that run
+    uncounted = ResumeState(appearance=None, embedding=None)
+    counted = ResumeState(appearance=None, embedding=None, counted=True)
+    db.upsert_track(
+        dataclasses.replace(track(5, T0 + timedelta(hours=3), LEP), resume_json=uncounted.to_json())
+    )
+    db.upsert_track(
+        dataclasses.replace(track(6, T0 + timedelta(hours=3), None), resume_json=counted.to_json())
+    )
     second_run = db.start_run(info)
     db.flush()
     summ = IntervalSummarizer(SummaryConfig(), run_id=second_run, tz="Europe/Berlin")
     summ.seed_today(db._reader_conn(), T0 + timedelta(hours=4))
     db.close()
     assert first_run != second_run
-    assert summ.today_counts() == {"Noctua pronuba": 1, "unsure": 1}
+    assert summ.today_counts() == {"Noctua pronuba": 1, "unsure": 2}
 
 
 def test_counts_per_size_class_beside_the_levels() -> None:
