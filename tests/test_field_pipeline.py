@@ -402,3 +402,10 @@ def test_sigkill_keeps_the_effort_of_the_open_summary_interval(tmp_path: Path) -
     )[0]
     last_health = query(db, "SELECT MAX(ts_utc) FROM health WHERE run_id = 1")[0][0]
     assert reason.startswith("interrupted") and ended == last_health > started
+    # and its frame counter holds the frames it committed, not the 0 of before its first stats write
+    frames, in_summaries = query(
+        db,
+        "SELECT frames_processed, (SELECT SUM(frames_processed) FROM summaries WHERE run_id = 1) "
+        "FROM runs WHERE run_id = 1",
+    )[0]
+    assert frames == in_summaries >= 30, (frames, in_summaries)

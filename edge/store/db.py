@@ -98,14 +98,20 @@ _SETTLE_TRACKS = (
     "AND run_id IN (SELECT run_id FROM runs WHERE ended_utc IS NULL)"
 )
 _CLOSE_INTERRUPTED = (
-    "UPDATE runs SET exit_reason = 'interrupted (no clean shutdown; ended_utc is the last logged time)', "
-    "ended_utc = MAX(started_utc, "
+    "UPDATE runs SET exit_reason = 'interrupted (no clean shutdown; ended_utc is the last logged time)'"
+    "{frames}, ended_utc = MAX(started_utc, "
     "COALESCE((SELECT MAX(ts_utc) FROM detections d WHERE d.run_id = runs.run_id), started_utc), "
     "COALESCE((SELECT MAX(last_utc) FROM tracks t WHERE t.run_id = runs.run_id), started_utc){health}) "
     "WHERE ended_utc IS NULL"
 )
 # health samples carry the wall clock: a replay's frame times may lie years before its start
 _LAST_HEALTH = ", COALESCE((SELECT MAX(ts_utc) FROM health h WHERE h.run_id = runs.run_id), started_utc)"
+# the run's frame counter is written at stats intervals; its summaries (the open interval's stored after
+# every frame) hold every frame it committed
+_SUMMARY_FRAMES = (
+    ", frames_processed = MAX(frames_processed, "
+    "COALESCE((SELECT SUM(frames_processed) FROM summaries s WHERE s.run_id = runs.run_id), 0))"
+)
 _MAX_PAGES = 1_073_741_823  # SQLite's historical maximum page count: "no limit" on every version
 _SQLITE_ERROR = 1  # generic SQL error (bad statement): retrying cannot help
 
@@ -420,8 +426,13 @@ class Database:
                 conn.execute(_SETTLE_TRACKS, {"sliver_max_px": self._sliver_max_px})
             else:
                 conn.execute(_SETTLE_TRACKS_V1)
-            has_health = "health" in user_tables(conn)  # a schema-1 database has none yet
-            conn.execute(_CLOSE_INTERRUPTED.format(health=_LAST_HEALTH if has_health else ""))
+            tables = user_tables(conn)  # a schema-1 database has no health table yet
+            conn.execute(
+                _CLOSE_INTERRUPTED.format(
+                    health=_LAST_HEALTH if "health" in tables else "",
+                    frames=_SUMMARY_FRAMES if "summaries" in tables else "",
+                )
+            )
             run_id = conn.execute(_INSERT_RUN, params).lastrowid
             assert run_id is not None
             return int(run_id)
