@@ -120,13 +120,14 @@ class CarriedBackground:
 
     One PNG per source (`<data_dir>/sheet/background-<source key>.png`, at detection resolution,
     viewable) and a JSON beside it naming the source, the night and the frame time it was saved
-    at. It is saved when the detector builds, rebuilds or repairs its background, every
-    `SAVE_EVERY_S` of frame time for the light's drift, and at a stop. A run takes it only for
-    the same night, from frames not older than it (`--from-start` never reads it), and only if
-    the view has not moved (`StaticScreenDetector.continue_from`).
+    at. It is saved when the detector first builds its background, after a rebuild or repair (at
+    most once a minute), every `SAVE_EVERY_S` of frame time for the light's drift, and at a stop.
+    A run takes it only for the same night, from frames not older than it (`--from-start` never
+    reads it), and only if the view has not moved (`StaticScreenDetector.continue_from`).
     """
 
     SAVE_EVERY_S = 300.0
+    MIN_GAP_S = 60.0
 
     def __init__(self, cfg: TrapConfig, source: str) -> None:
         self.cfg = cfg
@@ -168,10 +169,13 @@ class CarriedBackground:
         return image.astype(np.float32)
 
     def due(self, version: int, moment: datetime) -> bool:
-        """Whether the background changed (built, rebuilt, repaired) or drifted long enough to save."""
-        if version != self._saved_version:
+        """Whether to save now: the first background at once; a changed one (rebuilt, repaired) once
+        `MIN_GAP_S` has passed since the last save (a crowded sheet repairs ghosts every few frames,
+        and each save is a file written to an SD card); any after `SAVE_EVERY_S` (the light drifts)."""
+        if self._saved_at is None:
             return True
-        return self._saved_at is not None and (moment - self._saved_at).total_seconds() >= self.SAVE_EVERY_S
+        since = (moment - self._saved_at).total_seconds()
+        return since >= self.SAVE_EVERY_S or (version != self._saved_version and since >= self.MIN_GAP_S)
 
     def save(self, background: np.ndarray, version: int, moment: datetime) -> None:
         """Write the background and its JSON atomically (image first: the JSON names a complete one).

@@ -230,3 +230,19 @@ def test_a_kept_background_is_refused_for_another_view_night_or_a_later_frame(tm
     assert reason is not None and "frames give 320x180" in reason
     assert fresh.continue_from(background, cv2.imread(str(files[5]))) is None  # the moth is no shift
     assert fresh.background is not None
+
+
+def test_the_kept_background_is_saved_at_once_then_when_changed_at_most_once_a_minute(tmp_path: Path) -> None:
+    """Each save is a file on an SD card: a crowded sheet that repairs ghosts every few frames must not
+    write one every few frames, while the first background is kept at once (a kill a minute in)."""
+    from edge.sheet import CarriedBackground
+
+    cfg = parse_config(f"data_dir: {tmp_path}\nsource: {{kind: synthetic}}\n", "t.yaml")
+    kept = CarriedBackground(cfg, "synthetic")
+    assert kept.due(1, START)
+    kept.save(np.full((9, 16, 3), 200.0, np.float32), 1, START)
+    assert not kept.due(1, START + timedelta(seconds=59))
+    assert not kept.due(2, START + timedelta(seconds=59))  # repaired, but saved a moment ago
+    assert kept.due(2, START + timedelta(seconds=60))
+    assert not kept.due(1, START + timedelta(seconds=299))
+    assert kept.due(1, START + timedelta(seconds=300))  # the light drifts: saved anyway
