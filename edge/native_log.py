@@ -14,6 +14,9 @@ from __future__ import annotations
 import io
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _diverted: Path | None = None
@@ -50,9 +53,47 @@ def divert_native_stderr(log_path: Path) -> Path:
     return log_path
 
 
+# Notices the TFLite runtime prints (once per process) on the trap itself, where nothing is diverted:
+# they say nothing a user can act on. Only lines starting with these are dropped.
+RUNTIME_NOTICES = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextmanager
+def without_runtime_notices(notices: tuple[str, ...] = RUNTIME_NOTICES) -> Iterator[None]:
+    """Run a block (preparing a TFLite interpreter) with descriptor 2 captured, then write back every
+    captured line except the known notices: `trapcam run` on a device keeps a quiet screen and
+    journal, and any other native message (an error, a warning) still reaches stderr, after the
+    block. Where the desktop commands already divert native output to a file, nothing changes."""
+    if _diverted is not None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="backslashreplace")
+            kept = "".join(line for line in text.splitlines(keepends=True) if not line.startswith(notices))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
 def diverted_to() -> Path | None:
     """The native log file of this process, or None when nothing was diverted."""
     return _diverted
 
 
-__all__ = ["divert_native_stderr", "diverted_to", "quiet_environment"]
+__all__ = [
+    "RUNTIME_NOTICES",
+    "divert_native_stderr",
+    "diverted_to",
+    "quiet_environment",
+    "without_runtime_notices",
+]

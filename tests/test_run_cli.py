@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from helpers import query
 
 from edge.synth.scene import SceneParams, SyntheticNight
@@ -279,3 +280,28 @@ def test_synth_command_writes_frames_with_ground_truth(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert len(list((tmp_path / "n").glob("*.jpg"))) == 5
     assert (tmp_path / "n" / "ground_truth.csv").is_file()
+
+
+def test_a_run_with_a_plain_tflite_model_keeps_the_runtime_notice_off_the_screen(tmp_path: Path) -> None:
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight to descriptor 2
+    at the first allocation: on a trap's screen and journal it was the first line of every run."""
+    from modelkit import third_party_model, write_plain
+
+    model = write_plain(tmp_path / "model", third_party_model())
+    data = tmp_path / "data"
+    config = write_config(
+        tmp_path / "c.yaml", synthetic_yaml(data, f"classifier:\n  model: {model}\n  input_range: [-1, 1]\n")
+    )
+    out = trapcam("run", "--config", str(config), "--max-frames", "5")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "XNNPACK" not in out.stderr, out.stderr[:500]
+    assert "insects counted" in out.stdout  # and the run itself still reports
+
+
+def test_only_the_known_runtime_notices_are_dropped(capfd: pytest.CaptureFixture[str]) -> None:
+    from edge.native_log import RUNTIME_NOTICES, without_runtime_notices
+
+    with without_runtime_notices():
+        os.write(2, f"{RUNTIME_NOTICES[0]}\n".encode())
+        os.write(2, b"ERROR: something a user must see\n")
+    assert capfd.readouterr().err == "ERROR: something a user must see\n"

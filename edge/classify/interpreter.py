@@ -7,6 +7,7 @@ never imported here: it is hundreds of MB and seconds of start-up the device can
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from collections.abc import Sequence
 from importlib import metadata
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ModelError
+from edge.native_log import without_runtime_notices
 
 # (module that provides Interpreter, distribution name for the version and the install hint)
 RUNTIMES: tuple[tuple[str, str], ...] = (
@@ -24,6 +26,7 @@ RUNTIMES: tuple[tuple[str, str], ...] = (
 )
 
 _loaded: dict[tuple[tuple[str, str], ...], tuple[Any, str]] = {}
+_notice_said = False  # the runtime's once-per-process notice has been taken off the screen
 
 
 def load_runtime(candidates: Sequence[tuple[str, str]] = RUNTIMES) -> tuple[Any, str]:
@@ -62,12 +65,21 @@ def make_interpreter(model_path: Path, num_threads: int) -> Any:
     if num_threads < 1:
         raise ModelError(f"num_threads must be at least 1, got {num_threads}")
     try:
-        return interpreter_class(model_path=str(model_path), num_threads=num_threads)
+        interpreter = interpreter_class(model_path=str(model_path), num_threads=num_threads)
     except (ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
             f"{model_path}: the TFLite interpreter cannot load this model: {first_line}"
         ) from None
+    global _notice_said
+    if not _notice_said:
+        # The runtime's XNNPACK notice is printed once per process, at the first allocation: take it
+        # here, off the screen. A caller that resizes inputs allocates again; one whose model cannot
+        # be allocated as it is gets its own error from its own allocation.
+        _notice_said = True
+        with without_runtime_notices(), contextlib.suppress(ValueError, RuntimeError):
+            interpreter.allocate_tensors()
+    return interpreter
 
 
 def tensor_dtype_name(dtype: Any, model_path: Path) -> str:
