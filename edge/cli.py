@@ -118,14 +118,27 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Daily CSV files (and optionally a Camtrap DP package) for the chosen days; prints each file."""
     from edge.config import load_config
-    from edge.export import export_days, resolve_days, validate_camtrap_dp, write_camtrap_dp
+    from edge.export import choose_days, export_days, validate_camtrap_dp, write_camtrap_dp
     from edge.export.camtrap import package_files
 
     cfg = load_config(args.config)
-    days = resolve_days(
-        args.date, args.since, args.until, tz=cfg.site.timezone, day_starts_at=cfg.export.day_starts_at
-    )
     out = Path(args.out) if args.out else cfg.export_path
+    choice = choose_days(
+        cfg.database_path,
+        out,
+        cfg.device_id,
+        day=args.date,
+        since=args.since,
+        until=args.until,
+        pending=args.pending,
+        tz=cfg.site.timezone,
+        day_starts_at=cfg.export.day_starts_at,
+    )
+    if choice.note:
+        print(f"trapcam: {choice.note}", file=sys.stderr)
+    days = choice.days
+    if not days:
+        return 0
     for path in export_days(cfg.database_path, out, days, cfg.site, cfg.export, device_id=cfg.device_id):
         print(path)
     if args.camtrap_dp or args.validate:
@@ -300,8 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the daily CSV files (and a Camtrap DP package) for past days")
     p.add_argument("-c", "--config", required=True, help="YAML configuration file")
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--date", help="one day, YYYY-MM-DD (default: the last day that has ended)")
-    when.add_argument("--since", help="first day, YYYY-MM-DD (with --until: a range, inclusive)")
+    when.add_argument(
+        "--date",
+        help="one day, YYYY-MM-DD (default: the last finished day the trap watched, named on screen)",
+    )
+    when.add_argument(
+        "--since", help="first day, YYYY-MM-DD (with --until: a range, inclusive; unwatched days skipped)"
+    )
+    when.add_argument(
+        "--pending",
+        action="store_true",
+        help="every finished day with data not yet exported to the output folder (the daily timer's choice)",
+    )
     p.add_argument("--until", help="last day, YYYY-MM-DD (default: the last day that has ended)")
     p.add_argument("--out", help="output folder (default: export.directory, else <data_dir>/export)")
     p.add_argument("--camtrap-dp", action="store_true", help="also write a Camtrap DP 1.0 data package")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date, datetime, time, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -906,7 +908,10 @@ class ScheduleConfig(Section):
 class ExportConfig(Section):
     directory: Path | None = Field(None, description="default: <data_dir>/export")
     day_starts_at: str = Field(
-        "12:00", pattern=_HHMM, description="local time a 'day' file starts: 12:00 keeps a night in one file"
+        "12:00",
+        pattern=_HHMM,
+        description="local time a 'day' file starts: 12:00 keeps a night in one file; when not set and "
+        "every schedule window lies within a calendar day (a day camera), 00:00",
     )
 
 
@@ -954,6 +959,28 @@ class TrapConfig(Section):
         uses_sun = any(not w.start[0].isdigit() or not w.end[0].isdigit() for w in self.schedule.windows)
         if uses_sun and self.site.latitude is None:
             raise ValueError("site.latitude and site.longitude for schedule windows relative to the sun")
+        return self
+
+    @model_validator(mode="after")
+    def _day_follows_the_schedule(self) -> TrapConfig:
+        """A day camera's export day starts at midnight, a night trap's at noon (unless set).
+
+        The default 12:00 keeps a night in one file; for a camera whose every window lies within a
+        calendar day (a flower camera from 08:00 to 18:00, or sunrise to sunset) it cut each day at
+        noon and filed the morning under the day before.
+        """
+        if "day_starts_at" in self.export.model_fields_set or not self.schedule.windows:
+            return self
+        from edge.schedule import Schedule  # it reads this module's sections
+
+        schedule = Schedule(self.schedule, self.site)
+        zone = ZoneInfo(self.site.timezone)
+        for reference in (date(2026, 3, 20), date(2026, 6, 21), date(2026, 12, 21)):  # equinox, solstices
+            for day in (reference, reference + timedelta(days=1)):
+                midnight = datetime.combine(day, time(0), tzinfo=zone)
+                if schedule.is_active(midnight):
+                    return self  # a window runs across midnight: a night trap
+        self.export.day_starts_at = "00:00"
         return self
 
     def stored_json(self) -> str:

@@ -89,3 +89,25 @@ def test_several_errors_are_all_reported() -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("windows", "expected"),
+    [
+        ('[{start: "08:00", end: "18:00"}]', "00:00"),  # a day camera: the calendar day
+        ("[{start: sunrise, end: sunset}]", "00:00"),
+        ('[{start: "21:30", end: "05:00"}]', "12:00"),  # a night trap: one night, one file
+        ("[{start: sunset, end: sunrise}]", "12:00"),
+        ('[{start: "06:00", end: "09:00"}, {start: "20:00", end: "01:00"}]', "12:00"),  # one crosses midnight
+    ],
+)
+def test_the_export_day_follows_the_schedule_unless_set(windows: str, expected: str) -> None:
+    """A flower camera's 11:57 frames used to land in the previous day's file (days began at noon)."""
+    head = "source: {kind: synthetic}\nsite: {latitude: 52.5, longitude: 13.4, timezone: Europe/Berlin}\n"
+    cfg = parse_config(f"{head}schedule: {{windows: {windows}}}\n", "t.yaml")
+    assert cfg.export.day_starts_at == expected
+    explicit = parse_config(
+        f"{head}schedule: {{windows: {windows}}}\nexport: {{day_starts_at: '06:00'}}\n", "t.yaml"
+    )
+    assert explicit.export.day_starts_at == "06:00"
+    assert parse_config(head, "t.yaml").export.day_starts_at == "12:00"  # no schedule: a light trap's default

@@ -490,3 +490,48 @@ def test_cli_export_prints_the_files_it_wrote(
     assert main(["export", "-c", str(config), "--date", "2026-07-01"]) == 4
     err = capsys.readouterr().err
     assert "database not found" in err and err.count("\n") == 1
+
+
+def test_cli_export_writes_the_days_the_trap_watched_and_catches_up_missed_ones(
+    db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --date the export used to write 'yesterday': months after the data, two empty files
+    and exit 0. The data here was watched on 2026-06-30, 07-01 and 07-02 (noon-to-noon days)."""
+    data = tmp_path / "data"
+    shutil.copytree(db_path.parent, data)
+    config = tmp_path / "trap.yaml"
+    config.write_text(
+        f"device_id: trap-01\ndata_dir: {data}\nsource: {{kind: synthetic}}\n"
+        "site: {name: Meadow plot 3, latitude: 52.52, longitude: 13.4, timezone: Europe/Berlin}\n"
+    )
+    assert main(["export", "-c", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0] == (
+        "trapcam: exporting 2026-07-02, the last finished day the trap watched (--date for another)"
+    )
+    assert [Path(p).parent.name for p in out.split()] == ["2026-07-02", "2026-07-02"]
+
+    # a day it did not watch: one line naming the days with data, and no file
+    assert main(["export", "-c", str(config), "--date", "2026-08-01"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did not watch on 2026-08-01" in err
+    assert "days with data: 2026-06-30 .. 2026-07-02 (3 days)" in err
+    assert not (data / "export" / "2026-08-01").exists()
+    # in a range, the unwatched days are named and skipped
+    assert main(["export", "-c", str(config), "--since", "2026-07-02", "--until", "2026-07-04"]) == 0
+    out, err = capsys.readouterr()
+    assert "did not watch: 2026-07-03, 2026-07-04" in err and len(out.split()) == 2
+
+    # the daily timer: every finished day with data not yet exported, then nothing; a lost day again
+    pending = tmp_path / "pending"
+    assert main(["export", "-c", str(config), "--pending", "--out", str(pending)]) == 0
+    out, err = capsys.readouterr()
+    assert "exporting 2026-06-30 .. 2026-07-02 (3 days)" in err
+    assert sorted({Path(p).parent.name for p in out.split()}) == ["2026-06-30", "2026-07-01", "2026-07-02"]
+    assert main(["export", "-c", str(config), "--pending", "--out", str(pending)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "nothing to export" in err
+    (pending / "2026-07-01" / "counts_trap-01_2026-07-01.csv").unlink()
+    assert main(["export", "-c", str(config), "--pending", "--out", str(pending)]) == 0
+    out, err = capsys.readouterr()
+    assert {Path(p).parent.name for p in out.split()} == {"2026-07-01"}

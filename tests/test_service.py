@@ -51,7 +51,7 @@ def test_units_carry_this_config_and_this_environment(config: Path, tmp_path: Pa
     for hardening in ("User=trapcam", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes"):
         assert hardening in service
     export = units["trapcam-export.service"]
-    assert f"export --config {config} --camtrap-dp" in export
+    assert f"export --config {config} --camtrap-dp --pending" in export  # a missed day is caught up
     assert f"ReadWritePaths={tmp_path / 'data'} {tmp_path / 'exports'}" in export
     assert "OnCalendar=*-*-* 12:15 Europe/Berlin" in units["trapcam-export.timer"]
     assert not any("@" in line for text in units.values() for line in text.splitlines() if "=" in line)

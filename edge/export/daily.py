@@ -63,6 +63,8 @@ from edge.export.csvsafe import Num, atomic_write, fixed, integer, render_csv
 from edge.export.data import (
     SnapshotRecord,
     TrackRecord,
+    current_runs,
+    day_of,
     day_window,
     effort_seconds,
     last_ended_day,
@@ -74,6 +76,7 @@ from edge.export.data import (
     snapshot,
 )
 from edge.intervals import SIZE_CLASS
+from edge.store.schema import parse_utc
 
 UNSURE = "unsure"
 ALL = "all"
@@ -135,6 +138,104 @@ def resolve_days(
     if n > MAX_DAYS:
         raise ExportError(f"--since {first} --until {end}: {n} days; at most {MAX_DAYS} at once")
     return [first + timedelta(days=i) for i in range(n)]
+
+
+def watched_days(db_path: Path, tz: str, day_starts_at: str) -> list[date]:
+    """The export days on which the trap watched (a summary with effort), oldest first.
+
+    A summary interval that crosses a day boundary makes both days watched; superseded runs are left
+    out, as everywhere in the exports.
+    """
+    with snapshot(db_path) as conn:
+        rows = conn.execute(
+            f"SELECT start_utc, end_utc FROM summaries WHERE effort_s > 0 {current_runs(conn)}"
+        ).fetchall()
+    days: set[date] = set()
+    for start, end in rows:
+        first, last = parse_utc(str(start)), parse_utc(str(end)) - timedelta(microseconds=1)
+        days.add(day_of(first, tz, day_starts_at))
+        days.add(day_of(max(first, last), tz, day_starts_at))
+    return sorted(days)
+
+
+def describe_days(days: Sequence[date]) -> str:
+    """'2026-06-30 .. 2026-07-03 (4 days)', '2026-07-01', or 'none' for a message."""
+    if not days:
+        return "none"
+    if len(days) == 1:
+        return days[0].isoformat()
+    return f"{days[0]} .. {days[-1]} ({len(days)} days)"
+
+
+@dataclass(frozen=True)
+class DayChoice:
+    """The days an export writes and the line that says why those (for the first line on screen)."""
+
+    days: list[date]
+    note: str | None = None
+
+
+def choose_days(
+    db_path: Path,
+    out_dir: Path,
+    device_id: str,
+    *,
+    day: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    pending: bool = False,
+    tz: str = "UTC",
+    day_starts_at: str = "12:00",
+    now: datetime | None = None,
+) -> DayChoice:
+    """Which days `trapcam export` writes, decided by what the trap watched.
+
+    - `--date D`: D, or an ExportError naming the days with data when the trap did not watch on D
+      (an empty file would read as "no insects", which is absence data only with effort);
+    - `--since [--until]`: the watched days in that range (the others are named in the note);
+    - `--pending` (the daily timer): every finished, watched day whose counts file is not in
+      `out_dir` yet, so a day missed while the trap was off is caught up;
+    - nothing: the last finished day the trap watched (not simply yesterday: after a break it is
+      the last night with data, and it is named).
+    A day with effort and no insect is a valid export (zero counts and the effort).
+    """
+    last = last_ended_day(tz, day_starts_at, now)
+    watched = [d for d in watched_days(db_path, tz, day_starts_at) if d <= last]
+    have = f"days with data: {describe_days(watched)}"
+    if pending:
+        if day is not None or since is not None or until is not None:
+            raise ExportError("--pending chooses the days itself: leave out --date, --since and --until")
+        todo = [d for d in watched if not counts_path(out_dir, device_id, d).is_file()][-MAX_DAYS:]
+        if not todo:
+            return DayChoice([], f"nothing to export: every finished day with data is in {out_dir} ({have})")
+        return DayChoice(
+            todo, f"exporting {describe_days(todo)}: finished days with data not yet in {out_dir}"
+        )
+    if day is None and since is None:
+        if until is not None:
+            raise ExportError("--until needs --since")
+        if not watched:
+            raise ExportError(
+                f"{db_path}: the trap has not watched a whole day yet (no finished day with effort)"
+            )
+        return DayChoice(
+            [watched[-1]],
+            f"exporting {watched[-1]}, the last finished day the trap watched (--date for another)",
+        )
+    days = resolve_days(day, since, until, tz=tz, day_starts_at=day_starts_at, now=now)
+    seen = set(watched_days(db_path, tz, day_starts_at))
+    kept = [d for d in days if d in seen]
+    if not kept:
+        what = f"on {days[0]}" if len(days) == 1 else f"from {days[0]} to {days[-1]}"
+        raise ExportError(f"the trap did not watch {what} (no effort in the database); {have}")
+    skipped = [d for d in days if d not in seen]
+    note = f"not exported, the trap did not watch: {', '.join(map(str, skipped))}" if skipped else None
+    return DayChoice(kept, note)
+
+
+def counts_path(out_dir: Path, device_id: str, day: date) -> Path:
+    """Where a day's counts file is written (also how `--pending` knows a day is exported)."""
+    return Path(out_dir) / day.isoformat() / f"counts_{device_id}_{day.isoformat()}.csv"
 
 
 def local_iso(moment: datetime, zone: ZoneInfo) -> str:
@@ -276,13 +377,15 @@ def export_days(
             effort = effort_seconds(conn, start, end)
             snapshots = read_snapshots(conn, start, end)
             folder = out_dir / day.isoformat()
-            counts_path = folder / f"counts_{device}_{day.isoformat()}.csv"
+            counts_file = counts_path(out_dir, device, day)
             tracks_path = folder / f"tracks_{device}_{day.isoformat()}.csv"
-            atomic_write(counts_path, counts_csv(day, device, tracks, effort, zone, snapshots))
+            day_files = [counts_file, tracks_path]
             atomic_write(tracks_path, tracks_csv(tracks, zone))
-            written += [counts_path, tracks_path]
             if snapshots:
                 snapshots_path = folder / f"snapshots_{device}_{day.isoformat()}.csv"
                 atomic_write(snapshots_path, snapshots_csv(snapshots, zone))
-                written.append(snapshots_path)
+                day_files.append(snapshots_path)
+            # last: a day whose counts file exists is complete (`--pending` skips it)
+            atomic_write(counts_file, counts_csv(day, device, tracks, effort, zone, snapshots))
+            written += day_files
     return written
