@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from edge.errors import ConfigError
+from edge.schedule import Schedule
 
 # What a stored config holds in place of a secret (runs.config_json, and what migration 6 scrubs).
 SECRET_MARK = "(hidden)"
@@ -971,8 +972,6 @@ class TrapConfig(Section):
         """
         if "day_starts_at" in self.export.model_fields_set or not self.schedule.windows:
             return self
-        from edge.schedule import Schedule  # it reads this module's sections
-
         schedule = Schedule(self.schedule, self.site)
         zone = ZoneInfo(self.site.timezone)
         for reference in (date(2026, 3, 20), date(2026, 6, 21), date(2026, 12, 21)):  # equinox, solstices

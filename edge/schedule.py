@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import Literal
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
-from edge.config import ScheduleConfig, SiteConfig
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,6 +51,25 @@ _HORIZON = {"sunrise": -0.833, "sunset": -0.833, "dawn": -6.0, "dusk": -6.0}
 _SEARCH_DAYS = 400  # next_change looks this far ahead (a polar night lasts months) before giving up
 
 SunState = Literal["up", "down"]
+
+
+# What a schedule reads of the config (edge.config's WindowConfig, ScheduleConfig, SiteConfig): shapes,
+# not the module, because the config itself asks the schedule whether a window crosses midnight.
+class WindowShape(Protocol):
+    start: str
+    end: str
+
+
+class ScheduleShape(Protocol):
+    @property
+    def windows(self) -> Sequence[WindowShape]: ...
+
+
+class SiteShape(Protocol):
+    timezone: str
+    latitude: float | None
+    longitude: float | None
+    elevation_m: float | None
 
 
 @dataclass(frozen=True)
@@ -102,7 +120,7 @@ class _Polar:
 class Schedule:
     """Active windows of a trap: `is_active(now)` for the loop, `next_change` and `describe` for logs."""
 
-    def __init__(self, cfg: ScheduleConfig, site: SiteConfig) -> None:
+    def __init__(self, cfg: ScheduleShape, site: SiteShape) -> None:
         self.zone: tzinfo = ZoneInfo(site.timezone) if site.timezone != "UTC" else timezone.utc
         self.windows: list[tuple[Edge, Edge]] = []
         for i, window in enumerate(cfg.windows):
