@@ -45,16 +45,22 @@ def _source_override(text: str, cfg: Any) -> Any:
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
+    """The file, then what `run` would open (edge/preflight.py): one line each, or the first error."""
     from edge.config import load_config, timelapse_advice
+    from edge.preflight import preflight
 
-    cfg = load_config(args.config)
-    print(
-        f"{args.config}: ok (source: {cfg.source.kind}, detector: {cfg.detector.kind}, "
-        f"classifier: {cfg.classifier.model if cfg.classifier.enabled else 'off'})"
-    )
+    if (args.config is None) == (args.config_file is None):
+        raise ConfigError("validate-config: give the configuration file once, as CONFIG or --config CONFIG")
+    path = args.config or args.config_file
+    cfg = load_config(path)
+    print(f"{path}: the file is valid")
+    if not args.file_only:
+        for line in preflight(cfg):
+            print(f"{path}: {line}")
     advice = timelapse_advice(cfg)
     if advice:
-        print(f"{args.config}: note: {advice}")
+        print(f"{path}: note: {advice}")
+    print(f"{path}: ok")
     return 0
 
 
@@ -280,8 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate-config", help="check a configuration file without starting anything")
-    p.add_argument("config", help="YAML configuration file")
+    p = sub.add_parser(
+        "validate-config",
+        help="check a configuration file and open what `run` would (model, labels, replay folder)",
+    )
+    p.add_argument("config", nargs="?", help="YAML configuration file")
+    p.add_argument("-c", "--config", dest="config_file", help="the same, as every other command takes it")
+    p.add_argument(
+        "--file-only",
+        action="store_true",
+        help="check the file alone (a template whose model and folders are on another machine)",
+    )
     p.set_defaults(func=cmd_validate_config)
 
     p = sub.add_parser("synth", help="write a synthetic trap night (frames or video) with ground truth")

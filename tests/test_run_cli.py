@@ -71,10 +71,15 @@ def test_train_is_registered_from_the_desktop_package_and_reports_bad_input(tmp_
 
 
 def test_validate_config_accepts_the_examples_and_names_a_bad_key(tmp_path: Path) -> None:
-    for name in ("demo.yaml", "light-trap.yaml", "flower-camera.yaml"):
-        out = trapcam("validate-config", str(ROOT / "examples" / name))
+    out = trapcam("validate-config", "--config", str(ROOT / "examples" / "demo.yaml"))  # everything it opens
+    assert out.returncode == 0, out.stderr
+    assert "source: synthetic night" in out.stdout and "detector: static_screen ready" in out.stdout
+    for name in ("light-trap.yaml", "flower-camera.yaml"):  # templates: their model is on a trap
+        out = trapcam("validate-config", "--file-only", str(ROOT / "examples" / name))
         assert out.returncode == 0, out.stderr
-        assert ": ok" in out.stdout
+        assert out.stdout.rstrip().endswith(": ok")
+        out = trapcam("validate-config", str(ROOT / "examples" / name))
+        assert out.returncode == 2 and "/opt/trapcam/models/" in one_error_line(out.stderr)
     bad = write_config(tmp_path / "bad.yaml", "source:\n  kind: synthetic\n  frmes: 10\n")
     out = trapcam("validate-config", str(bad))
     assert out.returncode == 2
@@ -305,3 +310,41 @@ def test_only_the_known_runtime_notices_are_dropped(capfd: pytest.CaptureFixture
         os.write(2, f"{RUNTIME_NOTICES[0]}\n".encode())
         os.write(2, b"ERROR: something a user must see\n")
     assert capfd.readouterr().err == "ERROR: something a user must see\n"
+
+
+def test_validate_config_opens_what_run_would_open(tmp_path: Path) -> None:
+    """It said ok for a missing labels file, a truncated model and a missing folder; run then failed."""
+    from modelkit import third_party_model, write_plain
+
+    model = write_plain(tmp_path / "model", third_party_model())
+    frames = tmp_path / "frames"
+    (frames / "night-1").mkdir(parents=True)
+    cv2.imwrite(str(frames / "night-1" / "a.jpg"), np.full((40, 60, 3), 200, np.uint8))
+
+    def check(source: str, classifier: str = "") -> subprocess.CompletedProcess[str]:
+        text = f"data_dir: {tmp_path / 'data'}\nsource: {source}\n{classifier}"
+        return trapcam("validate-config", "--config", str(write_config(tmp_path / "c.yaml", text)))
+
+    classifier = f"classifier:\n  model: {model}\n  input_range: [-1, 1]\n"
+    # images in subfolders only: exit 2 (not the camera code 3) and the setting that finds them
+    out = check(f"{{kind: folder, path: {frames}}}", classifier)
+    line = one_error_line(out.stderr)
+    assert (
+        out.returncode == 2
+        and "1 match in its subfolders (e.g. night-1/a.jpg): set source.recursive: true" in line
+    )
+    out = check(f"{{kind: folder, path: {frames}, recursive: true}}", classifier)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "source: 1 image(s)" in out.stdout and "model.tflite loads on cpu: species (6 labels)" in out.stdout
+    )
+    out = check(f"{{kind: folder, path: {tmp_path / 'nowhere'}}}")
+    assert out.returncode == 2 and "nowhere: does not exist" in one_error_line(out.stderr)
+    # the labels file gone, then a truncated model
+    (model.parent / "labels.txt").rename(model.parent / "labels.bak")
+    out = check("{kind: synthetic}", classifier)
+    assert out.returncode == 2 and "label" in one_error_line(out.stderr).lower()
+    (model.parent / "labels.bak").rename(model.parent / "labels.txt")
+    model.write_bytes(model.read_bytes()[:2000])
+    out = check("{kind: synthetic}", classifier)
+    assert out.returncode == 2 and str(model) in one_error_line(out.stderr)

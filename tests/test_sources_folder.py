@@ -228,7 +228,7 @@ def test_missing_and_empty_folders_name_path_and_pattern(tmp_path: Path) -> None
     with pytest.raises(SourceError, match=r"going does not exist \(pattern '\*\.jpg'\)"):
         source.open()
     (tmp_path / "x.png").write_bytes(b"")
-    with pytest.raises(SourceError, match=r"no files match pattern '\*\.jpg' in image folder .*test_missing"):
+    with pytest.raises(ConfigError, match=r"test_missing\S*: no files match pattern '\*\.jpg' in it$"):
         FolderFrameSource(cfg(tmp_path)).open()
 
 

@@ -400,6 +400,11 @@ class Classifier:
     def levels(self) -> tuple[str, ...]:
         return tuple(h.spec.level for h in self._heads)
 
+    @property
+    def label_counts(self) -> dict[str, int]:
+        """Labels per head, by level (what `validate-config` reports of a model that loaded)."""
+        return {h.spec.level: len(h.spec.labels) for h in self._heads}
+
     def _fill(self, crop: np.ndarray) -> None:
         source = crop
         if self._swap:

@@ -229,13 +229,26 @@ class FolderFrameSource:
 
     # ------------------------------------------------------------ FrameSource
 
+    def require_files(self) -> list[Path]:
+        """The files to replay, or a ConfigError (exit 2: a replay with nothing to read is a wrong
+        config, not a camera for systemd to restart) that points at `source.recursive` when the
+        images sit in subfolders."""
+        files = self.list_files()
+        if files:
+            return files
+        where = "in or below" if self.cfg.recursive else "in"
+        hint = ""
+        if not self.cfg.recursive:
+            below = [p for p in sorted(self.cfg.path.rglob("*")) if p.is_file() and self._matches(p.name)]
+            if below:
+                example = below[0].relative_to(self.cfg.path).as_posix()
+                hint = f"; {len(below)} match in its subfolders (e.g. {example}): set source.recursive: true"
+        raise ConfigError(
+            f"source.path {self.cfg.path}: no files match pattern {self.cfg.pattern!r} {where} it{hint}"
+        )
+
     def open(self) -> None:
-        self.files = self.list_files()
-        if not self.files:
-            where = "in or below" if self.cfg.recursive else "in"
-            raise SourceError(
-                f"no files match pattern {self.cfg.pattern!r} {where} image folder {self.cfg.path}"
-            )
+        self.files = self.require_files()
         self._position = self._index = 0
         self.skipped_frames = self._skip_processed()
         log.info("replaying %d images from %s", len(self.files) - self.skipped_frames, self.cfg.path)
