@@ -786,8 +786,18 @@ class MqttTlsConfig(Section):
 
 
 class HomeAssistantConfig(Section):
+    """Home Assistant discovery: a sensor for today's total always, and one per taxon for a few taxa."""
+
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
+    taxa: list[str] = Field(
+        default_factory=list,
+        description="labels that get a 'today' sensor each; default: every label of a model with at most "
+        "64, else the top_taxa labels counted most so far",
+    )
+    top_taxa: int = Field(
+        10, ge=0, le=64, description="with a larger model and no taxa listed: sensors for this many taxa"
+    )
 
 
 class MqttConfig(Section):

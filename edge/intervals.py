@@ -179,6 +179,7 @@ class SummaryRow:
             "max_insects": None if self.max_insects is None else int(self.max_insects),
             "counts": {level: dict(sorted(labels.items())) for level, labels in sorted(self.counts.items())},
             "today": dict(sorted(today.items())),
+            "today_total": int(sum(today.values())),  # what a dashboard shows first, whatever the model
         }
 
 

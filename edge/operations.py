@@ -17,6 +17,7 @@ the same summaries as the live one); health and retention run on the wall clock.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from edge.mqtt import (
     Discovery,
     Outbox,
     Publisher,
+    SensorTaxa,
     discovery,
     event_message,
     health_message,
@@ -48,9 +50,6 @@ from edge.watchdog import Notifier
 
 log = logging.getLogger("trapcam.ops")
 
-# Home Assistant gets one "today" sensor per label of the finest level only while that stays a
-# dashboard, not a phone book (the iNaturalist model has 10,000 species).
-MAX_DISCOVERY_TAXA = 64
 OUTBOX_COMPACT_INTERVAL_S = 600.0
 # An interval's summary waits this long at most for its tracks to finish (time-lapse tracks are
 # never lost by elapsed time, only after missed snapshots).
@@ -117,6 +116,7 @@ class FieldOps:
         self.notifier = notifier or Notifier()
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
+        self.sensor_taxa: SensorTaxa | None = None  # with MQTT: the taxa with a Home Assistant sensor
         self._state_before_stop: tuple[str, str | None] | None = None
         self._inference_ms: deque[float] = deque(maxlen=512)
         self._last_health = -float("inf")
@@ -132,16 +132,19 @@ class FieldOps:
             log.warning("could not read today's earlier counts: %s", exc)
         if cfg.mqtt.enabled:
             self.outbox = Outbox(db, cfg.mqtt)
-            taxa = list(taxa)
-            if len(taxa) > MAX_DISCOVERY_TAXA:
+            ha = cfg.mqtt.homeassistant
+            self.sensor_taxa = SensorTaxa(ha.taxa, list(taxa), ha.top_taxa)
+            if self.sensor_taxa.by_count:
+                self._seed_sensor_taxa()
                 log.info(
-                    "home assistant: %d labels are too many for one sensor each; only health sensors",
+                    "home assistant: %d labels are too many for a sensor each: the total, and the %d taxa "
+                    "counted most so far (mqtt.homeassistant.taxa lists your own)",
                     len(taxa),
+                    ha.top_taxa,
                 )
-                taxa = []
 
             def discovery_plan() -> Discovery:
-                return discovery(cfg.mqtt, cfg.device_id, __version__, model_name, taxa)
+                return discovery(cfg.mqtt, cfg.device_id, __version__, model_name, self.sensor_taxa.chosen())
 
             self._publish_recovered_tracks()
             self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.outbox, discovery=discovery_plan)
@@ -191,9 +194,31 @@ class FieldOps:
     def on_inference(self, ms_per_crop: float) -> None:
         self._inference_ms.append(ms_per_crop)
 
+    def _seed_sensor_taxa(self) -> None:
+        """The labels counted so far (all runs), so the top taxa survive a restart."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT label, COUNT(*) FROM tracks WHERE status = 'ended' AND label IS NOT NULL "
+                "GROUP BY label"
+            )
+            return {str(label): int(n) for label, n in rows}
+
+        try:
+            self.sensor_taxa.seed(self.db.run_sync(read))
+        except Exception as exc:  # a dashboard must never stop the trap
+            log.warning("could not read the labels counted so far: %s", exc)
+
+    def _count_for_sensors(self, row: TrackRow) -> None:
+        """A counted track's label may bring a taxon into the dashboard's top ones: announce it."""
+        if self.sensor_taxa is not None and self.sensor_taxa.add(row.label) and self.publisher is not None:
+            self.publisher.rediscover()
+
     def on_track_finished(self, row: TrackRow) -> None:
         """A finished, counted track: summary counts, and its message queued right after its row."""
         self.summarizer.on_track_finished(row)
+        if row.status == "ended":
+            self._count_for_sensors(row)
         if self.outbox is not None and row.status == "ended":
             # track_message takes the row's fields (lineage_json as a mapping or JSON text)
             self.outbox.enqueue(track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, asdict(row)))
@@ -204,6 +229,8 @@ class FieldOps:
         unless that run counted it, and published again as the next revision (same track_id)."""
         if not counted_before:
             self.summarizer.on_track_finished(row)
+            if row.status == "ended":
+                self._count_for_sensors(row)
         if self.outbox is not None:  # also when it is no count now: the revision says counted false
             message = track_message(self.cfg.mqtt.topic_prefix, self.cfg.device_id, asdict(row), revision)
             self.outbox.enqueue(message)

@@ -278,6 +278,7 @@ def test_replay_gives_identical_summaries_and_they_store_once(tmp_path: Path) ->
     payload = first[0].to_payload({"Noctua pronuba": 2})
     assert json.loads(json.dumps(payload)) == payload
     assert payload["today"] == {"Noctua pronuba": 2} and payload["start"].endswith("Z")
+    assert payload["today_total"] == 2
 
 
 def test_today_counts_reset_at_local_midnight() -> None:

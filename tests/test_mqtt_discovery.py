@@ -20,7 +20,7 @@ from mqtt_broker import Broker, Subscriber, read_retained, wait_until
 from edge.config import HomeAssistantConfig, MqttConfig
 from edge.errors import MqttError
 from edge.mqtt import Outbox, Publisher, discovery, discovery_messages, health_message, summary_message
-from edge.mqtt.discovery import HEALTH_SENSORS
+from edge.mqtt.discovery import HEALTH_SENSORS, SensorTaxa
 from edge.store.db import Database
 
 DEVICE = "trap-ha"
@@ -76,8 +76,12 @@ def test_discovery_is_one_device_config_field_by_field() -> None:
     assert p["availability_topic"] == STATUS
     assert p["availability_template"] == "{{ value_json.state }}"
     assert (p["payload_available"], p["payload_not_available"], p["qos"]) == ("online", "offline", 1)
-    assert {"id", "device_id", "ts"} <= p.keys()
-    assert len(p["components"]) == len(EXPECTED_HEALTH) + len(TAXA)
+    assert p["device_id"] == DEVICE and "id" not in p and "ts" not in p  # the same bytes at every connect
+    assert (
+        m.payload_json()
+        == discovery_messages(cfg_for(), DEVICE, "0.3.1", "inat-mobilenet-v2", TAXA)[0].payload_json()
+    )
+    assert len(p["components"]) == len(EXPECTED_HEALTH) + 1 + len(TAXA)  # health, the total, each taxon
     for key, c in p["components"].items():
         assert c["platform"] == "sensor" and "object_id" not in c
         assert c["unique_id"] == f"trapcam_{DEVICE}_{key}"  # unchanged from the per-sensor configs
@@ -94,7 +98,7 @@ def test_discovery_is_one_device_config_field_by_field() -> None:
         assert c.get("device_class") == device_class
         assert c["state_class"] == "measurement"
     today = [c for c in configs.values() if c["state_topic"] == SUMMARY]
-    assert [c["name"] for c in today] == [f"{t} today" for t in TAXA]
+    assert [c["name"] for c in today] == ["Insects today", *[f"{t} today" for t in TAXA]]
     for c in today:
         assert c["state_class"] == "total_increasing"  # resets to 0 each day: HA starts a new cycle
         assert "unit_of_measurement" not in c and "device_class" not in c
@@ -121,7 +125,8 @@ def test_discovery_defaults_prefix_and_the_legacy_topics_it_clears() -> None:
 
 def test_templates_read_the_payloads_the_builders_make() -> None:
     configs = components(discovery_messages(cfg_for(), DEVICE, "1", None, TAXA))
-    summary = summary_message("trapcam", DEVICE, {"today": {"Aglais io": 7, "Noctua  pronuba": 2}}).payload
+    today = {"Aglais io": 7, "Noctua  pronuba": 2}
+    summary = summary_message("trapcam", DEVICE, {"today": today, "today_total": 9}).payload
     health = health_message(
         "trapcam",
         DEVICE,
@@ -138,6 +143,7 @@ def test_templates_read_the_payloads_the_builders_make() -> None:
         for c in configs.values()
     }
     assert values["Aglais io today"] == "7"
+    assert values["Insects today"] == "9"
     assert values["Noctua pronuba today"] == "0"  # not seen today: 0, not an error
     assert values["Noctua  pronuba today"] == "2"
     assert values["Frame rate"] == "4.5"
@@ -182,11 +188,8 @@ def test_discovery_and_status_are_retained_on_the_broker_and_match_what_is_publi
             m.topic for m in expected
         )  # the legacy one is gone
         got = {m.topic: m.payload for m in retained}
-        for m in expected:  # the same config, apart from the per-message id and time
-            strip = {"id", "ts"}
-            assert {k: v for k, v in got[m.topic].items() if k not in strip} == {
-                k: v for k, v in m.payload.items() if k not in strip
-            }
+        for m in expected:  # the same config, to the byte
+            assert got[m.topic] == m.payload
         got = {c["unique_id"]: c for p in got.values() for c in p["components"].values()}
         status = read_retained(broker, STATUS)
         assert [s.payload["state"] for s in status] == ["online"]
@@ -231,6 +234,51 @@ def test_home_assistant_disabled_publishes_no_discovery(tmp_path: Path, db: Data
         assert wait_until(lambda: publisher.state == "connected")
         assert read_retained(broker, STATUS)[0].payload["state"] == "online"
         assert read_retained(broker, "homeassistant/#", timeout=0.5) == []
+    finally:
+        publisher.stop()
+        broker.stop()
+
+
+def test_sensor_taxa_listed_all_of_a_small_model_or_the_top_counted_of_a_large_one() -> None:
+    """The iNaturalist model's 1,022 labels gave Home Assistant no count sensor at all."""
+    big = [f"Species {i}" for i in range(1022)]
+    assert SensorTaxa(["Aglais io"], big, 10).chosen() == ["Aglais io"]
+    assert SensorTaxa([], TAXA, 10).chosen() == list(TAXA)
+    top = SensorTaxa([], big, 2)
+    assert top.by_count and top.chosen() == []
+    top.seed({"Species 5": 3, "Species 9": 1, "background": 50, "unsure": 20})  # no taxon named: no sensor
+    assert top.chosen() == ["Species 5", "Species 9"]
+    assert top.add("Species 9") is False  # 3 and 2: the same two
+    assert top.add("Species 7") is False  # 1: not in
+    assert top.add("Species 7") is True  # 2, level with Species 9: the name decides, so the set is stable
+    assert top.chosen() == ["Species 5", "Species 7"]
+    assert top.add(None) is False and top.add("unsure") is False
+
+
+def test_rediscover_sends_the_changed_config_while_connected(tmp_path: Path, db: Database) -> None:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    cfg = cfg_for(broker)
+    taxa: list[str] = []
+    publisher = Publisher(
+        cfg, DEVICE, Outbox(db, cfg), discovery=lambda: discovery(cfg, DEVICE, "1", None, taxa)
+    )
+    try:
+        publisher.start()
+        assert wait_until(lambda: publisher.state == "connected")
+        (first,) = read_retained(broker, "homeassistant/#", expect=1)
+        assert (
+            "today_total" in first.payload["components"]
+            and "today_aglais_io" not in first.payload["components"]
+        )
+        taxa.append("Aglais io")  # a taxon entered the top counted ones
+        publisher.rediscover()
+
+        def announced() -> bool:
+            retained = read_retained(broker, "homeassistant/#", expect=1, timeout=0.5)
+            return bool(retained) and "today_aglais_io" in retained[0].payload["components"]
+
+        assert wait_until(announced, timeout=10)
     finally:
         publisher.stop()
         broker.stop()

@@ -6,7 +6,7 @@ retained status with a last will), `discovery` describes the trap to Home Assist
 """
 
 from edge.mqtt.credentials import redact, resolve_password
-from edge.mqtt.discovery import Discovery, discovery, discovery_messages
+from edge.mqtt.discovery import Discovery, SensorTaxa, discovery, discovery_messages
 from edge.mqtt.messages import (
     Message,
     event_message,
@@ -26,6 +26,7 @@ __all__ = [
     "Outbox",
     "OutboxRow",
     "Publisher",
+    "SensorTaxa",
     "discovery",
     "discovery_messages",
     "event_message",

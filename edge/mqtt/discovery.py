@@ -23,16 +23,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edge.classify.types import names_a_taxon
 from edge.config import MqttConfig
 from edge.errors import MqttError
 from edge.mqtt.messages import Message, new_id, topic
-from edge.store.schema import utc_iso, utc_now
 
+# Home Assistant gets one "today" sensor per label only while that stays a dashboard, not a phone
+# book (the iNaturalist model has 1,022 species): see SensorTaxa.
+MAX_DISCOVERY_TAXA = 64
 MANUFACTURER = "trapcam"
+TOTAL_KEY = "today_total"  # the sensor every trap has: all insects counted today
 DEFAULT_MODEL = "insect camera trap"
 
 
@@ -91,6 +96,57 @@ class Discovery:
     messages: list[Message]
 
 
+class SensorTaxa:
+    """Which taxa get a "today" sensor in Home Assistant.
+
+    The ones the user lists (`mqtt.homeassistant.taxa`); else every label of a model with at most
+    MAX_DISCOVERY_TAXA (a dashboard, not a phone book); else, for a model like the iNaturalist one
+    (1,022 labels), the `top_taxa` labels counted most so far, which change as the season goes on.
+    The total has its own sensor always (`TOTAL_KEY`).
+    """
+
+    def __init__(self, listed: Sequence[str], model_taxa: Sequence[str], top: int) -> None:
+        self.fixed: list[str] | None = None
+        if listed:
+            self.fixed = list(dict.fromkeys(listed))
+        elif len(model_taxa) <= MAX_DISCOVERY_TAXA:
+            self.fixed = list(dict.fromkeys(model_taxa))
+        self.top = top
+        self.counts: Counter[str] = Counter()
+        self._chosen = self._choose()
+
+    @property
+    def by_count(self) -> bool:
+        """Whether the sensors follow the counts (no list, a large model)."""
+        return self.fixed is None
+
+    def seed(self, counts: Mapping[str, int]) -> None:
+        """Counts from before this run (the database), so a restart keeps the same sensors."""
+        for label, n in counts.items():
+            if names_a_taxon(label):
+                self.counts[label] += int(n)
+        self._chosen = self._choose()
+
+    def add(self, label: str | None) -> bool:
+        """A finished track's label; True when the chosen taxa changed (discovery must be sent again)."""
+        if self.fixed is not None or not names_a_taxon(label):
+            return False
+        assert label is not None
+        self.counts[label] += 1
+        chosen = self._choose()
+        changed, self._chosen = chosen != self._chosen, chosen
+        return changed
+
+    def chosen(self) -> list[str]:
+        return list(self._chosen)
+
+    def _choose(self) -> list[str]:
+        if self.fixed is not None:
+            return self.fixed
+        ranked = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
+        return sorted(label for label, _ in ranked[: self.top])  # sorted: a stable config
+
+
 def _check_prefix(cfg: MqttConfig) -> str:
     prefix = cfg.homeassistant.discovery_prefix
     if not prefix or any(c in prefix for c in "#+"):
@@ -120,7 +176,7 @@ def discovery(
 ) -> Discovery:
     """The legacy topics to clear, then the device config (see `Discovery`)."""
     prefix = _check_prefix(cfg)
-    keys = [s.key for s in HEALTH_SENSORS] + list(_sensor_keys(taxa).values())
+    keys = [s.key for s in HEALTH_SENSORS] + list(_sensor_keys(taxa).values())  # what earlier versions had
     return Discovery(
         [legacy_topic(prefix, device_id, k) for k in keys],
         discovery_messages(cfg, device_id, software_version, model_name, taxa),
@@ -157,6 +213,16 @@ def discovery_messages(
         if sensor.device_class is not None:
             component["device_class"] = sensor.device_class
         components[sensor.key] = component
+    components[TOTAL_KEY] = {
+        "platform": "sensor",
+        "name": "Insects today",
+        "unique_id": f"trapcam_{device_id}_{TOTAL_KEY}",
+        "default_entity_id": f"sensor.{entity_base}_{TOTAL_KEY}",
+        "state_topic": summary_topic,
+        "value_template": "{{ value_json.today_total | default(0) }}",
+        "state_class": "total_increasing",
+        "icon": "mdi:bug",
+    }
     for taxon, key in _sensor_keys(taxa).items():
         components[key] = {
             "platform": "sensor",
@@ -168,11 +234,10 @@ def discovery_messages(
             "state_class": "total_increasing",
             "icon": "mdi:bug",
         }
-    msg_id = new_id(device_id, "discovery")
+    # No message id or time stamp in the payload: the same config is the same bytes at every connect,
+    # so Home Assistant does not process an unchanged device again.
     payload = {
-        "id": msg_id,
         "device_id": device_id,
-        "ts": utc_iso(utc_now()),
         "device": {
             "identifiers": [f"trapcam_{device_id}"],
             "name": f"trapcam {device_id}",
@@ -188,4 +253,5 @@ def discovery_messages(
         "qos": 1,
         "components": components,
     }
+    msg_id = new_id(device_id, "discovery")  # the outbox's own id, never published
     return [Message(msg_id, "discovery", discovery_topic(prefix, device_id), payload, 1, True)]

@@ -73,6 +73,7 @@ class Publisher:
         self._wake_pending = False
         self._stop_deadline = 0.0
         self._woken = True  # the first connect looks at the outbox anyway
+        self._rediscover = False  # set by rediscover(): the discovery config is sent again
 
         self.connects = 0
         self.reconnects = 0
@@ -256,6 +257,8 @@ class Publisher:
                 self._error("disconnected", f"MQTT broker {self._where} did not answer CONNECT in time")
                 return "net"
             if connected:
+                if self._rediscover and announced:
+                    self._announce(client, clear=False)
                 self._fill(client)
             if not self._step(client, _POLL_S):
                 return self._lost_connection(announced)
@@ -271,21 +274,33 @@ class Publisher:
         log.info("MQTT connected to %s as %s", self._where, self._client_id)
         online = status_message(self.cfg.topic_prefix, self.device_id, True)
         client.publish(online.topic, online.payload_json(), qos=1, retain=True)
-        if self._discovery is not None:
-            try:
-                plan = self._discovery()
-                for legacy in plan.clear:  # an empty retained payload removes an old config
-                    client.publish(legacy, b"", qos=1, retain=True)
-                for message in plan.messages:
-                    client.publish(
-                        message.topic, message.payload_json(), qos=message.qos, retain=message.retain
-                    )
-            except Exception as exc:
-                self._warn(f"Home Assistant discovery messages could not be made: {exc}")
+        self._announce(client, clear=True)
         # Acknowledgements of the last connection may still sit in the writer's queue: commit them,
         # so the replay below does not send those rows again.
         self.outbox.db.flush(timeout=5.0)
         self._woken = True
+
+    def _announce(self, client: mqtt.Client, clear: bool) -> None:
+        """Publish the Home Assistant discovery config (retained); at a session's start, first clear
+        the per-sensor configs earlier versions retained."""
+        self._rediscover = False
+        if self._discovery is None:
+            return
+        try:
+            plan = self._discovery()
+            if clear:
+                for legacy in plan.clear:  # an empty retained payload removes an old config
+                    client.publish(legacy, b"", qos=1, retain=True)
+            for message in plan.messages:
+                client.publish(message.topic, message.payload_json(), qos=message.qos, retain=message.retain)
+        except Exception as exc:
+            self._warn(f"Home Assistant discovery messages could not be made: {exc}")
+
+    def rediscover(self) -> None:
+        """The sensors changed (a taxon entered the top counted ones): send the discovery config again
+        while connected (at the next connect anyway). Safe from any thread."""
+        self._rediscover = True
+        self.wake()
 
     def _refused(self, reason: Any) -> str:
         name = reason.getName() if hasattr(reason, "getName") else str(reason)
