@@ -46,6 +46,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from edge.classify.types import names_a_taxon
 from edge.config import SummaryConfig
 from edge.errors import StorageError
 from edge.store.db import Database
@@ -81,6 +82,8 @@ def _from_us(us: int) -> datetime:
 def track_lineage(track: TrackRow | Mapping[str, Any]) -> dict[str, str]:
     """The track's {level: label} at its level and above; {} when the vote abstained everywhere.
 
+    A label that names no taxon (a third-party model's `background`) is left out: DESIGN.md counts
+    such a track as `unsure`, not as a taxon called "background".
     Accepts a TrackRow or a database row (mapping with lineage_json, level, label). Rows written
     before lineage existed fall back to their own level and label.
     """
@@ -100,7 +103,7 @@ def track_lineage(track: TrackRow | Mapping[str, Any]) -> dict[str, str]:
         lineage = {str(k): str(v) for k, v in raw.items() if v is not None}
     if not lineage and level and label:
         lineage = {level: label}
-    return lineage
+    return {lv: lab for lv, lab in lineage.items() if names_a_taxon(lab)}
 
 
 def level_counts(insects: Iterable[tuple[Mapping[str, str], str | None]]) -> dict[str, dict[str, int]]:
@@ -272,7 +275,7 @@ class IntervalSummarizer:
         slot.changed = True
         self._where[tid] = start
         self._see(last)
-        self._count_today(tid, self._local_day(last), track.label or UNSURE)
+        self._count_today(tid, self._local_day(last), track.label if names_a_taxon(track.label) else UNSURE)
 
     def provisional(self) -> list[SummaryRow]:
         """The open intervals that changed since the last call, as rows ending at the latest frame
@@ -339,7 +342,7 @@ class IntervalSummarizer:
         ).fetchall()
         bucket = self._today.setdefault(day, {})
         for label, n in rows:
-            key = label or UNSURE
+            key = label if names_a_taxon(label) else UNSURE
             bucket[key] = bucket.get(key, 0) + int(n)
         self._see(_to_us(now))
 

@@ -394,7 +394,10 @@ def test_camtrap_dp_package_is_valid_and_idempotent(db_path: Path, tmp_path: Pat
     by_event = {int(o["eventID"]): o for o in observations}
     assert by_event[1]["scientificName"] == "Noctua pronuba" and by_event[1]["observationType"] == "animal"
     assert by_event[1]["classifiedBy"] == "moths-v2" and by_event[1]["classificationProbability"] == "0.9000"
-    assert by_event[7]["observationType"] == "unclassified" and by_event[7]["scientificName"] == ""
+    # unsure: an insect the model answered without a confident level (DESIGN.md: `animal`, no name;
+    # `unclassified` means "not classified yet")
+    assert by_event[7]["observationType"] == "animal" and by_event[7]["scientificName"] == ""
+    assert by_event[7]["classificationMethod"] == ""
     # body size in the tags: mm where known, its class; nothing where the track has none
     assert by_event[1]["observationTags"].endswith("|hits:6|size_class:large|length_mm:14.40")
     assert "size_class" not in by_event[5]["observationTags"]
@@ -535,3 +538,30 @@ def test_cli_export_writes_the_days_the_trap_watched_and_catches_up_missed_ones(
     assert main(["export", "-c", str(config), "--pending", "--out", str(pending)]) == 0
     out, err = capsys.readouterr()
     assert {Path(p).parent.name for p in out.split()} == {"2026-07-01"}
+
+
+def test_a_third_party_background_answer_is_unsure_in_the_csv_and_unknown_in_camtrap_dp(
+    tmp_path: Path,
+) -> None:
+    """The iNaturalist model's `background` became a taxon called "background" in the daily CSV and an
+    `animal` observation with scientificName background. DESIGN.md's table: counted, as `unsure`; in
+    Camtrap DP `unknown` (what the model said, "cannot say what was recorded")."""
+    tracks = {
+        1: (1, "2026-07-01T20:00:00", "ended", "species", lep("Noctua pronuba"), 0.9),
+        2: (1, "2026-07-01T20:10:00", "ended", "species", {"species": "background"}, 0.8),
+        3: (1, "2026-07-01T20:20:00", "ended", None, None, None),
+    }
+    db = Database(tmp_path / "trapcam.db")
+    fill_db(db, RunInfo("trap-01", "0.1.0", run_config(SITE), "synthetic"), tracks, SUMMARIES, runs=1)
+    db.flush()
+    db.close()
+    counts_file, _ = export_days(tmp_path / "trapcam.db", tmp_path / "out", [D], SITE, EXPORT)
+    counts = counts_of(counts_file)
+    assert counts[("unsure", "unsure")]["count"] == "2" and counts[("all", "all")]["count"] == "3"
+    assert not any(taxon == "background" for _, taxon in counts)
+    pkg = write_camtrap_dp(tmp_path / "trapcam.db", tmp_path / "out", [D], SITE, EXPORT, "trap-01")
+    assert validate_camtrap_dp(pkg) == []
+    by_event = {int(o["eventID"]): o for o in read_csv(pkg / "observations.csv")}
+    assert [by_event[i]["observationType"] for i in (1, 2, 3)] == ["animal", "unknown", "animal"]
+    assert [by_event[i]["scientificName"] for i in (1, 2, 3)] == ["Noctua pronuba", "", ""]
+    assert by_event[2]["classificationMethod"] == "machine" and by_event[3]["classificationMethod"] == ""

@@ -13,7 +13,8 @@ What the package says, and why:
   track id, eventStart/eventEnd its first and last sighting, count 1, scientificName the
   deepest label of the vote, classificationMethod "machine", classifiedBy the model name,
   classificationProbability the vote's confidence. A track whose vote abstained everywhere is
-  observationType "unclassified" without a name. The whole lineage goes to observationTags
+  `animal` without a name, a third-party model's `background` answer `unknown` (DESIGN.md's table;
+  `unclassified` would mean "not classified yet"). The whole lineage goes to observationTags
   (`level:species|order:Lepidoptera|family:Noctuidae|hits:12|size_class:large|length_mm:21.30`,
   `length_px` where the camera's scale is not configured) and the package's `taxonomic`
   list (taxonRank where the level is a Camtrap DP rank).
@@ -49,7 +50,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edge.classify.types import names_a_taxon
+from edge.classify.types import BACKGROUND, names_a_taxon
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ExportError
 from edge.export.csvsafe import Num, atomic_write, fixed, integer, render_csv
@@ -193,8 +194,9 @@ def _snapshot_rows(
             continue  # gone from disk without retention's mark: no media, so no media-level observation
         media_rows.append(row)
         groups: dict[str | None, list[Any]] = {}
-        for insect in m.insects:
-            groups.setdefault(insect.label if names_a_taxon(insect.label) else None, []).append(insect)
+        for insect in m.insects:  # a taxon, `background` (what the model said), or None (no answer)
+            key = insect.label if names_a_taxon(insect.label) or insect.label == BACKGROUND else None
+            groups.setdefault(key, []).append(insect)
         base = {
             "deploymentID": dep.deployment_id,
             "mediaID": media_id,
@@ -206,19 +208,21 @@ def _snapshot_rows(
             obs_rows.append(
                 _row(obs_cols, {**base, "observationID": f"{media_id}-0", "observationType": "blank"})
             )
-        named = sorted(k for k in groups if k is not None)
-        for n, label in enumerate([*named, *([None] if None in groups else [])], start=1):
+        named = sorted(k for k in groups if names_a_taxon(k))
+        rest = [k for k in (BACKGROUND, None) if k in groups]
+        for n, label in enumerate([*named, *rest], start=1):
             insects = groups[label]
+            name = label if names_a_taxon(label) else None
             scores = [i.score for i in insects if i.score is not None]
-            mean = min(1.0, max(0.0, sum(scores) / len(scores))) if scores and label else None
+            mean = min(1.0, max(0.0, sum(scores) / len(scores))) if scores and name else None
             obs_rows.append(
                 _row(
                     obs_cols,
                     {
                         **base,
                         "observationID": f"{media_id}-{n}",
-                        "observationType": "animal" if label else "unclassified",
-                        "scientificName": label,
+                        "observationType": observation_type(label),
+                        "scientificName": name,
                         "count": integer(len(insects)),
                         "classificationMethod": "machine" if label else None,
                         "classifiedBy": (dep.run.model_name or "trapcam") if label else None,
@@ -228,6 +232,14 @@ def _snapshot_rows(
                 )
             )
     return media_rows, obs_rows
+
+
+def observation_type(label: str | None) -> str:
+    """Camtrap DP observationType of a counted insect, as DESIGN.md's table says: `animal` for a named
+    taxon and for an unsure answer (an insect; no level confident), `unknown` for a third-party model's
+    `background` (the spec's "cannot say what was recorded"). Never `unclassified`, which means "not
+    classified yet": every counted track was."""
+    return "unknown" if label == BACKGROUND else "animal"
 
 
 def _media_row(
@@ -332,6 +344,7 @@ def write_camtrap_dp(
         elif t.length_px is not None:
             tags.append(f"length_px:{t.length_px:.0f}")
         score = None if t.unsure or t.score is None else min(1.0, max(0.0, t.score))
+        answerless = t.unsure and not t.background  # the vote abstained: no method to name
         observation_rows.append(
             _row(
                 obs_cols,
@@ -342,11 +355,11 @@ def write_camtrap_dp(
                     "eventStart": _ts(t.first),
                     "eventEnd": _ts(t.last),
                     "observationLevel": "event",
-                    "observationType": "unclassified" if t.unsure else "animal",
+                    "observationType": observation_type(t.label),
                     "scientificName": None if t.unsure else t.label,
                     "count": integer(1),
-                    "classificationMethod": None if t.unsure else "machine",
-                    "classifiedBy": None if t.unsure else (dep.run.model_name or "trapcam"),
+                    "classificationMethod": None if answerless else "machine",
+                    "classifiedBy": None if answerless else (dep.run.model_name or "trapcam"),
                     "classificationProbability": fixed(score, 4),
                     "observationTags": "|".join(tags),
                 },

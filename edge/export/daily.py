@@ -141,14 +141,17 @@ def resolve_days(
 
 
 def watched_days(db_path: Path, tz: str, day_starts_at: str) -> list[date]:
-    """The export days on which the trap watched (a summary with effort), oldest first.
+    """The export days on which the trap watched (a summary with effort or a processed frame), oldest
+    first. Frames count without effort too: snapshots hours apart are no watched time, yet the trap
+    looked and counted.
 
     A summary interval that crosses a day boundary makes both days watched; superseded runs are left
     out, as everywhere in the exports.
     """
     with snapshot(db_path) as conn:
         rows = conn.execute(
-            f"SELECT start_utc, end_utc FROM summaries WHERE effort_s > 0 {current_runs(conn)}"
+            "SELECT start_utc, end_utc FROM summaries WHERE (effort_s > 0 OR frames_processed > 0) "
+            f"{current_runs(conn)}"
         ).fetchall()
     days: set[date] = set()
     for start, end in rows:
@@ -216,7 +219,7 @@ def choose_days(
             raise ExportError("--until needs --since")
         if not watched:
             raise ExportError(
-                f"{db_path}: the trap has not watched a whole day yet (no finished day with effort)"
+                f"{db_path}: the trap has not watched a finished day yet (no frame before today)"
             )
         return DayChoice(
             [watched[-1]],
@@ -227,7 +230,7 @@ def choose_days(
     kept = [d for d in days if d in seen]
     if not kept:
         what = f"on {days[0]}" if len(days) == 1 else f"from {days[0]} to {days[-1]}"
-        raise ExportError(f"the trap did not watch {what} (no effort in the database); {have}")
+        raise ExportError(f"the trap did not watch {what} (no frame or effort in the database); {have}")
     skipped = [d for d in days if d not in seen]
     note = f"not exported, the trap did not watch: {', '.join(map(str, skipped))}" if skipped else None
     return DayChoice(kept, note)

@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.classify.taxonomy import RANKS
+from edge.classify.types import BACKGROUND
 from edge.errors import ExportError, StorageError
 from edge.intervals import track_lineage
 from edge.store.db import connect_reader
@@ -100,7 +101,14 @@ class TrackRecord:
 
     @property
     def unsure(self) -> bool:
+        """No taxon named at any level (the vote abstained, or the model said `background`)."""
         return not self.lineage
+
+    @property
+    def background(self) -> bool:
+        """A third-party model's `background` answer: counted as unsure, but it is what the model said
+        (Camtrap DP `unknown`), not an abstention (`animal` without a name)."""
+        return self.label == BACKGROUND
 
 
 @dataclass(frozen=True)
