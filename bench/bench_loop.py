@@ -584,7 +584,7 @@ def measure_startup(config: Path, work: Path, runs: int = 2) -> dict[str, Any]:
         logs = _log_times(done.stderr)
         if "frame1" not in logs:
             raise BenchError("`python -m edge run --max-frames 1` logged no stats line: cannot time frame 1")
-        match = re.search(r"first frame after ([0-9.]+) s", done.stdout)
+        match = re.search(r"\(([0-9.]+) s after the run began\)", done.stdout)
         reported = float(match.group(1)) if match else float("nan")
         timings.append(
             {

@@ -38,6 +38,7 @@ from edge.errors import SourceError, StorageError
 from edge.frames import Frame
 from edge.intervals import counts_json, level_counts
 from edge.operations import FieldOps
+from edge.proc import process_age_s
 from edge.restart import carried_tracks, describe, forget, processed_before, supersede
 from edge.retention import make_room_to_open
 from edge.sheet import CarriedBackground, LampOnSheet
@@ -86,7 +87,8 @@ class RunResult:
     noise_tracks: int = 0  # tracks discarded before they confirmed (fewer than confirm_hits detections)
     longest_gap_s: float = 0.0  # the longest time between two processed frames
     exit_reason: str = "completed"
-    first_frame_s: float | None = None
+    first_frame_s: float | None = None  # from run()
+    first_frame_process_s: float | None = None  # from the process's start (imports, model load included)
     elapsed_s: float = 0.0
     # Per frame: [(track_id, box)] for evaluation against ground truth.
     track_boxes: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
@@ -338,6 +340,7 @@ class Pipeline:
                     continue
                 if result.first_frame_s is None:
                     result.first_frame_s = time.monotonic() - started
+                    result.first_frame_process_s = process_age_s()
                 frame, detections = item
                 size = (frame.image.shape[1], frame.image.shape[0])
                 if size != checked_size:  # a mask for another camera must stop the run, not go quiet
@@ -802,8 +805,8 @@ class Pipeline:
                     "dropped": capture.dropped_frames,
                     "corrupt": capture.corrupt_frames,
                     "camera": capture.state,
-                    "track_ms": frame_t.mean_ms(),  # main thread: crop, classify, track, store
-                    "detect_ms": detect_t.mean_ms(),
+                    "main_ms_per_frame": frame_t.mean_ms(),  # main thread: crop, classify, track, store
+                    "detect_ms_per_frame": detect_t.mean_ms(),  # capture thread
                     "classify_ms_per_crop": classify_t.mean_ms(),
                     "active_tracks": len(self.tracker.active_tracks()),
                     "confirmed_total": len(result.finished_tracks),

@@ -46,7 +46,12 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
         f"detections {result.detections}"
     )
     if result.first_frame_s is not None:
-        print(f"  first frame after {result.first_frame_s:.2f} s")
+        since = (
+            f"{result.first_frame_process_s:.2f} s after the process started ("
+            if result.first_frame_process_s is not None
+            else "("
+        )
+        print(f"  first frame {since}{result.first_frame_s:.2f} s after the run began)")
     if result.inactive_frames:
         print(f"  outside the schedule's windows: {result.inactive_frames} frames not looked at")
     if result.skipped_frames:

@@ -257,6 +257,7 @@ def test_sigterm_stops_gracefully_and_ends_open_tracks(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert "SIGTERM" in stderr
     assert "stats" in stderr and "fps=" in stderr and "queue=" in stderr  # the periodic structured log
+    assert "main_ms_per_frame=" in stderr and "detect_ms_per_frame=" in stderr  # names that say what
     runs = query(db, "SELECT exit_reason, ended_utc IS NOT NULL FROM runs")
     assert runs == [("stopped", 1)]
     # Every open track was ended (confirmed) or discarded (tentative) and written.
@@ -348,3 +349,18 @@ def test_validate_config_opens_what_run_would_open(tmp_path: Path) -> None:
     model.write_bytes(model.read_bytes()[:2000])
     out = check("{kind: synthetic}", classifier)
     assert out.returncode == 2 and str(model) in one_error_line(out.stderr)
+
+
+def test_the_first_frame_is_timed_from_the_process_start(tmp_path: Path) -> None:
+    """The run summary said "first frame after 0.04 s", from run(): imports and the model load were hidden."""
+    from edge.proc import process_age_s
+
+    age = process_age_s()
+    assert age is not None and 0.0 <= age < 3600  # this test process: started minutes ago at most
+    config = write_config(tmp_path / "c.yaml", synthetic_yaml(tmp_path / "data"))
+    out = trapcam("run", "--config", str(config), "--max-frames", "2")
+    assert out.returncode == 0, out.stderr
+    (line,) = [x for x in out.stdout.splitlines() if "first frame" in x]
+    process_s = float(line.split("first frame ")[1].split(" s after the process")[0])
+    run_s = float(line.split("(")[1].split(" s after the run began")[0])
+    assert process_s > run_s  # the interpreter and the imports came first
