@@ -156,12 +156,28 @@ def test_doctor_cli_reports_the_tools_on_its_path_and_a_cpu_config_exits_0(
         command, capture_output=True, text=True, timeout=120, cwd=ROOT, env=os.environ | {"PATH": str(empty)}
     )
     assert text.returncode == 0, text.stdout + text.stderr
-    # no camera lister and no nvidia-smi on PATH: each line says what it looked for
-    assert table_row(text.stdout, "libcamera") == (
+    # a CPU classifier on a replayed night needs no camera, Coral or GPU: one line per such section,
+    # not 13 "missing" lines for accelerators nobody configured
+    assert "libcamera" not in text.stdout and "nvidia-smi" not in text.stdout
+    assert (
+        sum(line.startswith("  -  ") for line in text.stdout.splitlines()) == 3
+        and "classifier backend cpu: 5 readings (0 found)" in text.stdout
+    )
+    assert "not used by this config: Cameras, Coral, GPU" in text.stdout
+    # without --config: the hardware survey, each line saying what it looked for
+    survey = subprocess.run(
+        command[:4],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=os.environ | {"PATH": str(empty)},
+    )
+    assert table_row(survey.stdout, "libcamera") == (
         "missing",
         "rpicam-hello/libcamera-hello not installed (Raspberry Pi OS: rpicam-apps)",
     )
-    assert table_row(text.stdout, "nvidia-smi") == ("missing", "nvidia-smi not found")
+    assert table_row(survey.stdout, "nvidia-smi") == ("missing", "nvidia-smi not found")
     # the table: section headers, one status word per line, and the verdict last
     assert "\nCameras\n" in text.stdout and "\nBenchmark\n" in text.stdout
     assert text.stdout.rstrip().splitlines()[-1].startswith("verdict: would run")

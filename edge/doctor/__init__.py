@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.config import TrapConfig
+from edge.config import OpenCVSource, Picamera2Source, TrapConfig
 from edge.doctor.env import CommandResult, DoctorEnv, VideoProbe, probe_video_opencv, run_command
 from edge.doctor.hardware import CORAL_USB_IDS, Findings, check_cameras, check_coral, check_gpu
 from edge.doctor.report import STATUSES, Check, DoctorReport, Status
 from edge.doctor.system import check_packages, check_system
 from edge.doctor.trap import benchmark_backends, check_config
 from edge.health import SystemProbes
+from edge.sources.opencv_source import OpenCVFrameSource
 
 
 def run_doctor(
@@ -56,7 +57,24 @@ def run_doctor(
     else:
         backend = next((c.detail for c in checks if c.section == "Config" and c.name == "backend"), None)
         verdict = "would run" + (f": {backend}" if backend else " (classifier off)")
-    return DoctorReport(checks, str(config_path) if config_path else None, not failures, verdict)
+    unused = _unused_sections(cfg, checks) if cfg is not None else {}
+    return DoctorReport(checks, str(config_path) if config_path else None, not failures, verdict, unused)
+
+
+def _unused_sections(cfg: TrapConfig, checks: list[Check]) -> dict[str, str]:
+    """Hardware sections the config does not need, with why (only where nothing in them failed)."""
+    backend = cfg.classifier.backend if cfg.classifier.enabled else None
+    source = cfg.source
+    live_camera = isinstance(source, Picamera2Source) or (
+        isinstance(source, OpenCVSource) and not OpenCVFrameSource(source).is_file
+    )
+    why = {
+        "Cameras": None if live_camera else f"source {source.kind}",
+        "Coral": None if backend == "edgetpu" else f"classifier backend {backend or 'off'}",
+        "GPU": None if backend == "tensorrt" else f"classifier backend {backend or 'off'}",
+    }
+    failed = {c.section for c in checks if c.status in ("fail", "warning")}
+    return {section: text for section, text in why.items() if text is not None and section not in failed}
 
 
 __all__ = [

@@ -33,6 +33,9 @@ class DoctorReport:
     config: str | None
     would_run: bool
     verdict: str
+    # section -> why the config does not use it: the table shows such a section as one line (a CPU
+    # trap on a synthetic night is not "missing" a Coral, a GPU and a camera); --json keeps every check
+    unused: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -51,6 +54,7 @@ class DoctorReport:
             "would_run": self.would_run,
             "verdict": self.verdict,
             "exit_code": self.exit_code,
+            "unused_sections": dict(self.unused),
             "checks": [asdict(c) for c in self.checks],
         }
 
@@ -62,13 +66,27 @@ class DoctorReport:
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
         ]
         section = None
+        shown: list[Check] = []
         for check in self.checks:
             if check.section != section:
                 section = check.section
                 lines.append(f"\n{section}")
+                if section in self.unused:
+                    hidden = [c for c in self.checks if c.section == section]
+                    found = sum(c.status == "ok" for c in hidden)
+                    lines.append(
+                        f"  {'-':<8} {'not used':<{width}}  {self.unused[section]}: {len(hidden)} readings "
+                        f"({found} found) not shown; `trapcam doctor` without --config lists them"
+                    )
+            if check.section in self.unused:
+                continue
+            shown.append(check)
             lines.append(f"  {check.status:<8} {check.name:<{width}}  {check.detail}")
-        counts = {s: sum(c.status == s for c in self.checks) for s in STATUSES}
+        counts = {s: sum(c.status == s for c in shown) for s in STATUSES}
         lines.append("")
-        lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+        if self.unused:
+            summary += f"; not used by this config: {', '.join(self.unused)}"
+        lines.append(summary)
         lines.append(f"verdict: {self.verdict}")
         return "\n".join(lines)
