@@ -33,7 +33,7 @@ from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
 from edge.detect.factory import make_detector
 from edge.detect.mask import check_mask
-from edge.detect.static_screen import StaticScreenDetector
+from edge.detect.static_screen import SCREEN_TEXTURE_MAX, StaticScreenDetector
 from edge.errors import SourceError, StorageError
 from edge.frames import Frame
 from edge.intervals import counts_json, level_counts
@@ -219,6 +219,7 @@ class Pipeline:
         next_track_id, self._next_detection_id = self.db.next_ids()
         self.tracker = Tracker(cfg.tracker, taxonomy=taxonomy, first_track_id=next_track_id)
         self._spacing_said = False
+        self._scene_said = False
         self._frame_insects = 0
         if self.tracker.timelapse and not (self.classifier is not None and self.classifier.has_embedding):
             log.warning(
@@ -301,8 +302,10 @@ class Pipeline:
             t0 = time.perf_counter()
             detections = self.detector.detect(frame.image)
             detect_t.add(time.perf_counter() - t0)
-            if carry is not None and static is not None:
-                self._keep_background(static, carry, frame.timestamp)
+            if static is not None:
+                self._check_scene(static, ops)
+                if carry is not None:
+                    self._keep_background(static, carry, frame.timestamp)
             return frame, detections
 
         capture = CaptureThread(self.source, self.cfg.source, prepare=detect)
@@ -478,6 +481,22 @@ class Pipeline:
                 "from this first frame (an insect sitting still in it may count again when it moves)",
                 carry.image_path,
                 refused,
+            )
+
+    def _check_scene(self, static: StaticScreenDetector, ops: FieldOps) -> None:
+        """Once: a static_screen detector looking at a natural scene says so, in the log and in health."""
+        if self._scene_said or static.texture is None:
+            return
+        self._scene_said = True
+        if static.texture > SCREEN_TEXTURE_MAX:
+            ops.extra_flags.append("scene-not-a-screen")
+            log.warning(
+                "detector.kind static_screen: this scene is textured like a natural background (median "
+                "local contrast %.1f; a lit sheet or a board is below %.0f): every leaf or petal that moves "
+                "will be taken for an insect. For flowers, grass or other natural scenes set "
+                "detector.kind: motion",
+                static.texture,
+                SCREEN_TEXTURE_MAX,
             )
 
     @staticmethod
