@@ -213,7 +213,7 @@ class Pipeline:
         )
         self.crop_size = self.classifier.input_size[0] if self.classifier else DEFAULT_CROP_SIZE
         # a full disk must not keep the database from opening (edge/store/reserve.py)
-        reserve = Reserve(cfg.data_dir, cfg.storage.reserve_mb)
+        reserve = self.reserve = Reserve(cfg.data_dir, cfg.storage.reserve_mb)
         make_room_to_open(cfg.data_dir, cfg.crops_path, reserve, self.ops_options.get("free_bytes"))
         self.db = Database.from_config(cfg, reserve=reserve)  # every storage setting, not a hand-picked few
         next_track_id, self._next_detection_id = self.db.next_ids()
@@ -499,15 +499,18 @@ class Pipeline:
                 SCREEN_TEXTURE_MAX,
             )
 
-    @staticmethod
     def _keep_background(
-        static: StaticScreenDetector, carry: CarriedBackground, moment: datetime, final: bool = False
+        self, static: StaticScreenDetector, carry: CarriedBackground, moment: datetime, final: bool = False
     ) -> None:
         """Save the detector's background for a restart when it changed, drifted long enough, or at a stop.
 
-        Only a background of its own (no sheet reference): with one, a restart reads that again.
+        Only a background of its own (no sheet reference): with one, a restart reads that again. Only
+        while the disk reserve is whole and the disk not full: like crops, it waits until retention has
+        made room (the space goes to the rows and the reserve first).
         """
         if static.background is None or static.sheet is not None:
+            return
+        if self.db.disk_full.is_set() or self.reserve.held < self.reserve.size:
             return
         if final or carry.due(static.background_version, moment):
             carry.save(static.background, static.background_version, moment)

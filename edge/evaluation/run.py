@@ -243,8 +243,11 @@ def isolated_config(cfg: TrapConfig, out_dir: Path) -> TrapConfig:
     """`cfg` made safe to evaluate with: it must not touch the trap's own data.
 
     Database `<out_dir>/evaluate.db`, no crops saved (crops_dir `<out_dir>/crops`), MQTT off,
-    the light relay not switched. Detector, classifier, tracker and the schedule's windows stay
-    as configured (frames outside the windows are not looked at, as on the trap).
+    the light relay not switched, and data_dir `<out_dir>` (the disk reserve, a kept detector
+    background, a lamp-on sheet go there, never into the trap's folder); TensorRT engines are still
+    read from (and cached in) the trap's engine folder, so an evaluation on a Jetson does not rebuild
+    them. Detector, classifier, tracker and the schedule's windows stay as configured (frames outside
+    the windows are not looked at, as on the trap).
     """
     from pydantic import ValidationError
 
@@ -254,8 +257,13 @@ def isolated_config(cfg: TrapConfig, out_dir: Path) -> TrapConfig:
     storage = cfg.storage.model_copy(
         update={"database": out_dir / "evaluate.db", "crops_dir": out_dir / "crops", "save_crops": False}
     )
+    classifier = cfg.classifier
+    if classifier.backend == "tensorrt" and classifier.engine_cache_dir is None:
+        classifier = classifier.model_copy(update={"engine_cache_dir": cfg.data_dir / "engines"})
     changed = cfg.model_copy(
         update={
+            "data_dir": out_dir,
+            "classifier": classifier,
             "storage": storage,
             "mqtt": cfg.mqtt.model_copy(update={"enabled": False}),
             "schedule": cfg.schedule.model_copy(update={"light": None}),
