@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from edge.config import TrapConfig
-from edge.errors import ConfigError
+from edge.errors import ConfigError, ExportError
+from edge.export.csvsafe import atomic_write
 from edge.export.data import day_of
 from edge.schedule import Schedule
 
@@ -79,15 +80,12 @@ class LampOnSheet:
                 when,
             )
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
             if not ok:
-                raise OSError("JPEG encoding failed")
-            tmp.write_bytes(buf.tobytes())
-            tmp.replace(path)
-        except OSError as exc:  # tonight still starts from it; only a restart would lack it
+                raise ExportError("JPEG encoding failed")
+            atomic_write(path, buf.tobytes())
+        except ExportError as exc:  # tonight still starts from it; only a restart would lack it
             log.warning(
                 "%s: cannot store the night's empty sheet (%s); a restart tonight will lack it", path, exc
             )
@@ -187,13 +185,10 @@ class CarriedBackground:
         ok, buf = cv2.imencode(".png", np.clip(background + 0.5, 0, 255).astype(np.uint8))
         try:
             if not ok:
-                raise OSError("PNG encoding failed")
-            self.image_path.parent.mkdir(parents=True, exist_ok=True)
-            for path, data in ((self.image_path, buf.tobytes()), (self.info_path, json.dumps(info).encode())):
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_bytes(data)
-                tmp.replace(path)
-        except OSError as exc:
+                raise ExportError("PNG encoding failed")
+            atomic_write(self.image_path, buf.tobytes())
+            atomic_write(self.info_path, json.dumps(info).encode())
+        except ExportError as exc:
             if not self._failed:
                 log.warning(
                     "%s: cannot keep the detector's background for a restart (%s); a restart tonight "

@@ -452,9 +452,8 @@ def test_camtrap_dp_needs_coordinates(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-def test_cli_export_prints_the_files_it_wrote(
-    db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def cli_trap(db_path: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """(data folder, config file) of a trap holding a copy of the module's database, for the CLI."""
     data = tmp_path / "data"
     shutil.copytree(db_path.parent, data)
     config = tmp_path / "trap.yaml"
@@ -462,6 +461,13 @@ def test_cli_export_prints_the_files_it_wrote(
         f"device_id: trap-01\ndata_dir: {data}\nsource: {{kind: synthetic}}\n"
         "site: {name: Meadow plot 3, latitude: 52.52, longitude: 13.4, timezone: Europe/Berlin}\n"
     )
+    return data, config
+
+
+def test_cli_export_prints_the_files_it_wrote(
+    db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, config = cli_trap(db_path, tmp_path)
     assert main(["export", "-c", str(config), "--date", "2026-07-01", "--camtrap-dp", "--validate"]) == 0
     printed = capsys.readouterr().out.split()
     pkg = data / "export" / "camtrap-dp_trap-01_2026-07-01"
@@ -500,13 +506,7 @@ def test_cli_export_writes_the_days_the_trap_watched_and_catches_up_missed_ones(
 ) -> None:
     """Without --date the export used to write 'yesterday': months after the data, two empty files
     and exit 0. The data here was watched on 2026-06-30, 07-01 and 07-02 (noon-to-noon days)."""
-    data = tmp_path / "data"
-    shutil.copytree(db_path.parent, data)
-    config = tmp_path / "trap.yaml"
-    config.write_text(
-        f"device_id: trap-01\ndata_dir: {data}\nsource: {{kind: synthetic}}\n"
-        "site: {name: Meadow plot 3, latitude: 52.52, longitude: 13.4, timezone: Europe/Berlin}\n"
-    )
+    data, config = cli_trap(db_path, tmp_path)
     assert main(["export", "-c", str(config)]) == 0
     out, err = capsys.readouterr()
     assert err.splitlines()[0] == (

@@ -203,7 +203,8 @@ def choose_days(
     A day with effort and no insect is a valid export (zero counts and the effort).
     """
     last = last_ended_day(tz, day_starts_at, now)
-    watched = [d for d in watched_days(db_path, tz, day_starts_at) if d <= last]
+    every_day = watched_days(db_path, tz, day_starts_at)
+    watched = [d for d in every_day if d <= last]
     have = f"days with data: {describe_days(watched)}"
     if pending:
         if day is not None or since is not None or until is not None:
@@ -226,7 +227,7 @@ def choose_days(
             f"exporting {watched[-1]}, the last finished day the trap watched (--date for another)",
         )
     days = resolve_days(day, since, until, tz=tz, day_starts_at=day_starts_at, now=now)
-    seen = set(watched_days(db_path, tz, day_starts_at))
+    seen = set(every_day)
     kept = [d for d in days if d in seen]
     if not kept:
         what = f"on {days[0]}" if len(days) == 1 else f"from {days[0]} to {days[-1]}"
