@@ -177,14 +177,22 @@ def test_the_writer_flags_a_full_database_and_a_stop_does_not_wait_for_room(tmp_
     )
     run_id = db.start_run(RunInfo(device_id="d", software_version="t", config_json="{}", source="s"))
     blob = "x" * 2000
-    for _ in range(200):
-        db.submit("INSERT INTO counters (name, value) VALUES (?, ?)", (f"{uuid.uuid4()}{blob}", run_id))
-        if db.disk_full.is_set():
-            break
+
+    def produce() -> None:
+        """A producer that may fill the queue before the writer meets the cap and then waits."""
+        for _ in range(200):
+            db.submit("INSERT INTO counters (name, value) VALUES (?, ?)", (f"{uuid.uuid4()}{blob}", run_id))
+            if db.disk_full.is_set():
+                break
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
     assert db.disk_full.wait(10), "the cap was never reached"
     assert reserve.held == 0  # given up at the first "disk full"
     assert db.failing
     db.stop_waiting()
+    producer.join(5.0)
+    assert not producer.is_alive(), "a producer waiting for room was not released by stop_waiting"
     started = time.monotonic()
     for _ in range(100):  # beyond the queue's bound: queued, not waited for
         db.submit("INSERT INTO counters (name, value) VALUES (?, ?)", (f"{uuid.uuid4()}", run_id))
