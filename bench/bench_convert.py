@@ -9,7 +9,7 @@ same test crop every call, interpreters built by `edge.classify.interpreter.make
 and the test-split accuracy per level and top-1 agreement with Keras, taken from the bundle's
 model.json `validation` figures that `convert_run` computed on the edge runtime.
 
-Without --run, the tiny run of tests/test_convert.py (4 synthetic species, 64 px, MobileNetV2
+Without --run, a tiny MobileNetV2 run (4 synthetic species, 64 px, MobileNetV2
 alpha 0.35 from scratch, 60 epochs) is trained first into a temporary folder (about a minute).
 """
 
@@ -36,12 +36,12 @@ from train.presets import synthetic_run_config
 VARIANTS = ("float32", "float16", "dynamic", "int8")
 THREADS = (1, 2)
 WARMUP = 20
-# The species of tests/test_convert.py's tiny run (train.presets: converges in about a minute)
+# The species of the tiny run (train.presets: converges in about a minute)
 SPECIES = ["Noctua pronuba", "Autographa gamma", "Pterostichus melanarius", "Coccinella septempunctata"]
 
 
 def train_tiny_run(work: Path) -> tuple[Path, float]:
-    """Train tests/test_convert.py's tiny run into work/run; (run folder, seconds it took)."""
+    """Train the tiny MobileNetV2 run into work/run; (run folder, seconds it took)."""
     from train.config import load_train_config
     from train.run import train
 
@@ -150,7 +150,7 @@ def _bench(run_arg: Path | None, repeats: int, work: Path) -> int:
 
     if run_arg is None:
         run_dir, train_s = train_tiny_run(work)
-        origin = f"tiny test run (tests/test_convert.py's config) trained now in {train_s:.0f} s"
+        origin = f"tiny MobileNetV2 run trained now in {train_s:.0f} s"
     else:
         run_dir, origin = run_arg, str(run_arg)
 

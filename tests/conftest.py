@@ -103,3 +103,56 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
         return cache[config]
 
     return get
+
+
+# ---------------------------------------------------------------- the demo, run once per session
+
+# A shorter night than the demo's default (10 minutes, 8 insect visits): the night does not change
+# the model, and the model is trained at the demo's own default settings.
+DEMO_NIGHT = ["--frames", "120", "--insects", "8"]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`trapcam demo` once per session, in a process of its own as a newcomer runs it, with a broker.
+
+    About three minutes on two cores, nearly all of it the demo's training. tests/test_demo.py judges
+    what it printed and wrote; tests/test_convert.py converts its trained run again with every variant
+    (the demo's model holds convert's default bar, so the convert tests are held to it too), so the
+    suite trains this model once instead of training a second one of its own.
+    """
+    import subprocess
+    import sys
+
+    from helpers import query
+    from mqtt_broker import Broker, Subscriber, wait_until
+
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "demo"
+    repo = Path(__file__).resolve().parents[1]
+    with Broker(root / "broker") as broker, Subscriber(broker, ["trapcam/demo-trap/#"]) as sub:
+        address = f"{broker.host}:{broker.port}"
+        done = subprocess.run(
+            [sys.executable, "-m", "edge", "demo", "--out", str(out), "--broker", address, *DEMO_NIGHT],
+            capture_output=True,
+            text=True,
+            cwd=repo,
+            timeout=1400,
+        )
+        if done.returncode != 0:
+            pytest.fail(
+                f"trapcam demo exited {done.returncode}; its output ended:\n"
+                f"{done.stdout[-4000:]}\n{done.stderr[-3000:]}"
+            )
+        db = out / "trap" / "trapcam.db"
+        ended = {r[0] for r in query(db, "SELECT track_id FROM tracks WHERE status = 'ended'")}
+        wait_until(lambda: {m.payload["track_id"] for m in sub.snapshot("trapcam/demo-trap/track")} >= ended)
+        published = [m.payload for m in sub.snapshot("trapcam/demo-trap/track")]
+    return {
+        "code": done.returncode,
+        "out": out,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "db": db,
+        "published": published,
+    }

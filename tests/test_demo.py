@@ -12,15 +12,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import query
-from mqtt_broker import Broker, Subscriber, wait_until
 
 from convert.edgetpu import edgetpu_report
 from demo.options import DemoError, DemoOptions, broker_address
@@ -32,49 +29,15 @@ from edge.export import validate_camtrap_dp
 from edge.synth.species import SPECIES
 
 ROOT = Path(__file__).resolve().parents[1]
-# The demo's own training and int8 bar, and a shorter night (10 minutes, 8 insect visits).
-SIZES = ["--frames", "120", "--insects", "8"]
 # What the int8 model must keep at every level, with margin over the bar of 0.99 (issue: the demo
 # failed on another CPU at 0.981 when its model had none).
 MARGIN_AGREEMENT = 0.995
 # Native log lines that must not reach a newcomer's screen (they go to OUT/native.log).
 NOISE = ("oneDNN", "absl", "I0000", "cpu_feature_guard", "XNNPACK", "fully_quantize", "TF_ENABLE_ONEDNN")
 
-# The module's first test also pays for the demo's run (about 3 minutes on two cores).
+# The demo runs once per session (tests/conftest.py `demo_run`, about 3 minutes on two cores); the
+# module's first test pays for it unless the convert tests already did.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run the demo once (about three minutes) with a broker; the tests below read what it left."""
-    root = tmp_path_factory.mktemp("demo")
-    out = root / "demo"
-    with Broker(root / "broker") as broker, Subscriber(broker, ["trapcam/demo-trap/#"]) as sub:
-        broker_address = f"{broker.host}:{broker.port}"
-        done = subprocess.run(
-            [sys.executable, "-m", "edge", "demo", "--out", str(out), "--broker", broker_address, *SIZES],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=1400,
-        )
-        code = done.returncode
-        if code != 0:
-            pytest.fail(
-                f"trapcam demo exited {code}; its output ended:\n{done.stdout[-4000:]}\n{done.stderr[-3000:]}"
-            )
-        db = out / "trap" / "trapcam.db"
-        ended = {r[0] for r in query(db, "SELECT track_id FROM tracks WHERE status = 'ended'")}
-        wait_until(lambda: {m.payload["track_id"] for m in sub.snapshot("trapcam/demo-trap/track")} >= ended)
-        tracks_published = [m.payload for m in sub.snapshot("trapcam/demo-trap/track")]
-    return {
-        "code": code,
-        "out": out,
-        "stdout": done.stdout,
-        "stderr": done.stderr,
-        "db": db,
-        "published": tracks_published,
-    }
 
 
 def _files(stdout: str) -> dict[str, Path]:

@@ -35,9 +35,9 @@ SPECIES = [
 
 
 def _train(config: Path) -> subprocess.CompletedProcess[str]:
-    # oneDNN off and (in the config) pinned threads: the same model on every x86 CPU, so what this
-    # test sees here is what it sees on a newcomer's machine (train/reproducible.py).
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")
+    # `deterministic: true` in the config: the command itself turns oneDNN off before TensorFlow loads
+    # and pins the threads, so this test sees what a newcomer's machine sees (train/reproducible.py).
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     return subprocess.run(
         [sys.executable, "-m", "edge", "train", "--config", str(config)],
         capture_output=True,
@@ -160,6 +160,8 @@ def test_run_folder_holds_what_convert_needs(run: tuple[Path, Path, str]) -> Non
     assert meta["levels"] == ["order", "family", "species"]
     assert sorted(meta["labels"]["species"]) == sorted(SPECIES)
     assert meta["input"] == {"height": SIZE, "width": SIZE, "colour_order": "RGB", "range": [0, 255]}
+    # what made the model reproducible is in force and on record (before: oneDNN stayed on)
+    assert meta["numerics"] == {"onednn": "0", "op_determinism": True, "threads": 2}
     thresholds = json.loads((run_dir / "thresholds.json").read_text())["levels"]
     report = json.loads((run_dir / "report.json").read_text())
     for level in meta["levels"]:

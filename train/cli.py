@@ -30,6 +30,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from train.config import load_train_config
 
     cfg = load_train_config(args.config)  # a bad file fails before Keras and TensorFlow load
+    if cfg.training.deterministic:
+        from train.reproducible import pin_numerics_environment
+
+        pin_numerics_environment()  # read once, when TensorFlow loads: before train.run imports it
     if not args.verbose:
         quiet_environment()
         divert_native_stderr(cfg.run_dir / "native.log")

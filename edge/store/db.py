@@ -851,9 +851,9 @@ class Database:
                 self.write_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 full = is_disk_full(exc, self.path)
-                if full and not self.disk_full.is_set():
-                    self.disk_full.set()  # the loop pauses crops and runs retention now
                 released = self.reserve.release() if full and self.reserve is not None else 0
+                if full and not self.disk_full.is_set():
+                    self.disk_full.set()  # after the release: whoever sees the flag sees the reserve gone
                 log.log(
                     logging.ERROR if failures == 1 or failures % 20 == 0 else logging.DEBUG,
                     "%s: write failed (%d rows kept, retry %d in %.1f s): %s",
