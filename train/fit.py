@@ -32,6 +32,7 @@ from typing import Any
 import keras
 
 from edge.errors import TrapcamError
+from train.allocator import keep_freed_memory
 from train.config import StageConfig, TrainConfig, TrainingConfig
 from train.model import BuiltModel, compile_for_stage, freeze_backbone, unfreeze
 
@@ -434,6 +435,7 @@ def fit_two_stage(
     """
     if val_batches is None:
         raise FitError("fit_two_stage needs validation batches: checkpoints and early stopping use val_loss")
+    keep_freed_memory()  # a third of the CPU time went to faulting freed pages in again (allocator.py)
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     backup_root = run_dir / "backup"
