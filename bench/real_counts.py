@@ -8,6 +8,7 @@ trap found, which it counted twice, which it missed, and how many tracks match n
 
     python -m bench.real_counts --shared ../shared
     python -m bench.real_counts --shared ../shared --iou 0.3 --out /tmp/real   # keep the reports
+    python -m bench.real_counts --shared ../shared --set flower-pi               # one set
 
 The frames are never copied into the repository; a missing ../shared is one line and exit 2.
 """
@@ -210,14 +211,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared", default=str(REPO.parent / "shared"), help="the shared folder (../shared)")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU a box needs to match an annotation")
     parser.add_argument("--out", help="keep the reports and databases here (default: a temporary folder)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        choices=[real.name for real in SETS],
+        help="only this set (repeatable; default: all)",
+    )
     args = parser.parse_args(argv)
+    chosen = [real for real in SETS if not args.set or real.name in args.set]
     shared = Path(args.shared).expanduser().resolve()
     try:
         if not shared.is_dir():
             raise BenchError(f"--shared {shared}: not a folder; expected the shared folder with data/")
         with tempfile.TemporaryDirectory(prefix="trapcam-real-") as tmp:
             out = Path(args.out) if args.out else Path(tmp)
-            for real in SETS:
+            for real in chosen:
                 print("\n".join(run_set(real, shared, out, args.iou, keep=bool(args.out))), flush=True)
     except BenchError as exc:
         print(f"real_counts: {exc}", file=sys.stderr)

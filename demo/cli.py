@@ -10,6 +10,7 @@ from pathlib import Path
 from demo.options import DemoOptions
 from edge.errors import TrapcamError
 from edge.native_log import diverted_to, quiet_environment
+from train.allocator import keep_freed_memory
 from train.reproducible import pin_numerics_environment
 
 
@@ -76,8 +77,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"trapcam demo trains and converts a model and needs {', '.join(missing)}: "
             "pip install 'trapcam[demo]'"
         )
-    # Before TensorFlow loads: the same float kernels on every x86 CPU, and no C++ start-up chatter.
+    # Before TensorFlow loads: the same float kernels on every x86 CPU, no C++ start-up chatter, and
+    # freed memory kept rather than faulted in again at every training step (train/allocator.py).
     pin_numerics_environment()
+    keep_freed_memory()
     if not options.verbose:
         quiet_environment()
     from demo.run import run_demo

@@ -30,6 +30,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from train.config import load_train_config
 
     cfg = load_train_config(args.config)  # a bad file fails before Keras and TensorFlow load
+    from train.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before TensorFlow starts its threads (train/allocator.py)
     if cfg.training.deterministic:
         from train.reproducible import pin_numerics_environment
 

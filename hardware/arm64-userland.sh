@@ -1,0 +1,182 @@
+#!/bin/sh
+# A Raspberry Pi's own userland, tried on this x86 machine: Debian bookworm arm64 (the base of
+# Raspberry Pi OS) built with debootstrap and run under qemu-user; the trap's install path
+# (`pip install -e '.[edge]'`, no TensorFlow) in it, the demo's night and a night of real frames with
+# a real classifier replayed there and here, and the counts compared. Exit 0 only when they agree.
+#
+#   sh hardware/arm64-userland.sh [DEMO_DIR]       (as root: debootstrap, chroot and binfmt need it)
+#
+# DEMO_DIR: a folder `trapcam demo` wrote (default trapcam-data/demo, where the README's first command
+# leaves it); its model bundle and night are evaluated on both sides. The real night is the flower
+# camera's frames with the iNaturalist model from ../shared/data (bench/real_counts.py); without
+# ../shared that part is left out and said so. debootstrap, qemu-user-static and binfmt-support are
+# installed with apt-get where missing. The arm64 root is kept in TRAPCAM_ARM64_ROOT (default
+# /var/cache/trapcam/arm64-bookworm) and reused by the next run; TRAPCAM_X86_PYTHON is the python
+# with trapcam installed on this side (default .venv/bin/python, else .venv-dev/bin/python).
+set -eu
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+demo_dir=$(cd "$repo" && realpath -m "${1:-trapcam-data/demo}")
+root=${TRAPCAM_ARM64_ROOT:-/var/cache/trapcam/arm64-bookworm}
+mirror=${TRAPCAM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+shared=$(realpath -m "$repo/../shared")
+started=$(date +%s)
+
+say() { printf 'arm64: %s\n' "$*"; }
+fail() {
+  printf 'arm64-userland.sh: %s\n' "$*" >&2
+  exit 1
+}
+elapsed() { echo "$(($(date +%s) - started)) s"; }
+
+[ "$(id -u)" -eq 0 ] || fail "needs root (debootstrap, chroot, binfmt_misc); run it with sudo"
+[ "$(uname -m)" = x86_64 ] || fail "runs on x86_64 (this is $(uname -m)); on a Pi, install trapcam directly"
+[ -f "$demo_dir/trap.yaml" ] && [ -d "$demo_dir/bundle" ] ||
+  fail "$demo_dir: no demo output (trap.yaml, bundle/); run 'trapcam demo' first or name its folder"
+
+x86_python=${TRAPCAM_X86_PYTHON:-}
+if [ -z "$x86_python" ]; then
+  for candidate in "$repo/.venv/bin/python" "$repo/.venv-dev/bin/python"; do
+    if [ -x "$candidate" ]; then
+      x86_python=$candidate
+      break
+    fi
+  done
+fi
+[ -n "$x86_python" ] || fail "no python with trapcam on this side (.venv or .venv-dev); set TRAPCAM_X86_PYTHON"
+
+# ---------------------------------------------------------------- the host's tools
+need=""
+command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
+[ -x /usr/bin/qemu-aarch64-static ] || need="$need qemu-user-static"
+command -v update-binfmts >/dev/null 2>&1 || need="$need binfmt-support"
+if [ -n "$need" ]; then
+  command -v apt-get >/dev/null 2>&1 || fail "please install:$need"
+  say "installing with apt-get:$need"
+  # shellcheck disable=SC2086  # a list of package names
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || fail "cannot mount binfmt_misc"
+fi
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] ||
+  fail "qemu-aarch64 is not registered with binfmt_misc (update-binfmts --enable qemu-aarch64)"
+
+# ---------------------------------------------------------------- the arm64 root, built once
+# a run that was killed may have left its mounts (the checkout among them): never delete through one
+awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+if awk -v r="$root/" 'index($2, r) == 1 { found = 1 } END { exit !found }' /proc/mounts; then
+  fail "$root still has mounts inside it (see /proc/mounts); unmount them first"
+fi
+if [ ! -f "$root/.trapcam-root-ready" ]; then
+  say "building Debian bookworm arm64 in $root (debootstrap from $mirror; a few minutes)"
+  rm -rf "$root"
+  mkdir -p "$root"
+  debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+    bookworm "$root" "$mirror" >"$root.debootstrap.log" 2>&1 ||
+    fail "debootstrap failed; the last lines of $root.debootstrap.log: $(tail -3 "$root.debootstrap.log" | tr '\n' ' ')"
+  touch "$root/.trapcam-root-ready"
+  say "root built after $(elapsed)"
+fi
+
+# The checkout, the demo's folder and ../shared appear inside at the paths they have here, so the
+# demo's trap.yaml (absolute paths) and bench/real_counts.py (../shared) work unchanged.
+mounted=""
+work=""
+# shellcheck disable=SC2329  # called by the trap below
+cleanup() {
+  for m in $mounted; do umount -l "$m" 2>/dev/null || true; done
+  if [ -n "$work" ]; then rm -rf "$work"; fi
+}
+trap cleanup EXIT INT TERM
+bind() { # bind SOURCE [ro]: the folder at the same path inside the root
+  mkdir -p "$root$1"
+  mount --bind "$1" "$root$1"
+  mounted="$root$1 $mounted"
+  if [ "${2:-}" = ro ]; then mount -o remount,bind,ro "$root$1"; fi
+}
+mkdir -p "$root/proc" "$root/dev"
+mount -t proc proc "$root/proc" && mounted="$root/proc $mounted"
+bind /dev
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+bind "$repo"
+case "$demo_dir" in "$repo"/*) ;; *) bind "$demo_dir" ;; esac
+if [ -d "$shared/data" ]; then bind "$shared" ro; fi
+in_root() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 "$@"; }
+
+# shellcheck disable=SC2016  # expanded inside the root, not here
+say "$(in_root /bin/sh -c '. /etc/os-release; echo "$PRETTY_NAME"'), $(in_root uname -m) under $(/usr/bin/qemu-aarch64-static --version | head -1)"
+
+work=$(mktemp -d /tmp/trapcam-arm64.XXXXXX)
+bind "$work"
+
+# ---------------------------------------------------------------- the trap's install path
+venv=/opt/trapcam-venv
+# a virtual environment of its own, outside the checkout (the checkout's .venv is x86's), with the
+# versions x86 has, so that both sides run the same libraries
+"$x86_python" -m pip freeze --exclude-editable 2>/dev/null | grep -v -e '^-e ' -e ' @ ' >"$work/x86-versions.txt" || true
+in_root python3 -m venv "$venv"
+install_started=$(date +%s)
+in_root "$venv/bin/pip" install -q --disable-pip-version-check -c "$work/x86-versions.txt" -e "${repo}[edge]" \
+  >"$root/pip.log" 2>&1 ||
+  fail "pip install -e '.[edge]' failed in the arm64 root; the last lines: $(tail -5 "$root/pip.log" | tr '\n' ' ')"
+say "pip install -e '.[edge]': $(($(date +%s) - install_started)) s, $(du -sm "$root$venv" | cut -f1) MB"
+if in_root "$venv/bin/python" -c "import tensorflow" >/dev/null 2>&1; then
+  fail "TensorFlow came with .[edge] on arm64; the trap must not need it"
+fi
+
+# ---------------------------------------------------------------- the same nights on both sides
+
+# what is compared: counts per taxon and level, tracks, detections (floats to 3 places)
+summary='
+import json, sys
+r = json.load(open(sys.argv[1]))
+t, d = r["tracking"], r["detection"]
+print("detections", d["detections"], "matched", d["tp"], "missed boxes", d["fn"])
+print("counted", t["counted"], "of", t["true_insects"], "; false", t["false_tracks"],
+      "; twice", t["double_counted"], "; missed", t["missed"], "; MOTA %.3f" % t["mota"])
+for level, rows in r["counts_per_taxon"]["levels"].items():
+    for row in rows:
+        print(level, row["label"], "counted", row["counted"], "correct", row["correct"])
+'
+evaluate() { # evaluate SIDE COMMAND...: the demo night with the demo model, COMMAND being a python
+  side=$1
+  shift
+  "$@" -m edge evaluate -c "$demo_dir/trap.yaml" "$demo_dir/night" --out "$work/$side-demo" \
+    >"$work/$side-demo.log" 2>&1 ||
+    fail "$side: trapcam evaluate on the demo night failed: $(tail -3 "$work/$side-demo.log" | tr '\n' ' ')"
+  "$@" -c "$summary" "$work/$side-demo/report.json" >"$work/$side-demo.txt"
+}
+evaluate x86 "$x86_python"
+night_started=$(date +%s)
+evaluate arm64 in_root "$venv/bin/python"
+say "demo night ($(find "$demo_dir/night" -name '*.jpg' | wc -l) frames) on arm64: $(($(date +%s) - night_started)) s"
+status=0
+if diff -u "$work/x86-demo.txt" "$work/arm64-demo.txt"; then
+  say "demo night, the same on arm64 as on x86:"
+  sed 's/^/  /' "$work/arm64-demo.txt"
+else
+  say "demo night: arm64 and x86 differ (above)"
+  status=1
+fi
+
+if [ -d "$shared/data" ]; then
+  (cd "$repo" && "$x86_python" -m bench.real_counts --shared "$shared" --set flower-pi) >"$work/x86-real.txt" 2>&1 ||
+    fail "x86: bench.real_counts failed: $(tail -3 "$work/x86-real.txt" | tr '\n' ' ')"
+  night_started=$(date +%s)
+  in_root /bin/sh -c "cd '$repo' && exec '$venv/bin/python' -m bench.real_counts --shared '$shared' --set flower-pi" \
+    >"$work/arm64-real.txt" 2>&1 || fail "arm64: bench.real_counts failed: $(tail -3 "$work/arm64-real.txt" | tr '\n' ' ')"
+  say "real flower frames with the iNaturalist model on arm64: $(($(date +%s) - night_started)) s"
+  if diff -u "$work/x86-real.txt" "$work/arm64-real.txt"; then
+    say "real frames, the same on arm64 as on x86:"
+    sed 's/^/  /' "$work/arm64-real.txt"
+  else
+    say "real frames: arm64 and x86 differ (above)"
+    status=1
+  fi
+else
+  say "real frames left out: $shared/data is not there"
+fi
+say "done in $(elapsed)"
+exit "$status"
