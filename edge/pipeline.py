@@ -26,8 +26,8 @@ import numpy as np
 from edge import __version__
 from edge.classify.classifier import Classifier
 from edge.classify.taxonomy import Taxonomy
+from edge.classify.types import BACKGROUND, Classification, names_a_taxon
 from edge.classify.types import UNSURE as UNSURE_LABEL
-from edge.classify.types import Classification, names_a_taxon
 from edge.config import TrackerConfig, TrapConfig, timelapse_advice
 from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
@@ -123,12 +123,17 @@ class RunResult:
         )
 
     def counts(self) -> dict[str, int]:
-        """Finished, confirmed tracks per label ("unsure" where the vote abstained)."""
+        """Finished, confirmed tracks per taxon, as the exports count them: "unsure" where the vote
+        abstained or named no taxon (a model's `background` class; see `named_background`)."""
         out: dict[str, int] = {}
         for track in self.finished_tracks.values():
-            key = track.label or "unsure"
+            key = track.label if names_a_taxon(track.label) else UNSURE_LABEL
             out[key] = out.get(key, 0) + 1
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def named_background(self) -> int:
+        """Of the unsure in `counts`, the tracks the model called `background` (what it said)."""
+        return sum(1 for track in self.finished_tracks.values() if track.label == BACKGROUND)
 
 
 def _shift_in_diagonals(before: Box, after: Box) -> float:

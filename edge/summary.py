@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING
 
+from edge.classify.types import UNSURE
 from edge.config import TrapConfig
 
 if TYPE_CHECKING:
@@ -70,7 +71,9 @@ def print_run_summary(cfg: TrapConfig, pipeline: Pipeline, result: RunResult) ->
         print("    (no classifier configured: counts are not split by taxon)")
     else:
         for label, n in counts.items():
-            print(f"    {n:5d}  {label}")
+            background = result.named_background() if label == UNSURE else 0
+            said = f" (of them {background} the model called background)" if background else ""
+            print(f"    {n:5d}  {label}{said}")
     if result.not_insects:
         labels = ", ".join(sorted(pipeline.not_insect_labels))
         print(f"  not counted: {result.not_insects} track(s) the model called {labels}")

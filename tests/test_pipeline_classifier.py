@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import modelkit as mk
 import numpy as np
+import pytest
 from helpers import query, synthetic_config
 
 from edge.classify.bundle import sha256_file
@@ -19,6 +20,7 @@ from edge.config import ClassifierConfig
 from edge.detect.base import Box
 from edge.frames import Frame
 from edge.pipeline import Pipeline
+from edge.summary import print_run_summary
 
 
 class _ColourPatches:
@@ -120,7 +122,9 @@ def test_detection_rows_carry_the_boxes_the_detector_found(tmp_path: Path) -> No
         assert Box(x0, y0, x1, y1).iou(truth) > 0.8
 
 
-def test_tracks_the_model_calls_background_are_kept_but_not_counted(tmp_path: Path) -> None:
+def test_tracks_the_model_calls_background_are_kept_but_not_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Third-party models often have a 'background' class: such tracks are not insects."""
     model = mk.flat_model(size=32, quant="int8", io="uint8")
     path = mk.write_plain(tmp_path / "plain", model)
@@ -145,11 +149,18 @@ def test_tracks_the_model_calls_background_are_kept_but_not_counted(tmp_path: Pa
     # Off by default: the same night counts the "background" track like any other label.
     cfg.data_dir = tmp_path / "data-default"
     cfg.classifier = ClassifierConfig(enabled=True, model=path, num_threads=1, threshold=0.3)
-    result = Pipeline(cfg, source=_ColourPatches(colours, frames=8)).run()
+    pipeline = Pipeline(cfg, source=_ColourPatches(colours, frames=8))
+    result = pipeline.run()
     assert sorted(t.label for t in result.confirmed_tracks) == sorted(
         ["background", labels[list(mk.COLOURS).index("yellow")]]
     )
     assert result.not_insects == 0
+    # the screen counts it as the exports do (DESIGN.md: unsure), and says what the model called it
+    capsys.readouterr()
+    print_run_summary(cfg, pipeline, result)
+    screen = capsys.readouterr().out
+    assert "      1  unsure (of them 1 the model called background)" in screen, screen
+    assert not [line for line in screen.splitlines() if line.strip().endswith("  background")]
 
 
 def test_a_bundle_trained_with_not_insect_crops_discards_what_it_calls_that(tmp_path: Path) -> None:
