@@ -337,12 +337,14 @@ RUN_SCRIPT = textwrap.dedent(
 )
 
 
-def train_config(run_dir: Path, epochs: tuple[int, int] = (3, 2)) -> TrainConfig:
+def train_config(
+    run_dir: Path, epochs: tuple[int, int] = (3, 2), backbone: str = "mobilenet_v2"
+) -> TrainConfig:
     return TrainConfig(
         run_dir=run_dir,
         seed=3,
         data={"kind": "synthetic", "image_size": SIZE, "batch_size": 8},
-        model=tiny_cfg(consistency_weight=0.5).model_dump(),
+        model=tiny_cfg(consistency_weight=0.5, backbone=backbone).model_dump(),
         training={
             "stage1": {"epochs": epochs[0], "learning_rate": 1e-3},
             "stage2": {"epochs": epochs[1], "learning_rate": 1e-4, "unfreeze": "top", "unfreeze_layers": 12},
@@ -353,11 +355,13 @@ def train_config(run_dir: Path, epochs: tuple[int, int] = (3, 2)) -> TrainConfig
     )
 
 
-def run_training(run_dir: Path, callbacks: list, epochs: tuple[int, int] = (3, 2)) -> object:
+def run_training(
+    run_dir: Path, callbacks: list, epochs: tuple[int, int] = (3, 2), backbone: str = "mobilenet_v2"
+) -> object:
     """The training the subprocess runs (and the test reruns): real batches from train.inputs."""
     from train.inputs import make_batches
 
-    cfg = train_config(run_dir, epochs)
+    cfg = train_config(run_dir, epochs, backbone)
     keras.utils.set_random_seed(0)
     x, y = coloured_images(24)
     vx, vy = coloured_images(8, seed=1)
@@ -446,7 +450,9 @@ JAX_SCRIPT = textwrap.dedent(
     import keras
     assert keras.backend.backend() == "jax"
     from test_train_model import run_training, LEVELS
-    result = run_training(Path(sys.argv[1]), [], epochs=(1, 1))
+    # the small CNN: XLA compiles MobileNetV2's two training steps in half a minute on two cores, and
+    # what is under test is trapcam's own layers, losses, callbacks and saving under JAX
+    result = run_training(Path(sys.argv[1]), [], epochs=(1, 1), backbone="small_cnn")
     assert [r["stage"] for r in result.history] == [1, 2], result.history
     model = keras.saving.load_model(result.best_checkpoint, compile=False)
     print("JAX-OK", sorted(model.output_names))
