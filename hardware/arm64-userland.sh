@@ -153,7 +153,7 @@ in_root "$venv/bin/pip" install -q --disable-pip-version-check -c "$work/x86-ver
 summary='
 import json, sqlite3, sys
 from pathlib import Path
-part, report, db = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+out, report, db = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 lines = []
 if report.is_file():
     r = json.loads(report.read_text())
@@ -174,7 +174,9 @@ lines += [("counts", "a track answered %s %s" % pair) for pair in sorted((str(r[
 for first, hits, level, label, status, reason in rows:
     answer = "discarded (%s)" % reason if status == "discarded" else "answer %s %s" % (level, label)
     lines.append(("detail", "track from %s, %d hits, %s" % (first, hits, answer)))
-print("\n".join(text for kind, text in lines if kind == part))
+for part in ("counts", "detail"):
+    text = "".join(line + "\n" for kind, line in lines if kind == part)
+    Path("%s-%s.txt" % (out, part)).write_text(text)
 '
 status=0
 compare() { # compare WHAT TITLE: x86's and arm64's summaries of WHAT (WHAT-counts.txt, WHAT-detail.txt)
@@ -192,9 +194,8 @@ compare() { # compare WHAT TITLE: x86's and arm64's summaries of WHAT (WHAT-coun
     grep '^[-+][^-+]' "$work/$1-detail.diff" | sed 's/^/  /'
   fi
 }
-summarize() { # summarize SIDE WHAT REPORT DB
-  "$x86_python" -c "$summary" counts "$3" "$4" >"$work/$1-$2-counts.txt"
-  "$x86_python" -c "$summary" detail "$3" "$4" >"$work/$1-$2-detail.txt"
+summarize() { # summarize SIDE WHAT REPORT DB: SIDE-WHAT-counts.txt and SIDE-WHAT-detail.txt
+  "$x86_python" -c "$summary" "$work/$1-$2" "$3" "$4"
 }
 
 demo_night() { # demo_night SIDE PYTHON...: `trapcam evaluate` on the demo's night with its model
