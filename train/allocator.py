@@ -35,7 +35,7 @@ MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest allowed value on 64-bit
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's malloc to keep freed memory (module docstring); True if glibc took all three."""
+    """Set glibc's malloc to keep freed memory (module docstring); True if glibc took all four settings."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)
