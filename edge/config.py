@@ -48,11 +48,12 @@ class CaptureSettings(Section):
 
     queue_size: int = Field(4, ge=1, le=256, description="frames buffered; the oldest is dropped when full")
     queue_mb: float = Field(
-        40.0,
+        16.0,
         gt=0,
         description="memory the buffered frames may hold (MiB), so a big camera buffers fewer than "
-        "queue_size: a 4K frame is 24 MiB (one is buffered), a full-HD one 6 MiB (queue_size are); at "
-        "least one frame always is",
+        "queue_size: a 4K frame is 24 MiB (one is buffered), a full-HD one 6 MiB (two are); at "
+        "least one frame always is. Two frames keep decoding beside the loop; more only hold memory "
+        "(at full HD each further frame is 6 MiB of the trap's 200 MiB goal)",
     )
     stall_timeout_s: float = Field(
         300.0, gt=0, description="no frame for this long: exit non-zero so systemd restarts the service"

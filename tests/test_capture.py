@@ -149,6 +149,12 @@ def test_big_frames_are_buffered_by_memory_not_only_by_count() -> None:
         assert got == list(range(6))  # a replay waits for room, it never drops
     finally:
         capture.stop()
+    # the defaults: two full-HD frames (one decoding beside the loop is enough; each further one was 6 MiB
+    # of the 200 MiB issue 23 allows at full HD), one 4K frame, and small frames up to queue_size
+    defaults = CaptureThread(CountingSource(live=False, limit=1), settings())
+    assert defaults.queue_limit(1920 * 1080 * 3) == 2
+    assert defaults.queue_limit(3840 * 2160 * 3) == 1
+    assert defaults.queue_limit(640 * 360 * 3) == 4
     live = CaptureThread(CountingSource(live=True, shape=(2160, 3840)), settings(queue_size=4, queue_mb=60))
     live.start()
     try:

@@ -105,7 +105,7 @@ def match_boxes(truth: Sequence[Box], found: Sequence[Box], threshold: float) ->
     iou = iou_matrix(truth, found)
     if iou.size == 0:
         return []
-    from scipy.optimize import linear_sum_assignment
+    from edge.track.assignment import linear_sum_assignment
 
     rows, cols = linear_sum_assignment(-iou)
     return [

@@ -56,7 +56,6 @@ from datetime import datetime
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from edge.classify.taxonomy import Taxonomy
 from edge.classify.types import Classification
@@ -64,6 +63,7 @@ from edge.config import TrackerConfig
 from edge.detect.base import Box, Detection
 from edge.track import TrackingError
 from edge.track.appearance import appearance_distances
+from edge.track.assignment import linear_sum_assignment
 from edge.track.resume import ResumeState
 from edge.track.vote import TaxonVote
 
