@@ -1,7 +1,7 @@
 """`trapcam train` end to end on a synthetic dataset: a small model from scratch on the CPU.
 
-6 species in 4 families and 2 orders, 80 px, the plain small_cnn from random weights (the
-demo's backbone; MobileNetV2 from scratch is trained by the convert tests' fixture). The test
+6 species in 4 families and 2 orders, 48 px, the plain small_cnn from random weights (the
+demo's backbone; MobileNetV2 trains in the convert tests). The test
 computes the figures itself from the saved model and the saved test split and checks that the
 report says the same.
 """
@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -22,8 +23,8 @@ from train.presets import synthetic_run_config
 ROOT = Path(__file__).resolve().parents[1]
 # Native log lines of TensorFlow and friends that must not reach the screen of a normal run.
 NOISE = ("oneDNN", "absl", "I0000", "W0000", "cpu_feature_guard", "XNNPACK", "fully_quantize")
-# Not the 64-px default, so that the size is seen to travel from the config to run.json.
-SIZE = 80
+# Not the 64-px default, so that the size is seen to travel from the config to run.json (small: fast).
+SIZE = 48
 SPECIES = [
     "Noctua pronuba",
     "Autographa gamma",
@@ -34,12 +35,12 @@ SPECIES = [
 ]
 
 
-def _train(config: Path) -> subprocess.CompletedProcess[str]:
+def _train(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
     # `deterministic: true` in the config: the command itself turns oneDNN off before TensorFlow loads
     # and pins the threads, so this test sees what a newcomer's machine sees (train/reproducible.py).
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     return subprocess.run(
-        [sys.executable, "-m", "edge", "train", "--config", str(config)],
+        [sys.executable, "-m", "edge", "train", "--config", str(config), *options],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -173,15 +174,62 @@ def test_run_folder_holds_what_convert_needs(run: tuple[Path, Path, str]) -> Non
         assert [per_class[label] for label in meta["labels"][level]] == pytest.approx(values)
 
 
-def test_running_a_finished_run_again_trains_nothing_and_reports_the_same(
-    run: tuple[Path, Path, str],
-) -> None:
+def test_running_a_finished_run_again_is_refused_and_leaves_it_alone(run: tuple[Path, Path, str]) -> None:
+    """Issue 25: the same command again used to resume silently, reusing the old split and model."""
+    run_dir, config, _ = run
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    out = _train(config)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "holds a finished run (species macro F1" in lines[0]
+    assert "--resume" in lines[0] and "new folder" in lines[0]
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_resuming_a_finished_run_trains_nothing_and_reports_the_same(run: tuple[Path, Path, str]) -> None:
     run_dir, config, _ = run
     before = json.loads((run_dir / "report.json").read_text())
     history_rows = (run_dir / "history.csv").read_text().count("\n")
-    out = _train(config)
+    out = _train(config, "--resume")
     assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[0] == (
+        f"trapcam train: resuming a finished run (species macro F1 "
+        f"{before['metrics']['species']['macro_f1']:.3f}) in {run_dir}; "
+        "starting weights: random (training from scratch)"
+    )
     after = json.loads((run_dir / "report.json").read_text())
     assert (run_dir / "history.csv").read_text().count("\n") == history_rows
     for level in ("order", "family", "species"):
         assert after["metrics"][level]["macro_f1"] == pytest.approx(before["metrics"][level]["macro_f1"])
+
+
+def test_resume_is_refused_when_the_config_or_the_data_changed(
+    run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    run_dir, config, _ = run
+    changed = tmp_path / "more-epochs.yaml"
+    changed.write_text(config.read_text().replace("epochs: 15", "epochs: 16"))
+    assert changed.read_text() != config.read_text()
+    out = _train(changed, "--resume")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"trapcam: error: --resume: {run_dir} was trained with another config: "
+        "training.stage2.epochs: 15 -> 16. Put those settings back to resume it, or set run_dir to a new "
+        "folder for the new config"
+    ]
+
+    folder = run_dir / "synthetic" / SPECIES[0]
+    original = sorted(folder.glob("*.png"))[0]
+    added = folder / "new-photo.png"
+    image = cv2.imread(str(original))
+    image[0, 0] = 255 - image[0, 0]  # other bytes: not dropped as a duplicate
+    cv2.imwrite(str(added), image)
+    try:
+        out = _train(config, "--resume")
+    finally:
+        added.unlink()
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--resume: the data changed since" in lines[0]
+    assert "1 image added (new-photo.png)" in lines[0] and "set run_dir to a new folder" in lines[0]
+    assert "new-photo.png" not in (run_dir / "splits.csv").read_text()

@@ -114,6 +114,15 @@ class ModelConfig(Section):
             )
         return self
 
+    def weights_origin(self) -> str:
+        """Where the backbone's starting weights come from, in words (the run's first line, run.json)."""
+        spec = self.weights.strip()
+        if spec.lower() == "imagenet":
+            return f"ImageNet ({self.backbone}: Keras' download, or its copy in ~/.keras/models)"
+        if spec.lower() == "none":
+            return "random (training from scratch)"
+        return f"file {Path(spec).expanduser().resolve()}"
+
 
 class StageConfig(Section):
     epochs: int = Field(10, ge=0)

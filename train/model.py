@@ -261,6 +261,24 @@ def small_cnn(
     return keras.Model(inputs, x, name="small_cnn")
 
 
+def imagenet_unavailable(backbone: str, exc: BaseException) -> str:
+    """The one line for ImageNet weights that could not be downloaded (offline, proxy, server down).
+
+    Why its own message: Keras ends in about 60 lines of traceback and "URL fetch failure", which
+    says nothing of the two ways on: weights from a file, or training from random weights.
+    """
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    if len(reason) > 160:
+        reason = reason[:157] + "..."
+    return (
+        f"model.weights: imagenet: cannot download the ImageNet weights of {backbone} ({reason}). "
+        "Run once with network access (Keras keeps them in ~/.keras/models), give a weights file "
+        "(model.weights: path/to/backbone.weights.h5, saved from the same backbone and image size), "
+        "or train from random weights (model.weights: none; needs far more images per class, see "
+        "the README's Training section)"
+    )
+
+
 def build_backbone(cfg: ModelConfig, image_size: int) -> keras.Model:
     """The headless backbone (global average pooling), with weights as configured.
 
@@ -292,11 +310,10 @@ def build_backbone(cfg: ModelConfig, image_size: int) -> keras.Model:
         raise ModelBuildError(
             f"model.backbone {cfg.backbone} (alpha {cfg.alpha}, {image_size} px, weights {spec}): {first}"
         ) from None
-    except OSError as exc:  # download failed (offline)
-        raise ModelBuildError(
-            f"model.weights: cannot get ImageNet weights for {cfg.backbone}: {exc}; "
-            "download them once with network access or give a weights file path"
-        ) from None
+    except Exception as exc:  # the download: Keras raises a bare Exception ("URL fetch failure ...")
+        if keras_weights != "imagenet":
+            raise
+        raise ModelBuildError(imagenet_unavailable(cfg.backbone, exc)) from None
     if spec.lower() == "none":
         # From scratch, BatchNorm's moving statistics must catch up with weights that change
         # fast; at Keras' default momentum (0.99) validation runs on stale statistics for

@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from train.config import TrainConfig
+from train.run_folder import SPLITS_FILE, check_run_folder, check_same_data, clear_untrained_run
 
 log = logging.getLogger("trapcam.train")
 
@@ -68,11 +69,16 @@ def _write_json(path: Path, data: Any) -> Path:
     return path
 
 
-def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> TrainSummary:
+def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = (), resume: bool = False) -> TrainSummary:
     """Dataset -> split -> two-stage training -> evaluation and report, all under cfg.run_dir.
 
     extra_callbacks: Keras callbacks added to both stages (the demo draws its progress bar with one).
+    resume: continue the run cfg.run_dir holds (same data, same config); without it a folder that
+    holds a run is refused (train/run_folder.py).
     """
+    state = check_run_folder(cfg, resume)
+    if state.kind == "empty" and state.detail:
+        clear_untrained_run(cfg.run_dir)
     import keras
 
     from train.dataset import (
@@ -108,21 +114,21 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> TrainSummary
         numerics = pin_numerics()
         log.info("deterministic training: %s", numerics)
     keras.utils.set_random_seed(cfg.seed)
-    (run_dir / "train.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "utf-8")
 
     dataset = load_dataset(cfg.data, run_dir, cfg.seed)
     levels = dataset.levels if cfg.model.heads == "hierarchical" else (cfg.model.flat_level,)
-    splits_path = run_dir / "splits.csv"
-    if splits_path.exists():  # a resumed run keeps its split
+    splits_path = run_dir / SPLITS_FILE
+    if state.kind != "empty":  # a resumed run keeps its split, so its data must be what it was
+        now = {str(Path(s.path).absolute()): (dataset.sha256[s.path], s.species) for s in dataset.samples}
+        check_same_data(run_dir, now)
         splits = read_splits(splits_path)
     else:
         splits = split_dataset(dataset, cfg.data.validation_fraction, cfg.data.test_fraction, cfg.seed)
-        write_splits(splits, splits_path)
-    write_class_counts(class_counts(dataset, splits), run_dir / "class_counts.csv")
 
     size = cfg.data.image_size
     started = time.perf_counter()
     x = {name: load_images(getattr(splits, name), size) for name in ("train", "validation", "test")}
+    write_class_counts(class_counts(dataset, splits), run_dir / "class_counts.csv")
     y = {name: output_targets(dataset, getattr(splits, name)) for name in ("train", "validation", "test")}
     y = {name: {level: t[level] for level in levels} for name, t in y.items()}
     log.info("loaded %d images in %.1f s", sum(len(v) for v in x.values()), time.perf_counter() - started)
@@ -146,6 +152,14 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> TrainSummary
     family_of_species = dataset.family_of_species() if {"family", "species"} <= set(levels) else None
     plan = configure_devices(cfg.training)  # mixed precision / MirroredStrategy before building
     built = build_model(cfg.model, cfg.augment, size, levels, num_classes, family_of_species, seed=cfg.seed)
+    if state.kind == "empty":
+        # Written once every image has loaded and the model is built (ImageNet weights downloaded):
+        # a run that failed on a bad image or offline leaves no split and no config snapshot, so
+        # nothing blocks the next run (train/run_folder.py).
+        (run_dir / "train.yaml").write_text(
+            yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "utf-8"
+        )
+        write_splits(splits, splits_path)
     fit = fit_two_stage(
         built,
         train_batches,
@@ -199,6 +213,7 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = ()) -> TrainSummary
             "input": {"height": size, "width": size, "colour_order": "RGB", "range": [0, 255]},
             "backbone": cfg.model.backbone,
             "weights": cfg.model.weights,
+            "weights_origin": cfg.model.weights_origin(),
             "seed": cfg.seed,
             "numerics": numerics,  # None: not pinned (training.deterministic false)
             "splits": "splits.csv",
