@@ -12,7 +12,7 @@ Everything a rerun needs is on disk under run_dir:
   in progress;
 - `history.csv`: one row per epoch, epochs numbered across both stages;
 - `stages.json`: the stages finished, so a rerun skips them and resumes the interrupted one.
-A rerun with the same config after a crash therefore continues where the run stopped.
+A rerun with --resume (same data and config) after a crash therefore continues where the run stopped.
 """
 
 from __future__ import annotations

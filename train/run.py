@@ -9,8 +9,9 @@ run_dir/
   run.json              levels, labels, taxonomy parents, input, thresholds: the bundle's contract
   thresholds.json       per-class abstention thresholds per level
   report.md, report.json, confusion_<level>.csv/.png, training_curves.png, gradcam/
-A killed run started again with the same config resumes: the split manifest is read back (the
-same images stay in the same split) and `fit` skips finished stages.
+A killed run started again with `resume` (same data, same config: train/run_folder.py) resumes:
+the split manifest is read back (the same images stay in the same split) and `fit` skips
+finished stages.
 """
 
 from __future__ import annotations
