@@ -12,6 +12,7 @@ failure (bad run folder, converter error, missed budget) leaves nothing half-wri
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -258,6 +259,29 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+CHECK_FILES = ("quantization_check.txt", "quantization_check.json")
+
+
+def keep_check(run_dir: Path, result: CheckResult, error: str | None) -> str:
+    """Write the quantization check's table and figures into the run folder, whatever the outcome.
+
+    Why: a missed budget leaves no bundle (nothing half-written), and the table on the screen was
+    the only record of what was measured; it is what a user needs to decide what to try next.
+    """
+    run_dir = Path(run_dir)
+    verdict = f"verdict: {result.verdict}" + (f" ({error})" if error else "")
+    text = result.table() + "\n" + verdict + "\n"
+    figures = result.to_json() | {"error": error}
+    try:
+        for name, content in zip(CHECK_FILES, (text, json.dumps(figures, indent=2) + "\n"), strict=True):
+            tmp = run_dir / f".{name}.tmp"
+            tmp.write_text(content, encoding="utf-8")
+            tmp.replace(run_dir / name)
+    except OSError as exc:  # a run folder on read-only media: say so, the conversion itself stands
+        return f"not kept ({run_dir} cannot be written: {exc.strerror or exc})"
+    return str(run_dir / CHECK_FILES[0])
+
+
 def convert_run(
     run_dir: Path,
     out_dir: Path | None = None,
@@ -360,13 +384,17 @@ def convert_run(
                     for variant, role in written.items():
                         names[variant_file(variant, bundle_variant)] = variant
                         roles[variant_file(variant, bundle_variant)] = role
-            except ConvertError:
+            except ConvertError as exc:
                 result.passed, result.verdict = False, "failed"
                 if echo:
                     echo(result.table())
-                raise
+                kept = keep_check(run.path, result, str(exc))
+                raise ConvertError(f"{exc}. The check's table: {kept}") from None
             if echo:
                 echo(result.table())
+            kept = keep_check(run.path, result, None)
+            if echo:
+                echo(f"quantization check: {kept}")
 
             validation = result.to_json() | {"bundle_variant": bundle_variant, "io": io}
             validation["variants"] = {

@@ -634,6 +634,42 @@ def test_missed_budget_names_the_level_and_both_numbers() -> None:
         check_budget(ref, fig, budget_pp=1.0, min_agreement=0.99)
 
 
+def test_a_missed_budget_names_the_level_that_misses_most() -> None:
+    """Issue 25: the error named the first level over the budget (family, 2 pp), not the worst (species)."""
+    levels = {"order": (1.0, 1.0), "family": (0.98, 0.98), "species": (0.90, 0.91)}
+    ref = VariantFigures("keras", {k: LevelFigures(1.0, 1.0, 1.0, 0.0) for k in levels})
+    got = VariantFigures(
+        "int8", {k: LevelFigures(acc, acc, agree, 0.01) for k, (acc, agree) in levels.items()}
+    )
+    with pytest.raises(ConvertError, match=r"loses 10\.00 percentage points of accuracy at level 'species'"):
+        check_budget(ref, got, budget_pp=1.0, min_agreement=0.99)
+    same_accuracy = VariantFigures(
+        "int8", {k: LevelFigures(1.0, 1.0, agree, 0.01) for k, (_, agree) in levels.items()}
+    )
+    with pytest.raises(ConvertError, match=r"for 91\.00% of test crops at level 'species'"):
+        check_budget(ref, same_accuracy, budget_pp=1.0, min_agreement=0.95)
+
+
+def test_the_check_is_kept_in_the_run_folder_whatever_the_outcome(tmp_path: Path) -> None:
+    from convert.bundle_writer import keep_check
+    from convert.check import gate
+
+    passed = _check_on(400, flips=2)
+    gate(passed, "int8")
+    assert keep_check(tmp_path, passed, None) == str(tmp_path / "quantization_check.txt")
+    text = (tmp_path / "quantization_check.txt").read_text()
+    assert text.startswith("quantization check on 400 test crops") and text.endswith("verdict: passed\n")
+    failed = _check_on(400, flips=5)
+    with pytest.raises(ConvertError) as err:
+        gate(failed, "int8")
+    keep_check(tmp_path, failed, str(err.value))
+    figures = json.loads((tmp_path / "quantization_check.json").read_text())
+    assert figures["verdict"] == "failed" and figures["error"].startswith("int8 model loses 1.25 percentage")
+    assert figures["variants"]["int8"]["levels"]["species"]["accuracy"] == pytest.approx(395 / 400)
+    assert "verdict: failed (int8 model loses 1.25" in (tmp_path / "quantization_check.txt").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quantization_check.json", "quantization_check.txt"]
+
+
 def _check_on(images: int, flips: int) -> Any:
     """A CheckResult of `images` crops, one level, where int8 changes its answer on `flips` crops."""
     from convert.check import CheckResult
@@ -666,8 +702,10 @@ def test_budget_resolution_and_too_small_test_splits() -> None:
     assert (json_["verdict"], json_["measurable"], json_["resolution_pp"]) == ("unmeasured", False, 2.0833)
 
     clear_miss = _check_on(48, flips=5)  # 10.4 pp: more than three crops beyond 1 pp / 99%
-    with pytest.raises(ConvertError, match="on this small test split"):
+    with pytest.raises(ConvertError, match="on this small test split") as err:
         gate(clear_miss, "int8")
+    assert "the test split (48 crops, one = 2.08 pp) is too small to measure the budget" in str(err.value)
+    assert str(err.value).endswith("(hold out at least 200 test crops to measure it)")
     assert clear_miss.verdict == "failed"
 
     measured = _check_on(400, flips=2)  # 0.5%: within 1 pp / 99%
@@ -717,6 +755,8 @@ def test_convert_command_end_to_end(run_dir: Path, run_meta: dict[str, Any], tmp
     assert f"quantization check on {crops} test crops" in cli.stdout
     assert f"one crop = {100 / crops:.2f} pp" in cli.stdout
     assert "int8" in cli.stdout and ": passed" in cli.stdout
+    assert f"quantization check: {run_dir / 'quantization_check.txt'}" in cli.stdout
+    assert (run_dir / "quantization_check.txt").read_text().endswith("verdict: passed\n")
     noise = ("oneDNN", "absl", "I0000", "W0000", "XNNPACK", "fully_quantize")
     assert [line for line in (cli.stdout + cli.stderr).splitlines() if any(w in line for w in noise)] == []
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.tflite", "model_float32.tflite"]
