@@ -55,6 +55,7 @@ from edge.classify.bundle import (
     InputSpec,
     OutputHead,
     TaxonomySpec,
+    current_umask,
     file_entries,
     load_bundle,
     sha256_file,
@@ -249,6 +250,7 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         old.rmdir()
         os.replace(out_dir, old)
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's 0700 would hide it from the service user
     try:
         os.replace(staging, out_dir)
     except BaseException:

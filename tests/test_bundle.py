@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -65,6 +67,19 @@ def test_write_manifest_recomputes_checksums_from_the_files(tmp_path: Path) -> N
     on_disk = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert on_disk["files"]["model.tflite"]["sha256"] == actual
     assert sha256_file(tmp_path / "model.tflite") == actual
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_model_json_follows_the_umask_so_the_service_user_can_read_it(tmp_path: Path, umask: int) -> None:
+    """Issue 25: model.json was 0600 whatever the umask (mkstemp), unreadable by the trap's user."""
+    model = mk.flat_model()
+    model.save(tmp_path / "model.tflite")
+    old = os.umask(umask)
+    try:
+        write_manifest(tmp_path, mk.make_manifest(model))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / MANIFEST_NAME).stat().st_mode) == 0o666 & ~umask
 
 
 def test_manifest_json_round_trips_through_the_schema(bundle_dir: Path) -> None:

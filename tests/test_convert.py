@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ import tensorflow  # noqa: F401
 from convert.check import LevelFigures, VariantFigures, check_budget, figures_for
 from convert.tflite import ConvertError, converter_failure
 from demo.options import DemoOptions
+from edge.classify.bundle import current_umask
 from edge.errors import ConfigError, ModelError
 from train.model import SMALL_CNN_FILTERS
 from train.presets import synthetic_run_config
@@ -760,6 +762,9 @@ def test_convert_command_end_to_end(run_dir: Path, run_meta: dict[str, Any], tmp
     noise = ("oneDNN", "absl", "I0000", "W0000", "XNNPACK", "fully_quantize")
     assert [line for line in (cli.stdout + cli.stderr).splitlines() if any(w in line for w in noise)] == []
     assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.tflite", "model_float32.tflite"]
+    umask = current_umask()  # the folder and model.json follow it (tempfile's 0700 and 0600 did not)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o666 & ~umask}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     verify = _cli("bundle", "verify", str(out), timeout=60)
     assert verify.returncode == 0, verify.stderr

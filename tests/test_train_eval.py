@@ -476,3 +476,18 @@ def test_gradcam_on_another_backend_says_why_instead_of_crashing(tmp_path: Path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "RESULT []" in run.stdout
     assert "needs the TensorFlow backend" in run.stdout and "'numpy'" in run.stdout
+
+
+def test_images_per_second_is_all_images_over_all_training_seconds() -> None:
+    """Issue 25: the mean of per-epoch rates said 99 images/s where 56 were measured."""
+    from train.fit import throughput
+
+    rows = [
+        {"seconds": 10.5, "train_seconds": 10.0, "images": 100},  # the first epoch: tracing, caches
+        {"seconds": 1.2, "train_seconds": 1.0, "images": 100},
+        {"seconds": 1.2, "train_seconds": 1.0, "images": 100},
+    ]
+    seconds, rate = throughput(rows)
+    assert seconds == pytest.approx(12.9)
+    assert rate == pytest.approx(300 / 12.0)  # 25 images/s; the mean of the rates would say 70
+    assert throughput([]) == (0, None)

@@ -297,6 +297,17 @@ def file_entries(directory: Path, roles: Mapping[str, FileRole]) -> dict[str, Fi
     }
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: the only way POSIX offers).
+
+    Why: tempfile's files are 0600 and its folders 0700 whatever the umask, so a bundle written
+    through them could not be read by the trap's service user (issue 25). Modes are set from this.
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_manifest(directory: Path, manifest: BundleManifest) -> BundleManifest:
     """Write `model.json` into `directory` atomically, with checksums recomputed from the files.
 
@@ -318,6 +329,7 @@ def write_manifest(directory: Path, manifest: BundleManifest) -> BundleManifest:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from other users
         os.replace(tmp, directory / MANIFEST_NAME)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
