@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,11 @@ from train.config import TrainConfig
 from train.run_folder import SPLITS_FILE, check_run_folder, check_same_data, clear_untrained_run
 
 log = logging.getLogger("trapcam.train")
+# Keras' warnings about a one-class softmax head and its loss (a taxonomy with one order, say).
+ONE_CLASS_WARNINGS = (
+    r"You are using a softmax over axis -1 of a tensor of shape",
+    r"In loss categorical_crossentropy, expected y_pred.shape",
+)
 
 
 @dataclass
@@ -135,6 +141,19 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = (), resume: bool = 
     log.info("loaded %d images in %.1f s", sum(len(v) for v in x.values()), time.perf_counter() - started)
 
     num_classes = {level: len(dataset.labels[level]) for level in levels}
+    for level in levels:
+        if num_classes[level] == 1:
+            only = dataset.labels[level][0]
+            log.warning(
+                "%s: every image is %s, so that head always answers %s (nothing to learn there; it is kept"
+                " so that the trap counts per %s as for any model)",
+                level,
+                only,
+                only,
+                level,
+            )
+            for pattern in ONE_CLASS_WARNINGS:  # Keras says it at every trace; trapcam said it once
+                warnings.filterwarnings("ignore", message=pattern)
     weights = sample_weights(y["train"], num_classes, cfg.training.class_weighting)
     batch = cfg.data.batch_size
     train_batches = make_batches(
