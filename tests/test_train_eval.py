@@ -437,7 +437,22 @@ def test_gradcam_peaks_on_the_square(trained_square_model: keras.Model, tmp_path
     paths = gradcam(trained_square_model, images, "species", tmp_path / "gc", 4, labels=["plain", "square"])
     assert len(paths) == 4 and all(p.exists() for p in paths)
     img = cv2.imread(str(paths[0]))
-    assert img.shape == (32, 68, 3)
+    assert img.shape == (256 + 52, 256 + 4 + 256, 3)  # each half scaled to 256 px, a caption below
+    # told the truth and the scores, the caption and the name say right or wrong
+    probs = predict(trained_square_model, images, batch_size=16)["species"]
+    truth = y.copy()
+    truth[0] = 1 - np.argmax(probs[0])  # the first picked crop: a wrong answer
+    paths = gradcam(
+        trained_square_model, images, "species", tmp_path / "told", 4, ["plain", "square"], truth, probs
+    )
+    answer = ["plain", "square"][int(np.argmax(probs[0]))]
+    assert paths[0].name == f"gradcam_species_0000_{['plain', 'square'][truth[0]]}_as_{answer}.png"
+    assert all(p.name.endswith("_ok.png") for p in paths[1:])  # the model learnt the square
+    caption = cv2.imread(str(paths[0]))[256:]
+    red = (caption[:, :, 2] > 150) & (caption[:, :, 1] < 80) & (caption[:, :, 0] < 80)
+    assert red.sum() > 50  # the "model: ... (wrong)" line is red
+    right = cv2.imread(str(paths[1]))[256:]
+    assert not ((right[:, :, 2] > 150) & (right[:, :, 1] < 80)).any()  # a right answer: no red
     assert gradcam(trained_square_model, images, "species", tmp_path / "none", 0) == []
 
 

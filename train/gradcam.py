@@ -251,6 +251,24 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "class"
 
 
+PANEL_PX = 256  # each half of a Grad-CAM image is scaled up to this (crops are often 64-128 px)
+CAPTION_PX = 52  # two lines of text under the panels
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def _caption(width: int, lines: Sequence[tuple[str, tuple[int, int, int]]]) -> np.ndarray:
+    """A white strip with one line of text per entry (RGB colour), for the image's own caption."""
+    strip = np.full((CAPTION_PX, width, 3), 255, np.uint8)
+    for row, (text, colour) in enumerate(lines):
+        cv2.putText(
+            strip, _ascii(text), (6, 20 + 24 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA
+        )
+    return strip
+
+
 def gradcam(
     model: Any,
     images: np.ndarray,
@@ -258,11 +276,16 @@ def gradcam(
     out_dir: Path,
     n: int,
     labels: Sequence[str] | None = None,
+    truth: Sequence[int] | np.ndarray | None = None,
+    probs: np.ndarray | None = None,
 ) -> list[Path]:
-    """Write up to `n` PNGs (crop | overlay side by side) for a spread of `images`; return their paths.
+    """Write up to `n` PNGs (crop | overlay side by side, captioned) for a spread of `images`.
 
     Images are taken evenly across the array (test splits are usually grouped by class, so
-    this shows several classes). File names carry the index and the explained class. Returns
+    this shows several classes). Each half is scaled to PANEL_PX; the caption says the true
+    class (`truth`, indices into `labels`) and the model's answer with its score (`probs`, N x classes),
+    and whether it was right. File names carry the index, the true class and "ok" or the wrong
+    answer, so a folder listing already shows where the model looked when it was wrong. Returns
     [] and logs the reason when Grad-CAM cannot run on this backend, so a finished training run
     still writes its report.
     """
@@ -277,12 +300,35 @@ def gradcam(
     maps, chosen = gradcam_heatmaps(model, images[pick], level)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+    def name(index: int) -> str:
+        return labels[index] if labels is not None and index < len(labels) else str(index)
+
     paths = []
     for i, heat, cls in zip(pick, maps, chosen, strict=True):
         crop = np.clip(images[i], 0, 255).astype(np.uint8)
-        panel = np.concatenate([crop, np.full((crop.shape[0], 4, 3), 255, np.uint8), overlay(crop, heat)], 1)
-        name = labels[int(cls)] if labels is not None and int(cls) < len(labels) else str(int(cls))
-        path = out_dir / f"gradcam_{_slug(level)}_{int(i):04d}_{_slug(name)}.png"
+        scale = max(1.0, PANEL_PX / max(crop.shape[:2]))
+        size = (round(crop.shape[1] * scale), round(crop.shape[0] * scale))
+        big = cv2.resize(crop, size, interpolation=cv2.INTER_CUBIC)
+        hot = cv2.resize(overlay(crop, heat), size, interpolation=cv2.INTER_CUBIC)
+        panel = np.concatenate([big, np.full((size[1], 4, 3), 255, np.uint8), hot], 1)
+        answer = name(int(cls))
+        score = f" {float(probs[i][int(cls)]):.2f}" if probs is not None else ""
+        lines = [(f"{level}, test crop {int(i)}", (0, 0, 0))]
+        suffix = _slug(answer)
+        if truth is not None:
+            true = name(int(truth[i]))
+            right = int(truth[i]) == int(cls)
+            verdict = "right" if right else "wrong"
+            lines = [
+                (f"true: {true}", (0, 0, 0)),
+                (f"model: {answer}{score} ({verdict})", (0, 110, 0) if right else (190, 0, 0)),
+            ]
+            suffix = f"{_slug(true)}_ok" if right else f"{_slug(true)}_as_{_slug(answer)}"
+        else:
+            lines.append((f"model: {answer}{score}", (0, 0, 0)))
+        panel = np.concatenate([panel, _caption(panel.shape[1], lines)], 0)
+        path = out_dir / f"gradcam_{_slug(level)}_{int(i):04d}_{suffix}.png"
         if not cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)):
             raise GradCamError(f"{path}: cannot write Grad-CAM image")
         paths.append(path)

@@ -250,6 +250,8 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = (), resume: bool = 
             run_dir / "gradcam",
             cfg.evaluation.gradcam_samples,
             labels=dataset.labels[level],
+            truth=y["test"][level],
+            probs=probs_test[level],
         )
 
     train_seconds = fit.seconds
