@@ -144,6 +144,7 @@ def test_run_folder_holds_what_convert_needs(run: tuple[Path, Path, str]) -> Non
     run_dir, _, _ = run
     for name in (
         "model.keras",
+        "backbone.weights.h5",
         "run.json",
         "thresholds.json",
         "splits.csv",
@@ -172,6 +173,24 @@ def test_run_folder_holds_what_convert_needs(run: tuple[Path, Path, str]) -> Non
         assert meta["thresholds"][level] == pytest.approx(values)
         per_class = report["thresholds"][level]["per_class"]
         assert [per_class[label] for label in meta["labels"][level]] == pytest.approx(values)
+
+
+def test_the_trained_backbone_starts_a_later_run(run: tuple[Path, Path, str]) -> None:
+    """backbone.weights.h5 is what `model.weights` takes: the transfer path without ImageNet."""
+    import keras
+
+    from train.config import ModelConfig
+    from train.model import build_backbone, load_trained
+
+    run_dir, _, _ = run
+    assert json.loads((run_dir / "run.json").read_text())["backbone_weights"] == "backbone.weights.h5"
+    cfg = ModelConfig(backbone="small_cnn", weights=str(run_dir / "backbone.weights.h5"))
+    started = build_backbone(cfg, SIZE)
+    trained = load_trained(run_dir / "model.keras")
+    inner = next(layer for layer in trained.layers if isinstance(layer, keras.Model))
+    assert len(started.weights) == len(inner.weights) > 0
+    for mine, theirs in zip(started.weights, inner.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
 
 
 def test_running_a_finished_run_again_is_refused_and_leaves_it_alone(run: tuple[Path, Path, str]) -> None:

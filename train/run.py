@@ -7,6 +7,7 @@ run_dir/
   checkpoints/best.keras, backup/, history.csv, stages.json   (written by fit)
   model.keras           the best model (raw 0-255 RGB in, one softmax output per level)
   run.json              levels, labels, taxonomy parents, input, thresholds: the bundle's contract
+  backbone.weights.h5   the trained backbone alone: `model.weights` of a later run (same backbone, size)
   thresholds.json       per-class abstention thresholds per level
   report.md, report.json, confusion_<level>.csv/.png, training_curves.png, gradcam/
 A killed run started again with `resume` (same data, same config: train/run_folder.py) resumes:
@@ -32,6 +33,7 @@ from train.config import TrainConfig
 from train.run_folder import SPLITS_FILE, check_run_folder, check_same_data, clear_untrained_run
 
 log = logging.getLogger("trapcam.train")
+BACKBONE_WEIGHTS = "backbone.weights.h5"  # the trained backbone, for `model.weights` of a later run
 # Keras' warnings about a one-class softmax head and its loss (a taxonomy with one order, say).
 ONE_CLASS_WARNINGS = (
     r"You are using a softmax over axis -1 of a tensor of shape",
@@ -194,6 +196,10 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = (), resume: bool = 
     model = built.model  # fit leaves the best epoch's weights (checkpoints/best.keras) in it
     model_path = run_dir / "model.keras"
     model.save(model_path)
+    # The trained backbone alone, as `model.weights` of a later run takes it: train once on a large
+    # set, then fine-tune on a small one from these features (the transfer path without ImageNet).
+    backbone_path = run_dir / BACKBONE_WEIGHTS
+    built.backbone.save_weights(str(backbone_path))
 
     probs_test = predict(model, x["test"], batch)  # the best epoch, as saved in model.keras
     probs_train = predict(model, x["train"], batch)
@@ -234,6 +240,7 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = (), resume: bool = 
             "backbone": cfg.model.backbone,
             "weights": cfg.model.weights,
             "weights_origin": cfg.model.weights_origin(),
+            "backbone_weights": BACKBONE_WEIGHTS,
             "seed": cfg.seed,
             "numerics": numerics,  # None: not pinned (training.deterministic false)
             "splits": "splits.csv",
