@@ -177,8 +177,6 @@ def test_run_folder_holds_what_convert_needs(run: tuple[Path, Path, str]) -> Non
 
 def test_the_trained_backbone_starts_a_later_run(run: tuple[Path, Path, str]) -> None:
     """backbone.weights.h5 is what `model.weights` takes: the transfer path without ImageNet."""
-    import keras
-
     from train.config import ModelConfig
     from train.model import build_backbone, load_trained
 
@@ -187,7 +185,7 @@ def test_the_trained_backbone_starts_a_later_run(run: tuple[Path, Path, str]) ->
     cfg = ModelConfig(backbone="small_cnn", weights=str(run_dir / "backbone.weights.h5"))
     started = build_backbone(cfg, SIZE)
     trained = load_trained(run_dir / "model.keras")
-    inner = next(layer for layer in trained.layers if isinstance(layer, keras.Model))
+    inner = trained.get_layer(started.name)  # the backbone inside the saved classifier
     assert len(started.weights) == len(inner.weights) > 0
     for mine, theirs in zip(started.weights, inner.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
