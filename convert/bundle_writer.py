@@ -33,6 +33,7 @@ from convert.check import (
 )
 from convert.edgetpu import INSTALL_HINT, EdgeTpuError, compile_edgetpu, edgetpu_report
 from convert.onnx_export import ONNX_FILES, export_onnx, measure_onnx, quantize_onnx, require_float_match
+from convert.open_set import fit_bundle_open_set
 from convert.tflite import (
     IO_TYPES,
     VARIANTS,
@@ -53,6 +54,7 @@ from edge.classify.bundle import (
     EmbeddingSpec,
     FileRole,
     InputSpec,
+    OpenSetSpec,
     OutputHead,
     TaxonomySpec,
     current_umask,
@@ -148,6 +150,7 @@ def make_manifest(
     files: Mapping[str, FileRole],
     directory: Path,
     validation: Mapping[str, Any] | None = None,
+    open_set: OpenSetSpec | None = None,
 ) -> BundleManifest:
     """The manifest for `run` whose CPU model is `model_file` (input spec read from its input tensor)."""
     details = input_details(tflite)
@@ -212,6 +215,7 @@ def make_manifest(
         training=provenance(run),
         not_insect_label=not_insect,
         embedding=embedding,
+        open_set=open_set if embedding is not None else None,
     )
 
 
@@ -417,8 +421,18 @@ def convert_run(
                 if edgetpu:
                     names[EDGETPU_FILE] = "edgetpu"
                     roles[EDGETPU_FILE] = "edgetpu"
+            # the open-set statistics, from the bundle's own model (convert/open_set.py)
+            open_set = fit_bundle_open_set(
+                Path(work) / f"bundle-{bundle_variant}", run, images, num_threads=num_threads, echo=echo
+            )
             manifest = make_manifest(
-                run, "model.tflite", tflites[bundle_variant], roles, staging, validation=validation
+                run,
+                "model.tflite",
+                tflites[bundle_variant],
+                roles,
+                staging,
+                validation=validation,
+                open_set=open_set,
             )
             written = write_manifest(staging, manifest)
             load_bundle(staging)  # the device's own loader accepts it before it is put in place

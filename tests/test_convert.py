@@ -492,6 +492,56 @@ def flat_run(trained_run: Any) -> Path:
     return trained_run(FLAT_CONFIG)
 
 
+FOREIGN_SPECIES = [
+    "Smerinthus ocellata",
+    "Melolontha melolontha",
+    "Episyrphus balteatus",
+    "Bombus terrestris",
+]
+
+
+def test_the_open_set_calls_species_the_model_never_saw_unknown(flat_run: Path, tmp_path: Path) -> None:
+    """Issue 25: a model trained on some species and shown others. The statistics come from the
+    bundle's own int8 model; held-out crops of its own species stay known (<= 2%), crops of species
+    it never saw mostly turn unknown, through the device's Classifier."""
+    import cv2
+
+    from convert import convert_run
+    from edge.classify.bundle import load_bundle
+    from edge.classify.classifier import Classifier
+    from train.config import SyntheticData
+    from train.synthetic import write_synthetic_dataset
+
+    lines: list[str] = []
+    result = convert_run(
+        flat_run, tmp_path / "bundle", variants=["int8"], representative=100, echo=lines.append
+    )
+    spec = result.manifest.open_set
+    assert spec is not None and spec.level == "species" and len(spec.centroids) == len(SPECIES)
+    calibration = spec.calibration
+    assert calibration["validation_unknown"] <= 0.01 and calibration["test_unknown"] <= 0.02
+    assert calibration["reference_crops"] == 4 * 60 and calibration["classes_without_reference"] == 0
+    assert [line for line in lines if line.startswith("open set (species): ")]
+
+    classifier = Classifier(load_bundle(result.out_dir), num_threads=1)
+    assert classifier.has_open_set
+
+    def unknown_share(species: list[str], seed: int) -> dict[str, float]:
+        root = write_synthetic_dataset(
+            SyntheticData(species=species, per_class=20), tmp_path / f"s{seed}", seed, 64
+        )
+        shares = {}
+        for name in species:
+            crops = [cv2.imread(str(p)) for p in sorted((root / name).glob("*.png"))]
+            shares[name] = float(np.mean([classifier.classify(c[None])[0].unknown for c in crops]))
+        return shares
+
+    known = unknown_share(SPECIES, seed=23)  # new crops of the species it was trained on
+    foreign = unknown_share(FOREIGN_SPECIES, seed=23)
+    assert max(known.values()) <= 0.05, known  # measured: 0 of 20 for each
+    assert np.mean(list(foreign.values())) >= 0.5, foreign  # measured: 0.95, 0.95, 0.35, 0.70
+
+
 def test_flat_run_gives_a_uint8_single_head_bundle_that_also_loads_as_a_plain_model(
     flat_run: Path, tmp_path: Path
 ) -> None:

@@ -112,6 +112,26 @@ class EmbeddingSpec(_Strict):
     size: int = Field(ge=1, description="features per crop")
 
 
+class OpenSetSpec(_Strict):
+    """Per-class reference statistics of the embedding: what makes a crop `unknown` (DESIGN.md).
+
+    A crop whose embedding lies farther (cosine distance) from the centroid of the class the model
+    chose at `level` than that class's `max_distance` is unlike the crops the class was trained on:
+    an insect the model does not know. Written by `trapcam convert` from the bundle's own model on
+    the training split, calibrated on the validation split (`calibration`).
+    """
+
+    level: str = Field(min_length=1, description="the head whose answer picks the centroid (the deepest)")
+    metric: Literal["cosine"] = "cosine"
+    centroids: list[list[float]] = Field(
+        min_length=1, description="one unit vector per label of `level`, in label order"
+    )
+    max_distance: list[float] = Field(min_length=1, description="per label: farthest distance still known")
+    calibration: dict[str, Any] = Field(
+        default_factory=dict, description="how the distances were chosen and the share of known crops flagged"
+    )
+
+
 class OutputHead(_Strict):
     """One output head, e.g. the family classifier of a hierarchical model."""
 
@@ -177,6 +197,9 @@ class BundleManifest(_Strict):
     embedding: EmbeddingSpec | None = Field(
         None, description="the penultimate features output (written by convert); null: the model has none"
     )
+    open_set: OpenSetSpec | None = Field(
+        None, description="per-class embedding statistics for `unknown` (written by convert); null: none"
+    )
     not_insect_label: str | None = Field(
         None,
         min_length=1,
@@ -217,6 +240,21 @@ class BundleManifest(_Strict):
             raise ValueError(
                 f"embedding.signature_output '{self.embedding.signature_output}' is also a head's output"
             )
+        if self.open_set is not None:
+            spec = self.open_set
+            if self.embedding is None:
+                raise ValueError("open_set needs the embedding output it measures (embedding is null)")
+            if spec.level not in heads:
+                raise ValueError(f"open_set.level '{spec.level}' is not an output level ({levels})")
+            count = len(heads[spec.level].labels)
+            if len(spec.centroids) != count or len(spec.max_distance) != count:
+                raise ValueError(
+                    f"open_set: {len(spec.centroids)} centroids and {len(spec.max_distance)} distances"
+                    f" for {count} labels of level '{spec.level}'"
+                )
+            size = self.embedding.size
+            if any(len(c) != size for c in spec.centroids):
+                raise ValueError(f"open_set.centroids: every centroid must have embedding.size {size}")
         if self.not_insect_label is not None:
             label = self.not_insect_label
             missing = [head.level for head in self.outputs if label not in head.labels]

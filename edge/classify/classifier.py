@@ -29,6 +29,7 @@ import numpy as np
 from edge.classify.backends import Backend, CpuBackend, InterpreterBackend, TensorBackend, open_backend
 from edge.classify.bundle import LoadedBundle, OutputHead, load_bundle
 from edge.classify.interpreter import tensor_dtype_name
+from edge.classify.open_set import OpenSetRule
 from edge.classify.types import Classification, LevelPrediction
 from edge.config import ClassifierConfig
 from edge.errors import ModelError
@@ -125,6 +126,7 @@ class Classifier:
         self._prepare_input(input_details)
         self._heads = [self._resolve_head(i, head, output_details) for i, head in enumerate(manifest.outputs)]
         self._embedding = self._resolve_embedding(output_details)
+        self._open_set = self._resolve_open_set()
         self.last_invoke_s = 0.0
         self.reset_timing()
         try:
@@ -339,6 +341,19 @@ class Classifier:
             scale, zero_point = _tensor_quant(details)
         return _Features(spec.signature_output, size, scale, zero_point)
 
+    def _resolve_open_set(self) -> tuple[int, OpenSetRule] | None:
+        """(head index, rule) when the bundle carries open-set statistics and the embedding runs."""
+        spec = self.bundle.manifest.open_set
+        if spec is None or self._embedding is None:
+            return None
+        index = next(i for i, head in enumerate(self._heads) if head.spec.level == spec.level)
+        return index, OpenSetRule.from_spec(spec.centroids, spec.max_distance)
+
+    @property
+    def has_open_set(self) -> bool:
+        """Can a classification be `unknown` (open-set statistics and the embedding they measure)?"""
+        return self._open_set is not None
+
     @property
     def has_embedding(self) -> bool:
         """Does each classification carry the model's penultimate features?"""
@@ -497,6 +512,12 @@ class Classifier:
                 probs[head.spec.level] = np.array(vector, dtype=np.float32)  # own copy, no list boxing
             level, label = self.bundle.taxonomy.deepest_consistent({k: v.label for k, v in levels.items()})
             score = levels[level].score if level is not None else 0.0
+            embedding = self._features(raw)
+            unknown, distance = False, None
+            if self._open_set is not None and embedding is not None:
+                index, rule = self._open_set
+                chosen = int(np.argmax(probs[self._heads[index].spec.level]))
+                unknown, distance = rule.unknown(embedding, chosen)
             results.append(
                 Classification(
                     levels=levels,
@@ -504,7 +525,9 @@ class Classifier:
                     label=label,
                     score=score,
                     probs=probs,
-                    embedding=self._features(raw),
+                    embedding=embedding,
+                    unknown=unknown,
+                    open_set_distance=distance,
                 )
             )
         self._crops += len(crops)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 UNSURE = "unsure"
+# An insect unlike every taxon the model knows (the open set; DESIGN.md's outcome table).
+UNKNOWN = "unknown"
 # The no-insect class of many third-party models (the iNaturalist insect model's last label). What
 # that model says, not a decision (DESIGN.md: counted as unsure unless listed in not_insect_labels).
 BACKGROUND = "background"
@@ -56,6 +58,10 @@ class Classification:
         rest of the classifier's own work.
     embedding: the model's penultimate features for the crop, L2-normalised (float32), when the
         bundle declares that output (model.json `embedding`); None otherwise.
+    unknown: the embedding lies beyond the chosen class's limit (model.json `open_set`,
+        edge/classify/open_set.py): an insect unlike every taxon the model knows. The answers
+        above stay as the model gave them; what a track makes of it is the tracker's vote.
+    open_set_distance: that distance (None without an open-set rule).
     """
 
     levels: dict[str, LevelPrediction]
@@ -64,3 +70,5 @@ class Classification:
     score: float
     probs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     embedding: np.ndarray | None = field(default=None, repr=False)
+    unknown: bool = False
+    open_set_distance: float | None = None
