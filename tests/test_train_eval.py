@@ -169,6 +169,12 @@ def test_thresholds_from_hand_made_scores() -> None:
     assert abstention_thresholds(probs, y, 0.0)[0] == pytest.approx(0.8, abs=1e-6)
     s = threshold_summary(d, ["a", "b", "c"])
     assert s["fallback"] == ["b", "c"] and s["min"] == pytest.approx(pooled, abs=1e-6)
+    # the floor (evaluation.threshold_min): no class named below it, the fallback included
+    floored = [x["threshold"] for x in threshold_details(probs, y, 50.0, 0.9, 0.3)]
+    assert floored == [0.3, 0.3, 0.3]
+    assert threshold_details(probs, y, 1.0, 0.9, 0.72)[0]["threshold"] == pytest.approx(0.72)
+    with pytest.raises(EvaluationError, match=r"min_threshold must be in 0\.\.0\.9"):
+        threshold_details(probs, y, 1.0, 0.9, 0.95)
 
 
 def test_a_class_learnt_by_heart_still_gets_a_threshold_a_crop_can_reach() -> None:

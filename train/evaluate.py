@@ -203,7 +203,11 @@ def hierarchical_consistency(
 
 
 def threshold_details(
-    probs: np.ndarray, y_true: np.ndarray, k: float, max_threshold: float = DEFAULT_MAX_THRESHOLD
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    k: float,
+    max_threshold: float = DEFAULT_MAX_THRESHOLD,
+    min_threshold: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Per class: n correct, mean and std of their top score, threshold, and whether it fell back.
 
@@ -218,6 +222,10 @@ def threshold_details(
     measure): the same formula over the correct samples of all classes of this level pooled;
     if the level has fewer than 2 correct samples too, 0.0 (never abstain: with no evidence,
     abstaining would discard every answer of that class).
+
+    Floor: no threshold is below `min_threshold` (`evaluation.threshold_min`). A class whose
+    training scores spread widely, or a pooled fallback on a small dataset, got thresholds down to
+    0.15, and the model then named a taxon for insects it had never seen at scores of 0.18 (issue 25).
     """
     y_true = np.asarray(y_true).astype(np.int64).reshape(-1)
     probs = np.asarray(probs, dtype=np.float64)
@@ -228,16 +236,18 @@ def threshold_details(
         raise EvaluationError(f"threshold k must be a finite number >= 0, got {k}")
     if not 0.0 <= max_threshold <= 1.0:
         raise EvaluationError(f"max_threshold must be in 0..1, got {max_threshold}")
+    if not 0.0 <= min_threshold <= max_threshold:
+        raise EvaluationError(f"min_threshold must be in 0..{max_threshold} (the cap), got {min_threshold}")
     top = probs.max(axis=1) if len(probs) else np.zeros(0)
     correct = probs.argmax(axis=1) == y_true if len(probs) else np.zeros(0, bool)
 
     def rule(scores: np.ndarray) -> tuple[float, float, float]:
         mean = float(scores.mean())
         std = float(scores.std(ddof=1))
-        return mean, std, float(min(max_threshold, max(0.0, mean - k * std)))
+        return mean, std, float(min(max_threshold, max(min_threshold, mean - k * std)))
 
     pooled = top[correct]
-    pooled_threshold = rule(pooled)[2] if len(pooled) >= 2 else 0.0
+    pooled_threshold = rule(pooled)[2] if len(pooled) >= 2 else min_threshold
     out = []
     for c in range(probs.shape[1]):
         scores = top[correct & (y_true == c)]

@@ -216,7 +216,11 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = (), resume: bool = 
         write_confusion(np.asarray(metrics[level]["confusion"]), labels, csv_path, png_path)
         files[f"confusion_{level}"] = png_path
         details = threshold_details(
-            probs_train[level], y["train"][level], cfg.evaluation.threshold_k, cfg.evaluation.threshold_max
+            probs_train[level],
+            y["train"][level],
+            cfg.evaluation.threshold_k,
+            cfg.evaluation.threshold_max,
+            cfg.evaluation.threshold_min,
         )
         thresholds[level] = [float(d["threshold"]) for d in details]
         threshold_report[level] = threshold_summary(details, labels) | {"k": cfg.evaluation.threshold_k}
