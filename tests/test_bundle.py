@@ -98,9 +98,10 @@ def test_manifest_json_round_trips_through_the_schema(bundle_dir: Path) -> None:
         "training",
         "not_insect_label",
         "embedding",
+        "open_set",
     }
     assert raw["not_insect_label"] is None  # said, not left out: this model has no not-insect class
-    assert raw["embedding"] is None
+    assert raw["embedding"] is None and raw["open_set"] is None
     assert [o["level"] for o in raw["outputs"]] == ["order", "family", "species"]
     assert parse_manifest(text) == BundleManifest.model_validate(raw)
 
