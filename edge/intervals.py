@@ -19,7 +19,9 @@ Definitions (the export and the MQTT `summary` message rely on them):
   interval of the track's `last_utc`. Each track adds 1 at every level of its lineage
   (`{"order": {"Lepidoptera": 1}, "family": {...}, "species": {...}}`); a track whose vote
   abstained everywhere (no lineage, no label) is counted under the reserved pseudo-level
-  `"unsure"` as `{"unsure": {"unsure": n}}`. `tracks` is the total, unsure included. The same
+  `"unsure"` as `{"unsure": {"unsure": n}}`, and one the open set called `unknown` (an insect
+  unlike every taxon of the model) as `{"unknown": {"unknown": n}}`. `tracks` is the total, unsure
+  and unknown included. The same
   tracks are counted once more by size under the reserved pseudo-level `"size_class"`
   (`{"size_class": {"small": 3, "large": 1}}`), a biomass proxy (config `size`).
 - The tracker ends a track some frames after it was last seen, so an interval is closed only when
@@ -46,7 +48,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.classify.types import names_a_taxon
+from edge.classify.types import UNKNOWN, count_key, names_a_taxon
 from edge.config import SummaryConfig
 from edge.errors import StorageError
 from edge.store.db import Database
@@ -104,6 +106,15 @@ def track_lineage(track: TrackRow | Mapping[str, Any]) -> dict[str, str]:
     if not lineage and level and label:
         lineage = {level: label}
     return {lv: lab for lv, lab in lineage.items() if names_a_taxon(lab)}
+
+
+def counted_lineage(track: TrackRow) -> dict[str, str]:
+    """What a finished track adds to the counts: its named lineage; `{"unknown": "unknown"}` for a
+    track the open set found unlike every taxon (its own row, as unsure has: DESIGN.md); {} for unsure."""
+    lineage = track_lineage(track)
+    if not lineage and track.label == UNKNOWN:
+        return {UNKNOWN: UNKNOWN}
+    return lineage
 
 
 def level_counts(insects: Iterable[tuple[Mapping[str, str], str | None]]) -> dict[str, dict[str, int]]:
@@ -275,7 +286,7 @@ class IntervalSummarizer:
         slot.changed = True
         self._where[tid] = start
         self._see(last)
-        self._count_today(tid, self._local_day(last), track.label if names_a_taxon(track.label) else UNSURE)
+        self._count_today(tid, self._local_day(last), count_key(track.label))
 
     def provisional(self) -> list[SummaryRow]:
         """The open intervals that changed since the last call, as rows ending at the latest frame
@@ -342,7 +353,7 @@ class IntervalSummarizer:
         ).fetchall()
         bucket = self._today.setdefault(day, {})
         for label, n in rows:
-            key = label if names_a_taxon(label) else UNSURE
+            key = count_key(label)
             bucket[key] = bucket.get(key, 0) + int(n)
         self._see(_to_us(now))
 
@@ -430,7 +441,7 @@ class IntervalSummarizer:
         return rows
 
     def _row(self, start: int, end: int, slot: _Open) -> SummaryRow:
-        counts = level_counts((track_lineage(t), t.size_class) for t in slot.tracks.values())
+        counts = level_counts((counted_lineage(t), t.size_class) for t in slot.tracks.values())
         return SummaryRow(
             run_id=self.run_id,
             start_utc=_from_us(start),

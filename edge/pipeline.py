@@ -26,7 +26,7 @@ import numpy as np
 from edge import __version__
 from edge.classify.classifier import Classifier
 from edge.classify.taxonomy import Taxonomy
-from edge.classify.types import BACKGROUND, Classification, names_a_taxon
+from edge.classify.types import BACKGROUND, Classification, count_key, names_a_taxon
 from edge.classify.types import UNSURE as UNSURE_LABEL
 from edge.config import TrackerConfig, TrapConfig, timelapse_advice
 from edge.detect.base import Box, Detection
@@ -124,10 +124,11 @@ class RunResult:
 
     def counts(self) -> dict[str, int]:
         """Finished, confirmed tracks per taxon, as the exports count them: "unsure" where the vote
-        abstained or named no taxon (a model's `background` class; see `named_background`)."""
+        abstained or named no taxon (a model's `background` class; see `named_background`),
+        "unknown" where the open set found the insect unlike every taxon of the model."""
         out: dict[str, int] = {}
         for track in self.finished_tracks.values():
-            key = track.label if names_a_taxon(track.label) else UNSURE_LABEL
+            key = count_key(track.label)
             out[key] = out.get(key, 0) + 1
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 

@@ -58,24 +58,23 @@ def fill_db(
         db.end_run(db.start_run(info), "completed")
     for tid, (run, first, status, level, lineage, score) in tracks.items():
         t0 = utc(first)
-        db.upsert_track(
-            TrackRow(
-                track_id=tid,
-                run_id=run,
-                status=status,
-                first_utc=t0,
-                last_utc=t0 + timedelta(seconds=seconds),
-                hits=hits,
-                x0=0,
-                y0=0,
-                x1=20,
-                y1=20,
-                level=level,
-                label=None if lineage is None or level is None else lineage[level],
-                score=score,
-                lineage_json=None if lineage is None else dict(lineage),
-                **dict((extra or {}).get(tid, {})),
-            )
-        )
+        fields: dict[str, Any] = {
+            "track_id": tid,
+            "run_id": run,
+            "status": status,
+            "first_utc": t0,
+            "last_utc": t0 + timedelta(seconds=seconds),
+            "hits": hits,
+            "x0": 0,
+            "y0": 0,
+            "x1": 20,
+            "y1": 20,
+            "level": level,
+            "label": None if lineage is None or level is None else lineage[level],
+            "score": score,
+            "lineage_json": None if lineage is None else dict(lineage),
+        }
+        fields.update((extra or {}).get(tid, {}))  # e.g. best_detection_id, size, or label "unknown"
+        db.upsert_track(TrackRow(**fields))
     for run, start, end, effort in summaries:
         store_summary(db, SummaryRow(run, utc(start), utc(end), effort, 100, 0, 1, {}))

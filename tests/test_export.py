@@ -565,3 +565,39 @@ def test_a_third_party_background_answer_is_unsure_in_the_csv_and_unknown_in_cam
     assert [by_event[i]["observationType"] for i in (1, 2, 3)] == ["animal", "unknown", "animal"]
     assert [by_event[i]["scientificName"] for i in (1, 2, 3)] == ["Noctua pronuba", "", ""]
     assert by_event[2]["classificationMethod"] == "machine" and by_event[3]["classificationMethod"] == ""
+
+
+def test_an_unknown_insect_has_its_own_row_and_is_an_animal_without_a_name_tagged_unknown(
+    tmp_path: Path,
+) -> None:
+    """DESIGN.md's table, the open set: counted as an insect; CSV `unknown,unknown` (its own row, not
+    unsure); Camtrap DP `animal` without scientificName, tagged `unknown`; the report's own row."""
+    from edge.report.data import load_report, taxa_csv
+
+    tracks = {
+        1: (1, "2026-07-01T20:00:00", "ended", "species", lep("Noctua pronuba"), 0.9),
+        2: (1, "2026-07-01T20:10:00", "ended", None, None, 0.8),
+        3: (1, "2026-07-01T20:20:00", "ended", None, None, None),
+    }
+    db = Database(tmp_path / "trapcam.db")
+    info = RunInfo("trap-01", "0.1.0", run_config(SITE), "synthetic")
+    fill_db(db, info, tracks, SUMMARIES, runs=1, extra={2: {"label": "unknown"}})
+    db.flush()
+    db.close()
+    counts_file, tracks_file = export_days(tmp_path / "trapcam.db", tmp_path / "out", [D], SITE, EXPORT)
+    counts = counts_of(counts_file)
+    assert counts[("unknown", "unknown")]["count"] == "1" and counts[("unsure", "unsure")]["count"] == "1"
+    assert counts[("all", "all")]["count"] == "3"
+    rows = {int(r["track_id"]): r for r in read_csv(tracks_file)}
+    assert (rows[2]["level"], rows[2]["label"], rows[2]["score"]) == ("", "unknown", "")
+    pkg = write_camtrap_dp(tmp_path / "trapcam.db", tmp_path / "out", [D], SITE, EXPORT, "trap-01")
+    assert validate_camtrap_dp(pkg) == []
+    unknown = {int(o["eventID"]): o for o in read_csv(pkg / "observations.csv")}[2]
+    assert (unknown["observationType"], unknown["scientificName"]) == ("animal", "")
+    assert "unknown" in unknown["observationTags"].split("|") and unknown["classificationMethod"] == "machine"
+    data = load_report(tmp_path / "trapcam.db", SITE, EXPORT)
+    assert [(t.taxon, t.level, t.count) for t in data.taxa][-2:] == [
+        ("unknown", None, 1),
+        ("unsure", None, 1),
+    ]
+    assert b"\nunknown,unknown,1," in taxa_csv(data)

@@ -153,6 +153,7 @@ def test_counts_per_level_come_from_the_lineage() -> None:
     )
     summ.on_track_finished(track(4, T0 + timedelta(minutes=5), {"order": "Diptera"}))
     summ.on_track_finished(track(5, T0 + timedelta(minutes=6)))  # the vote abstained: unsure
+    summ.on_track_finished(track(8, T0 + timedelta(minutes=6), label="unknown"))  # the open set: its own row
     summ.on_track_finished(track(6, T0 + timedelta(minutes=6), LEP, status="discarded"))  # never counts
     summ.on_track_finished(track(7, T0 + timedelta(minutes=6), LEP, status="confirmed"))  # not finished
     for t in times[50:]:
@@ -160,14 +161,21 @@ def test_counts_per_level_come_from_the_lineage() -> None:
     rows = summ.on_frame(T0 + timedelta(minutes=10), 0)
     assert len(rows) == 1
     row = rows[0]
-    assert row.tracks == 5
+    assert row.tracks == 6
     assert row.counts == {
         "order": {"Lepidoptera": 3, "Diptera": 1},
         "family": {"Noctuidae": 2, "Geometridae": 1},
         "species": {"Noctua pronuba": 2},
         "unsure": {"unsure": 1},
+        "unknown": {"unknown": 1},
     }
-    assert summ.today_counts() == {"Noctua pronuba": 2, "Geometridae": 1, "Diptera": 1, "unsure": 1}
+    assert summ.today_counts() == {
+        "Noctua pronuba": 2,
+        "Geometridae": 1,
+        "Diptera": 1,
+        "unsure": 1,
+        "unknown": 1,
+    }
 
 
 def test_a_track_counts_in_the_interval_of_its_last_sighting_even_when_it_ends_later() -> None:

@@ -655,6 +655,39 @@ def test_vote_respects_the_taxonomy() -> None:
     assert vote(crops).label == "Noctua pronuba"
 
 
+def test_a_track_most_of_whose_crops_the_open_set_calls_unknown_is_unknown() -> None:
+    """DESIGN.md's `unknown`: more than half of the measured crops unlike every class. One odd view
+    does not make a known insect unknown; the tally survives a restart and a merge."""
+    from dataclasses import replace
+
+    from edge.classify.types import UNKNOWN
+
+    def measured(score: float, unknown: bool) -> Classification:
+        return replace(classification(score), unknown=unknown, open_set_distance=0.4 if unknown else 0.05)
+
+    known = vote([measured(0.9, False), measured(0.8, True), measured(0.9, False)])
+    assert (known.level, known.label) == ("species", "Noctua pronuba")
+    tally = TaxonVote()
+    for c in (measured(0.9, True), measured(0.8, True), measured(0.9, False)):
+        tally.add(c)
+    result = tally.result()
+    assert (result.level, result.label, result.score) == (None, UNKNOWN, pytest.approx(2 / 3))
+    assert result.votes["species"] == pytest.approx({"Noctua pronuba": 2.6})  # what the model said, kept
+    again = TaxonVote()
+    again.restore(tally.state())
+    assert again.result().label == UNKNOWN
+    older = {k: v for k, v in tally.state().items() if k != "open_set"}  # saved before the open set
+    restored = TaxonVote()
+    restored.restore(older)
+    assert restored.result().label == "Noctua pronuba"
+    other = TaxonVote()
+    for _ in range(3):
+        other.add(measured(0.9, False))
+    other.merge(tally)  # 2 unknown of 6 measured: known
+    assert other.result().label == "Noctua pronuba"
+    assert vote([classification(0.9)] * 3).label == "Noctua pronuba"  # no open set: never unknown
+
+
 def test_vote_without_classifier_and_bad_input() -> None:
     assert vote([None, None]) == vote([])
     assert vote([None]).label is None and vote([None]).score == 0.0

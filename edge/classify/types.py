@@ -17,12 +17,21 @@ BACKGROUND = "background"
 # device stores a track voted to it as discarded ('not_insect') instead of counting it.
 NOT_INSECT = "not_insect"
 # Labels that name no taxon (besides no label at all); the store's SQL settles tracks by them too.
-UNNAMED_LABELS = (UNSURE, BACKGROUND)
+UNNAMED_LABELS = (UNSURE, BACKGROUND, UNKNOWN)
 
 
 def names_a_taxon(label: str | None) -> bool:
-    """Did the model name something: a label that is neither missing, `unsure` nor `background`?"""
+    """Did the model name something: a label that is neither missing, `unsure`, `background` nor `unknown`?"""
     return label is not None and label not in UNNAMED_LABELS
+
+
+def count_key(label: str | None) -> str:
+    """Where a finished track is counted: its taxon, else `unknown` (open set), else `unsure`
+    (no level confident, or a third-party model's `background`): DESIGN.md's outcome table."""
+    if names_a_taxon(label):
+        assert label is not None
+        return label
+    return UNKNOWN if label == UNKNOWN else UNSURE
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edge.classify.types import BACKGROUND, names_a_taxon
+from edge.classify.types import BACKGROUND, UNKNOWN, names_a_taxon
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ExportError
 from edge.export.csvsafe import Num, atomic_write, fixed, integer, render_csv
@@ -335,6 +335,8 @@ def write_camtrap_dp(
             if row is not None:
                 media_rows.append(row)
         tags = [f"level:{t.level}"] if not t.unsure and t.level else []
+        if t.unknown:  # DESIGN.md: `animal` without a name, as unsure, tagged unknown (open set)
+            tags.append(UNKNOWN)
         tags += [f"{lv}:{t.lineage[lv]}" for lv in ordered_levels([t])]
         tags.append(f"hits:{t.hits}")
         if t.size_class is not None:  # body size: a biomass proxy (config `size`)
@@ -343,7 +345,7 @@ def write_camtrap_dp(
             tags.append(f"length_mm:{t.length_mm:.2f}")
         elif t.length_px is not None:
             tags.append(f"length_px:{t.length_px:.0f}")
-        score = None if t.unsure or t.score is None else min(1.0, max(0.0, t.score))
+        score = None if t.unsure or t.unknown or t.score is None else min(1.0, max(0.0, t.score))
         answerless = t.unsure and not t.background  # the vote abstained: no method to name
         observation_rows.append(
             _row(
@@ -356,7 +358,7 @@ def write_camtrap_dp(
                     "eventEnd": _ts(t.last),
                     "observationLevel": "event",
                     "observationType": observation_type(t.label),
-                    "scientificName": None if t.unsure else t.label,
+                    "scientificName": None if t.unsure or t.unknown else t.label,
                     "count": integer(1),
                     "classificationMethod": None if answerless else "machine",
                     "classifiedBy": None if answerless else (dep.run.model_name or "trapcam"),
@@ -445,7 +447,7 @@ def _descriptor(
     }
     taxa: dict[str, dict[str, Any]] = {}
     for t in tracks:
-        if t.unsure or not t.label or t.label in taxa:
+        if t.unsure or t.unknown or not t.label or t.label in taxa:
             continue
         entry: dict[str, Any] = {"scientificName": t.label}
         if t.level in CAMTRAP_RANKS:

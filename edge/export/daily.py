@@ -10,9 +10,10 @@ to the day its `first_utc` falls in; only finished tracks (status 'ended') are e
 
 - level/taxon: every level of the tracks' lineages, coarse to fine, taxa by name; a track counts
   once at each level of its lineage (a species-level track also counts for its family and
-  order). Then `unsure,unsure` (tracks whose vote abstained at every level) and `all,all` (every
-  finished track). These two rows are always present, so a night with effort and no insect
-  still says "0 insects in 7.5 hours".
+  order). Then `unknown,unknown` where the open set found tracks unlike every taxon of the model
+  (DESIGN.md; only then), `unsure,unsure` (tracks whose vote abstained at every level) and
+  `all,all` (every finished track). These two rows are always present, so a night with effort
+  and no insect still says "0 insects in 7.5 hours".
 - first_seen / last_seen: the earliest first sighting and the latest last sighting of those
   tracks, local time with UTC offset, to the second (ISO 8601, e.g. 2026-07-01T23:14:05+02:00):
   readable by a person, and exact as an instant.
@@ -79,6 +80,7 @@ from edge.intervals import SIZE_CLASS
 from edge.store.schema import parse_utc
 
 UNSURE = "unsure"
+UNKNOWN = "unknown"  # tracks the open set found unlike every taxon of the model (DESIGN.md)
 ALL = "all"
 MAX_DAYS = 3660
 COUNTS_HEADER = (
@@ -306,6 +308,9 @@ def counts_csv(
                 by_taxon.setdefault(t.lineage[level], []).append(t)
         for taxon in sorted(by_taxon):
             rows.append(row(level, taxon, by_taxon[taxon]))
+    unknown = [t for t in tracks if t.unknown]
+    if unknown:  # only a model with open-set statistics answers it (older bundles never do)
+        rows.append(row(UNKNOWN, UNKNOWN, unknown))
     rows.append(row(UNSURE, UNSURE, [t for t in tracks if t.unsure]))
     rows.append(row(ALL, ALL, list(tracks)))
     return render_csv(COUNTS_HEADER, rows)
@@ -346,7 +351,7 @@ def tracks_csv(tracks: Sequence[TrackRecord], zone: ZoneInfo) -> bytes:
                 integer(t.hits),
                 t.level if not t.unsure else None,
                 t.label if not t.unsure else None,
-                fixed(t.score, 4) if not t.unsure else None,
+                fixed(t.score, 4) if not (t.unsure or t.unknown) else None,
                 fixed(t.length_px, 0) if t.length_px is not None else None,
                 fixed(t.length_mm, 2) if t.length_mm is not None else None,
                 t.size_class,

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.classify.taxonomy import RANKS
-from edge.classify.types import BACKGROUND
+from edge.classify.types import BACKGROUND, UNKNOWN
 from edge.errors import ExportError, StorageError
 from edge.intervals import track_lineage
 from edge.store.db import connect_reader
@@ -100,9 +100,14 @@ class TrackRecord:
     size_class: str | None = None
 
     @property
+    def unknown(self) -> bool:
+        """The open set found the insect unlike every taxon of the model (DESIGN.md: its own row)."""
+        return self.label == UNKNOWN
+
+    @property
     def unsure(self) -> bool:
         """No taxon named at any level (the vote abstained, or the model said `background`)."""
-        return not self.lineage
+        return not self.lineage and not self.unknown
 
     @property
     def background(self) -> bool:

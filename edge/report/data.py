@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ReportError
 from edge.export.csvsafe import fixed, integer, render_csv
-from edge.export.daily import MAX_DAYS, UNSURE, local_iso
+from edge.export.daily import MAX_DAYS, UNKNOWN, UNSURE, local_iso
 from edge.export.data import (
     TrackRecord,
     day_window,
@@ -143,6 +143,8 @@ def taxon_at(track: TrackRecord, level: str, levels: Sequence[str]) -> tuple[str
 
     A track whose lineage holds only finer levels (a one-level model) keeps its coarsest name.
     """
+    if track.unknown:
+        return UNKNOWN, None
     if track.unsure:
         return UNSURE, None
     if level in track.lineage:
@@ -231,7 +233,7 @@ def taxa_csv(data: ReportData) -> bytes:
     rows = [
         [
             t.taxon,
-            t.level if t.level is not None else UNSURE,
+            t.level if t.level is not None else t.taxon,  # `unknown` or `unsure`: their own rows
             integer(t.count),
             local_iso(t.first_seen, zone) if t.first_seen else None,
             local_iso(t.last_seen, zone) if t.last_seen else None,

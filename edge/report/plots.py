@@ -18,6 +18,7 @@ from edge.report.data import HOURS, ReportData, top_taxa
 
 OTHER = "other"
 UNSURE_COLOUR = "#9e9e9e"
+UNKNOWN_COLOUR = "#6d4c41"  # insects unlike every taxon of the model (open set)
 OTHER_COLOUR = "#5d4037"
 ACTIVITY_PNG = "activity_per_hour.png"
 NIGHTS_PNG = "counts_per_night.png"
@@ -48,14 +49,15 @@ def _text(label: str) -> str:
 def _series(
     data: ReportData, top: int, values: dict[str, list[int]]
 ) -> list[tuple[str, list[int], str | None]]:
-    """(label, values, colour) per plotted series: top taxa, then 'other', then 'unsure'."""
+    """(label, values, colour) per plotted series: top taxa, then 'other', then 'unknown' and
+    'unsure' (the rows without a level)."""
     keep = top_taxa(data, top)
     length = len(next(iter(values.values()))) if values else 0
     other = [0] * length
-    unsure: list[int] | None = None
+    nameless: dict[str, list[int]] = {}
     for t in data.taxa:
         if t.level is None:
-            unsure = values.get(t.taxon, [0] * length)
+            nameless[t.taxon] = values.get(t.taxon, [0] * length)
         elif t.taxon not in keep:
             other = [a + b for a, b in zip(other, values.get(t.taxon, [0] * length), strict=True)]
     out: list[tuple[str, list[int], str | None]] = [
@@ -63,8 +65,9 @@ def _series(
     ]
     if any(other):
         out.append((OTHER, other, OTHER_COLOUR))
-    if unsure is not None and any(unsure):
-        out.append(("unsure", unsure, UNSURE_COLOUR))
+    for name, colour in (("unknown", UNKNOWN_COLOUR), ("unsure", UNSURE_COLOUR)):
+        if any(nameless.get(name, [])):
+            out.append((name, nameless[name], colour))
     return out
 
 

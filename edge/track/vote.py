@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge.classify.taxonomy import Taxonomy
-from edge.classify.types import Classification
+from edge.classify.types import UNKNOWN, Classification
 from edge.track import TrackingError
 
 
@@ -24,7 +24,8 @@ class VoteResult:
     """The track's answer.
 
     level / label: the deepest level whose winner is clear and consistent with the coarser
-        winners; None when nothing was voted or every level abstained.
+        winners; None when nothing was voted or every level abstained; label `unknown` (level
+        None) when most measured crops were unlike every class the model knows (open set).
     score: the mean confidence of the winning label's votes at that level (0.0 when None).
     votes: per level, {label: summed top-1 score}.
     """
@@ -46,9 +47,16 @@ class TaxonVote:
         self._weights: dict[str, dict[str, float]] = {}
         self._counts: dict[str, dict[str, int]] = {}
         self._levels: list[str] = []  # first-seen order (coarse to fine) when there is no taxonomy
+        # Open set: crops the classifier measured against its classes, and those it called unknown.
+        self._open_set_crops = 0
+        self._unknown_crops = 0
 
     def add(self, classification: Classification) -> None:
-        """Count every non-abstained level prediction of one crop, weighted by its score."""
+        """Count every non-abstained level prediction of one crop, weighted by its score, and
+        whether the open-set rule called the crop unknown."""
+        if classification.open_set_distance is not None:
+            self._open_set_crops += 1
+            self._unknown_crops += int(classification.unknown)
         for level, prediction in classification.levels.items():
             if self.taxonomy is not None and level not in self.taxonomy.levels:
                 raise TrackingError(
@@ -78,6 +86,8 @@ class TaxonVote:
             for label, weight in weights.items():
                 mine[label] = mine.get(label, 0.0) + weight
                 counts[label] = counts.get(label, 0) + other._counts[level][label]
+        self._open_set_crops += other._open_set_crops
+        self._unknown_crops += other._unknown_crops
 
     def state(self) -> dict[str, Any]:
         """The whole tally as plain JSON-able data, so a restarted trap continues the same vote."""
@@ -85,6 +95,7 @@ class TaxonVote:
             "levels": list(self._levels),
             "weights": self.votes,
             "counts": {level: dict(counts) for level, counts in self._counts.items()},
+            "open_set": [self._open_set_crops, self._unknown_crops],
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -95,11 +106,13 @@ class TaxonVote:
                 str(lv): {str(k): float(v) for k, v in w.items()} for lv, w in state["weights"].items()
             }
             counts = {str(lv): {str(k): int(v) for k, v in c.items()} for lv, c in state["counts"].items()}
+            measured, unknown = (int(v) for v in state.get("open_set", (0, 0)))  # absent before the open set
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise TrackingError(f"vote state: expected levels, weights and counts, got {exc!r}") from None
         if any(set(weights[lv]) != set(counts.get(lv, {})) for lv in weights):
             raise TrackingError("vote state: weights and counts name different labels")
         self._levels, self._weights, self._counts = levels, weights, counts
+        self._open_set_crops, self._unknown_crops = measured, unknown
 
     @property
     def votes(self) -> dict[str, dict[str, float]]:
@@ -120,7 +133,11 @@ class TaxonVote:
         return label
 
     def result(self) -> VoteResult:
-        """Per-level winners, reduced to the deepest answer the taxonomy finds consistent."""
+        """Per-level winners, reduced to the deepest answer the taxonomy finds consistent; or
+        `unknown` when more than half of the crops the open-set rule measured were unlike every
+        class (one odd view does not make a known insect unknown, nor one typical view a foreign one)."""
+        if self._open_set_crops and self._unknown_crops * 2 > self._open_set_crops:
+            return VoteResult(None, UNKNOWN, self._unknown_crops / self._open_set_crops, self.votes)
         taxonomy = self.taxonomy or Taxonomy(levels=tuple(self._levels))
         answers = {level: self._winner(level) for level in taxonomy.levels}
         level, label = taxonomy.deepest_consistent(answers)
