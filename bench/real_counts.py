@@ -102,8 +102,15 @@ class BenchError(Exception):
     """The bench cannot run: a missing folder or file, named in one line."""
 
 
-def trap_config(example: str, shared: Path, data_dir: Path, detector: dict[str, Any] | None = None) -> str:
-    """The example's detector, crop, classifier and tracker settings; the iNat model; nothing else.
+def trap_config(
+    example: str,
+    shared: Path,
+    data_dir: Path,
+    detector: dict[str, Any] | None = None,
+    model: Path | None = None,
+) -> str:
+    """The example's detector, crop, classifier and tracker settings; the iNat model (or `model`, a
+    trapcam bundle); nothing else.
 
     Device parts (camera, schedule, light, MQTT, export folders) are left out: evaluation reads
     the frames itself, and a schedule would drop frames outside its window.
@@ -112,16 +119,20 @@ def trap_config(example: str, shared: Path, data_dir: Path, detector: dict[str, 
     model_dir = shared / INAT
     if not model_dir.is_dir():
         raise BenchError(f"{model_dir}: the shared iNaturalist model is not there")
+    classifier: dict[str, Any] = {
+        **{k: v for k, v in raw.get("classifier", {}).items() if k not in ("model", "labels")},
+        "model": str(model_dir / "mobilenet_v2_1.0_224_inat_insect_quant.tflite"),
+        "labels": str(model_dir / "inat_insect_labels.txt"),
+        "num_threads": 2,
+    }
+    if model is not None:  # a trapcam bundle: its own labels, thresholds and open set
+        classifier["model"] = str(model)
+        del classifier["labels"]
     config: dict[str, Any] = {
         "device_id": f"real-{Path(example).stem}",
         "data_dir": str(data_dir),
         "source": {"kind": "folder", "path": str(data_dir)},
-        "classifier": {
-            **{k: v for k, v in raw.get("classifier", {}).items() if k not in ("model", "labels")},
-            "model": str(model_dir / "mobilenet_v2_1.0_224_inat_insect_quant.tflite"),
-            "labels": str(model_dir / "inat_insect_labels.txt"),
-            "num_threads": 2,
-        },
+        "classifier": classifier,
     }
     for section in ("detector", "crop", "tracker"):
         if section in raw:
@@ -157,7 +168,9 @@ def rows(
     return out
 
 
-def run_set(real: RealSet, shared: Path, out: Path, iou: float, keep: bool) -> list[str]:
+def run_set(
+    real: RealSet, shared: Path, out: Path, iou: float, keep: bool, model: Path | None = None
+) -> list[str]:
     """Evaluate one set; the printed lines."""
     from edge.config import parse_config
     from edge.evaluation.ground_truth import load_ground_truth
@@ -169,7 +182,7 @@ def run_set(real: RealSet, shared: Path, out: Path, iou: float, keep: bool) -> l
     truth = load_ground_truth(real.annotation, "coco", images=images)
     folder = out / real.name
     folder.mkdir(parents=True, exist_ok=True)
-    text = trap_config(real.example, shared, folder, real.detector)
+    text = trap_config(real.example, shared, folder, real.detector, model)
     (folder / "trap.yaml").write_text(text, encoding="utf-8")
     cfg = isolated_config(parse_config(text, str(folder / "trap.yaml")), folder)
     report, result = evaluate_frames(cfg, truth, iou_threshold=iou)
@@ -195,6 +208,12 @@ def run_set(real: RealSet, shared: Path, out: Path, iou: float, keep: bool) -> l
         f"  not counted: {result.partial_tracks} partial (slivers at the frame's border), "
         f"{result.not_insects} voted not an insect"
     )
+    answers = result.counts()
+    unknown, unsure = answers.get("unknown", 0), answers.get("unsure", 0)
+    lines.append(
+        f"  answers of the {sum(answers.values())} counted: {sum(answers.values()) - unknown - unsure} named,"
+        f" {unsure} unsure, {unknown} unknown (unlike every taxon of the model: its open set)"
+    )
     if tracking.mota is not None and tracking.idf1 is not None:
         lines.append(
             f"  MOTA {tracking.mota:.3f}, IDF1 {tracking.idf1:.3f}, id switches {tracking.id_switches}"
@@ -212,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iou", type=float, default=0.5, help="IoU a box needs to match an annotation")
     parser.add_argument("--out", help="keep the reports and databases here (default: a temporary folder)")
     parser.add_argument(
+        "--model",
+        help="a trapcam bundle instead of the iNat model (e.g. the demo's: how many tracks of a night"
+        " of insects it never saw its open set calls unknown)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         choices=[real.name for real in SETS],
@@ -226,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="trapcam-real-") as tmp:
             out = Path(args.out) if args.out else Path(tmp)
             for real in chosen:
-                print("\n".join(run_set(real, shared, out, args.iou, keep=bool(args.out))), flush=True)
+                model = Path(args.model).expanduser().resolve() if args.model else None
+                lines = run_set(real, shared, out, args.iou, keep=bool(args.out), model=model)
+                print("\n".join(lines), flush=True)
     except BenchError as exc:
         print(f"real_counts: {exc}", file=sys.stderr)
         return 2
