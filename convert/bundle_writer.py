@@ -64,7 +64,8 @@ from edge.classify.bundle import (
     write_manifest,
 )
 from edge.classify.types import NOT_INSECT
-from edge.errors import ConfigError, ModelError
+from edge.errors import ConfigError, ExportError, ModelError
+from edge.export.csvsafe import atomic_write
 
 
 @dataclass
@@ -215,7 +216,7 @@ def make_manifest(
         training=provenance(run),
         not_insect_label=not_insect,
         embedding=embedding,
-        open_set=open_set if embedding is not None else None,
+        open_set=open_set,
     )
 
 
@@ -280,11 +281,9 @@ def keep_check(run_dir: Path, result: CheckResult, error: str | None) -> str:
     figures = result.to_json() | {"error": error}
     try:
         for name, content in zip(CHECK_FILES, (text, json.dumps(figures, indent=2) + "\n"), strict=True):
-            tmp = run_dir / f".{name}.tmp"
-            tmp.write_text(content, encoding="utf-8")
-            tmp.replace(run_dir / name)
-    except OSError as exc:  # a run folder on read-only media: say so, the conversion itself stands
-        return f"not kept ({run_dir} cannot be written: {exc.strerror or exc})"
+            atomic_write(run_dir / name, content.encode("utf-8"))
+    except ExportError as exc:  # a run folder on read-only media: say so, the conversion itself stands
+        return f"not kept ({exc})"
     return str(run_dir / CHECK_FILES[0])
 
 
@@ -354,13 +353,15 @@ def convert_run(
                 )
                 write_manifest(check_dir, manifest)
                 try:
-                    probs, timing = run_on_edge(check_dir, images, num_threads=num_threads)
+                    ran = run_on_edge(check_dir, images, num_threads=num_threads)
                 except ModelError as exc:
                     raise ConvertError(f"{variant} model does not run on the edge runtime: {exc}") from None
-                figures = figures_for(variant, truth, reference, probs)
+                if variant == bundle_variant:
+                    bundle_run = ran  # its test embeddings serve the open set's check too
+                figures = figures_for(variant, truth, reference, ran.probs)
                 figures.size_bytes = len(tflites[variant])
-                figures.invoke_ms_per_crop = timing["invoke_ms_per_crop"]
-                figures.classify_ms_per_crop = timing["classify_ms_per_crop"]
+                figures.invoke_ms_per_crop = ran.timing["invoke_ms_per_crop"]
+                figures.classify_ms_per_crop = ran.timing["classify_ms_per_crop"]
                 spec = manifest.input
                 figures.input = f"{spec.dtype}" + (
                     f" scale {spec.scale:g} zero point {spec.zero_point}" if spec.scale else ""
@@ -423,7 +424,7 @@ def convert_run(
                     roles[EDGETPU_FILE] = "edgetpu"
             # the open-set statistics, from the bundle's own model (convert/open_set.py)
             open_set = fit_bundle_open_set(
-                Path(work) / f"bundle-{bundle_variant}", run, images, num_threads=num_threads, echo=echo
+                Path(work) / f"bundle-{bundle_variant}", run, bundle_run, num_threads=num_threads, echo=echo
             )
             manifest = make_manifest(
                 run,

@@ -319,8 +319,17 @@ def keras_predict(model: Any, images_rgb: np.ndarray, levels: Sequence[str], bat
     return {level: np.asarray(out[level], dtype=np.float64) for level in levels}
 
 
-def run_on_edge(bundle_dir: Any, images_rgb: np.ndarray, num_threads: int = 1) -> tuple[dict, dict]:
-    """({level: N x C probs}, timing) of a bundle run by the device's Classifier on BGR crops."""
+@dataclass(frozen=True)
+class EdgeRun:
+    """What the device's Classifier made of a set of crops."""
+
+    probs: dict[str, np.ndarray]  # {level: N x C probabilities}
+    timing: dict[str, float]  # Classifier.timing(): invoke and classify time per crop
+    embeddings: np.ndarray | None  # N x D unit vectors; None when the bundle declares no embedding
+
+
+def run_on_edge(bundle_dir: Any, images_rgb: np.ndarray, num_threads: int = 1) -> EdgeRun:
+    """A bundle run by the device's Classifier on the crops (RGB here, BGR to it), one per call."""
     from edge.classify.bundle import load_bundle
     from edge.classify.classifier import Classifier
 
@@ -331,4 +340,6 @@ def run_on_edge(bundle_dir: Any, images_rgb: np.ndarray, num_threads: int = 1) -
     for crop in crops:  # one at a time, as the trap does; latency per crop from the classifier
         results.extend(classifier.classify(crop[None]))
     probs = {level: np.stack([r.probs[level] for r in results]) for level in classifier.levels}
-    return probs, classifier.timing()
+    vectors = [r.embedding for r in results]
+    embeddings = np.stack(vectors) if vectors and all(v is not None for v in vectors) else None
+    return EdgeRun(probs, classifier.timing(), embeddings)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +19,23 @@ from edge.store.schema import RunInfo, TrackRow
 TrackSpec = tuple[int, str, str, "str | None", "Mapping[str, str] | None", "float | None"]
 # A summary: (run, start_utc, end_utc, effort_s)
 SummarySpec = tuple[int, str, str, float]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def trapcam(
+    *args: str, timeout: float = 300, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m edge ARGS` from the checkout, output captured: the command as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def synthetic_config(data_dir: Path, extra: str = "", **source: object) -> TrapConfig:

@@ -10,8 +10,9 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
+
+from helpers import trapcam
 
 from train.presets import synthetic_run_config
 
@@ -19,14 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _train(config: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge", "train", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    return trapcam("train", "--config", str(config), env=env)
 
 
 def _closed_port() -> int:
@@ -151,8 +145,6 @@ def test_the_readme_training_path_on_a_folder_of_photos_from_scratch_then_from_i
         ["bundle", "inspect", str(bundle)],
         ["bundle", "verify", str(bundle)],
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "edge", *command], capture_output=True, text=True, cwd=ROOT, timeout=300
-        )
+        done = trapcam(*command)
         assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stderr[-2000:])
     assert json.loads((bundle / "model.json").read_text())["open_set"]["level"] == "species"

@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers import trapcam
 
 from train.presets import synthetic_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
 # Native log lines of TensorFlow and friends that must not reach the screen of a normal run.
 NOISE = ("oneDNN", "absl", "I0000", "W0000", "cpu_feature_guard", "XNNPACK", "fully_quantize")
 # Not the 64-px default, so that the size is seen to travel from the config to run.json (small: fast).
@@ -39,14 +38,7 @@ def _train(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
     # `deterministic: true` in the config: the command itself turns oneDNN off before TensorFlow loads
     # and pins the threads, so this test sees what a newcomer's machine sees (train/reproducible.py).
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    return subprocess.run(
-        [sys.executable, "-m", "edge", "train", "--config", str(config), *options],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=900,
-    )
+    return trapcam("train", "--config", str(config), *options, env=env, timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,13 @@ import numpy as np
 import yaml
 
 from train.config import TrainConfig
-from train.run_folder import SPLITS_FILE, check_run_folder, check_same_data, clear_untrained_run
+from train.run_folder import (
+    CONFIG_SNAPSHOT,
+    SPLITS_FILE,
+    check_run_folder,
+    check_same_data,
+    clear_untrained_run,
+)
 
 log = logging.getLogger("trapcam.train")
 BACKBONE_WEIGHTS = "backbone.weights.h5"  # the trained backbone, for `model.weights` of a later run
@@ -178,7 +184,7 @@ def train(cfg: TrainConfig, extra_callbacks: Sequence[Any] = (), resume: bool = 
         # Written once every image has loaded and the model is built (ImageNet weights downloaded):
         # a run that failed on a bad image or offline leaves no split and no config snapshot, so
         # nothing blocks the next run (train/run_folder.py).
-        (run_dir / "train.yaml").write_text(
+        (run_dir / CONFIG_SNAPSHOT).write_text(
             yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "utf-8"
         )
         write_splits(splits, splits_path)

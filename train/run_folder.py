@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -195,14 +196,12 @@ def check_same_data(run_dir: Path, current: dict[str, tuple[str, str]]) -> None:
 
 
 # What a run writes before and during its first epoch (fit: checkpoints, backups, history).
-_RUN_FILES = ("train.yaml", SPLITS_FILE, "class_counts.csv", "history.csv", "stages.json")
+_RUN_FILES = (CONFIG_SNAPSHOT, SPLITS_FILE, "class_counts.csv", "history.csv", "stages.json")
 _RUN_FOLDERS = ("checkpoints", "backup")
 
 
 def clear_untrained_run(run_dir: Path) -> None:
     """Remove what a run that never finished an epoch left, before a new run replaces it."""
-    import shutil
-
     for name in _RUN_FILES:
         (Path(run_dir) / name).unlink(missing_ok=True)
     for name in _RUN_FOLDERS:

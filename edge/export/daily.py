@@ -58,6 +58,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from edge.classify.taxonomy import RANKS
+from edge.classify.types import UNKNOWN
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ExportError
 from edge.export.csvsafe import Num, atomic_write, fixed, integer, render_csv
@@ -80,7 +81,6 @@ from edge.intervals import SIZE_CLASS
 from edge.store.schema import parse_utc
 
 UNSURE = "unsure"
-UNKNOWN = "unknown"  # tracks the open set found unlike every taxon of the model (DESIGN.md)
 ALL = "all"
 MAX_DAYS = 3660
 COUNTS_HEADER = (
