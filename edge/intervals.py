@@ -221,7 +221,6 @@ class IntervalSummarizer:
         ends a track after max_misses frames or tracker.max_gap_s); the interval closes after it."""
         if close_delay_s < 0:
             raise StorageError(f"summary: close_delay_s: expected >= 0, got {close_delay_s}")
-        self.cfg = cfg
         self.run_id = int(run_id)
         self.zone = ZoneInfo(tz)
         self._interval_us = round(cfg.interval_s * _US)

@@ -9,14 +9,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
 from edge.config import SummaryConfig
-from edge.intervals import IntervalSummarizer, SummaryRow, store_summary, summary_from_db
+from edge.errors import StorageError
+from edge.intervals import (
+    IntervalSummarizer,
+    SummaryRow,
+    counts_json,
+    store_summary,
+    summary_from_db,
+    track_lineage,
+)
 from edge.store.db import Database, connect_reader
 from edge.store.schema import RunInfo, TrackRow
 from edge.track.resume import ResumeState
@@ -394,3 +402,317 @@ def test_provisional_rows_are_the_open_intervals_so_far_and_the_closed_row_repla
         conn.close()
         db.close()
     assert [(r[1], r[2]) for r in stored] == [(60.0, 0), (20.0, 1)]  # one row per interval, track once
+
+
+# ---------------------------------------------------------------- properties stated for issue 26
+# (mutation testing: each states a promise of the module that a small change to its code breaks)
+
+MINUTE = SummaryConfig(interval_s=60, max_frame_gap_s=30)
+
+
+def test_summary_message_carries_every_field_of_its_row_sorted_and_rounded() -> None:
+    """The MQTT `summary` message is a contract with dashboards: exactly these keys, counts and today
+    sorted, seconds rounded to the microsecond."""
+    row = SummaryRow(
+        run_id=7,
+        start_utc=T0,
+        end_utc=T0 + timedelta(minutes=15),
+        effort_s=123.4567891,
+        frames_processed=42,
+        frames_dropped=3,
+        tracks=5,
+        counts={"species": {"Noctua pronuba": 1, "Agrotis exclamationis": 2}, "order": {"Lepidoptera": 3}},
+        max_insects=4,
+    )
+    payload = row.to_payload({"Noctua pronuba": 2, "Agrotis exclamationis": 1})
+    assert payload == {
+        "run_id": 7,
+        "start": "2026-07-01T21:00:00.000000Z",
+        "end": "2026-07-01T21:15:00.000000Z",
+        "interval_s": 900.0,
+        "effort_s": 123.456789,
+        "frames_processed": 42,
+        "frames_dropped": 3,
+        "tracks": 5,
+        "max_insects": 4,
+        "counts": {"order": {"Lepidoptera": 3}, "species": {"Agrotis exclamationis": 2, "Noctua pronuba": 1}},
+        "today": {"Agrotis exclamationis": 1, "Noctua pronuba": 2},
+        "today_total": 3,
+    }
+    assert list(payload["counts"]) == ["order", "species"]
+    assert list(payload["counts"]["species"]) == ["Agrotis exclamationis", "Noctua pronuba"]
+    assert list(payload["today"]) == ["Agrotis exclamationis", "Noctua pronuba"]
+    short = dataclasses.replace(row, end_utc=T0 + timedelta(seconds=61.2345678), max_insects=None)
+    assert short.to_payload({})["interval_s"] == 61.234568
+    assert short.to_payload({})["max_insects"] is None and short.to_payload({})["today_total"] == 0
+
+
+def test_counts_text_is_sorted_compact_and_keeps_names_as_written() -> None:
+    """The same counts give the same text whatever their order (a replay compares equal), and a
+    species name with a diacritic is stored as written, not as \\u escapes."""
+    a = {"species": {"Æshna cyanea": 1, "Aeshna mixta": 2}, "order": {"Odonata": 3}}
+    b = {"order": {"Odonata": 3}, "species": {"Aeshna mixta": 2, "Æshna cyanea": 1}}
+    text = '{"order":{"Odonata":3},"species":{"Aeshna mixta":2,"Æshna cyanea":1}}'
+    assert counts_json(a) == counts_json(b) == text
+    assert SummaryRow(1, T0, T0, 0.0, 0, 0, 3, a).counts_json() == text
+
+
+def test_a_summary_reads_back_from_any_mapping_of_its_columns() -> None:
+    """summary_from_db takes a plain dict as well as an sqlite3.Row (whose keys ignore case), and a
+    row stored before `max_insects` existed reads back with None."""
+    row = SummaryRow(3, T0, T0 + timedelta(minutes=15), 812.5, 160, 2, 4, {"order": {"Diptera": 4}}, 6)
+    columns = [
+        "run_id",
+        "start_utc",
+        "end_utc",
+        "effort_s",
+        "frames_processed",
+        "frames_dropped",
+        "tracks",
+        "counts_json",
+        "max_insects",
+    ]
+    stored = dict(zip(columns, row.params(), strict=True))
+    assert summary_from_db(stored) == row
+    del stored["max_insects"]
+    assert summary_from_db(stored) == dataclasses.replace(row, max_insects=None)
+
+
+def test_lineage_from_a_plain_database_mapping() -> None:
+    lineage_row = {"lineage_json": json.dumps(LEP), "level": "species", "label": "Noctua pronuba"}
+    assert track_lineage(lineage_row) == LEP
+    old_row = {"lineage_json": None, "level": "family", "label": "Noctuidae"}  # before lineage existed
+    assert track_lineage(old_row) == {"family": "Noctuidae"}
+    broken = {"lineage_json": "{not json", "level": "order", "label": "Diptera"}
+    assert track_lineage(broken) == {"order": "Diptera"}
+    assert track_lineage({"lineage_json": None, "level": "species", "label": "background"}) == {}
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that does not know its offset: as unusable as none."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+@pytest.mark.parametrize("moment", [datetime(2026, 7, 1, 21), datetime(2026, 7, 1, 21, tzinfo=_NoOffset())])
+def test_a_timestamp_without_a_known_offset_is_refused_by_name(moment: datetime) -> None:
+    summ = IntervalSummarizer(MINUTE, run_id=1)
+    with pytest.raises(
+        StorageError, match=r"^summary: timestamp 2026-07-01T21:00:00: expected a timezone-aware"
+    ):
+        summ.on_frame(moment, 0)
+
+
+def test_close_delay_defaults_to_two_minutes_and_cannot_be_negative() -> None:
+    with pytest.raises(StorageError, match=r"^summary: close_delay_s: expected >= 0, got -1"):
+        IntervalSummarizer(MINUTE, run_id=1, close_delay_s=-1)
+    summ = IntervalSummarizer(SummaryConfig(interval_s=60, max_frame_gap_s=600), run_id=1)
+    summ.on_frame(T0, 0)
+    # the interval [21:00, 21:01) closes with the first frame at least 120 s past its end
+    assert summ.on_frame(T0 + timedelta(seconds=179.999999), 0) == []
+    assert [r.start_utc for r in summ.on_frame(T0 + timedelta(seconds=180), 0)] == [T0]
+
+
+def test_dropped_frames_count_from_zero_and_survive_a_counter_reset() -> None:
+    """The capture thread's drop counter as the loop reports it: 5 already at the first frame, then
+    7, then 2 after the capture restarted (a new counter): 5 + 2 + 2 frames dropped."""
+    summ = IntervalSummarizer(MINUTE, run_id=1)
+    for i, dropped_total in enumerate((5, 7, 2)):
+        summ.on_frame(T0 + timedelta(seconds=i), dropped_total)
+    (row,) = summ.finish(T0 + timedelta(seconds=3))
+    assert row.frames_dropped == 9
+
+
+def test_max_insects_is_the_busiest_frame_and_zero_is_not_unknown() -> None:
+    summ = IntervalSummarizer(MINUTE, run_id=1)
+    summ.on_frame(T0, 0, insects=0)
+    summ.on_frame(T0 + timedelta(seconds=1), 0)  # the loop did not say
+    (row,) = summ.provisional()
+    assert row.max_insects == 0
+    summ.on_frame(T0 + timedelta(seconds=2), 0, insects=3)
+    summ.on_frame(T0 + timedelta(seconds=3), 0, insects=1)
+    assert [r.max_insects for r in summ.finish(T0 + timedelta(seconds=4))] == [3]
+    silent = IntervalSummarizer(MINUTE, run_id=1)
+    silent.on_frame(T0, 0)
+    assert [r.max_insects for r in silent.finish(T0)] == [None]
+
+
+def test_provisional_rows_follow_every_change_of_an_open_interval() -> None:
+    """A frame, effort split into the previous interval, or a track moving out: each changes a
+    stored row's numbers, so each must come back from provisional(); an unchanged interval does
+    not, and one unchanged before a changed one does not hide it."""
+    summ = IntervalSummarizer(MINUTE, run_id=1, close_delay_s=60)
+    summ.on_frame(T0 + timedelta(seconds=5), 0)
+    assert [(r.start_utc, r.frames_processed, r.effort_s) for r in summ.provisional()] == [
+        (T0, 1, 0.0)
+    ]  # one frame: no effort yet, still a row
+    summ.on_frame(T0 + timedelta(seconds=45), 0)  # 40 s later: longer than max_frame_gap_s
+    assert [(r.frames_processed, r.effort_s) for r in summ.provisional()] == [(2, 0.0)]
+    summ.on_frame(T0 + timedelta(seconds=70), 0)  # 25 s: 15 s of it in the first interval
+    rows = summ.provisional()
+    assert [(r.start_utc, r.effort_s, r.frames_processed) for r in rows] == [
+        (T0, 15.0, 2),
+        (T0 + timedelta(seconds=60), 10.0, 1),
+    ]
+    summ.on_frame(T0 + timedelta(seconds=72), 0)  # only the second interval changes
+    assert [(r.start_utc, r.effort_s) for r in summ.provisional()] == [(T0 + timedelta(seconds=60), 12.0)]
+    summ.on_track_finished(track(1, T0 + timedelta(seconds=40), LEP))
+    assert [(r.start_utc, r.tracks) for r in summ.provisional()] == [(T0, 1)]
+    summ.on_track_finished(track(1, T0 + timedelta(seconds=71), LEP))  # re-identified, lost again
+    assert [(r.start_utc, r.tracks) for r in summ.provisional()] == [(T0, 0), (T0 + timedelta(seconds=60), 1)]
+
+
+def test_a_provisional_row_before_any_frame_has_a_positive_length() -> None:
+    """A track settled before the run's first frame (a killed run's, edge/restart.py)."""
+    summ = IntervalSummarizer(MINUTE, run_id=1)
+    summ.on_track_finished(track(1, T0 + timedelta(seconds=30), LEP))
+    (row,) = summ.provisional()
+    assert (row.start_utc, row.end_utc, row.tracks) == (T0, T0 + timedelta(microseconds=1), 1)
+
+
+def test_an_interval_with_only_tracks_or_only_effort_gets_its_row() -> None:
+    """No frame fell in [21:01, 21:02): a track that ended there still counts there; and with frames
+    rarer than intervals, an interval that holds only effort still adds its effort to the day."""
+    tracks_only = IntervalSummarizer(MINUTE, run_id=1, close_delay_s=0)
+    tracks_only.on_frame(T0 + timedelta(seconds=50), 0)
+    tracks_only.on_track_finished(track(1, T0 + timedelta(seconds=70), LEP))
+    rows = tracks_only.finish(T0 + timedelta(seconds=200))
+    assert [(r.start_utc, r.frames_processed, r.tracks) for r in rows] == [
+        (T0, 1, 0),
+        (T0 + timedelta(seconds=60), 0, 1),
+    ]
+    rare = IntervalSummarizer(SummaryConfig(interval_s=60, max_frame_gap_s=300), run_id=1, close_delay_s=300)
+    rare.on_frame(T0 + timedelta(seconds=50), 0)
+    rare.on_frame(T0 + timedelta(seconds=130), 0)
+    assert [(r.start_utc, r.effort_s) for r in rare.provisional()] == [
+        (T0, 10.0),
+        (T0 + timedelta(seconds=60), 60.0),
+        (T0 + timedelta(seconds=120), 10.0),
+    ]
+    closed = rare.finish(T0 + timedelta(seconds=140))
+    assert [(r.start_utc, r.frames_processed, r.effort_s) for r in closed] == [
+        (T0, 1, 10.0),
+        (T0 + timedelta(seconds=60), 0, 60.0),
+        (T0 + timedelta(seconds=120), 1, 10.0),
+    ]
+
+
+def test_an_emptied_interval_gives_no_row_unless_a_provisional_one_was_stored() -> None:
+    """A track that moved on leaves its first interval empty: no row for it (nothing to replace),
+    the rows after it still come; but if that interval's provisional row was stored, an empty row
+    replaces it, or the track would be counted twice."""
+
+    def night(store_provisional: bool) -> list[SummaryRow]:
+        summ = IntervalSummarizer(MINUTE, run_id=1, close_delay_s=0)
+        summ.on_frame(T0 + timedelta(seconds=50), 0)
+        summ.on_track_finished(track(1, T0 + timedelta(seconds=70), LEP))  # no frame in 21:01
+        if store_provisional:
+            summ.provisional()
+        summ.on_track_finished(track(1, T0 + timedelta(seconds=150), LEP))
+        return summ.finish(T0 + timedelta(seconds=170))
+
+    assert [(r.start_utc, r.tracks) for r in night(False)] == [(T0, 0), (T0 + timedelta(seconds=120), 1)]
+    assert [(r.start_utc, r.tracks) for r in night(True)] == [
+        (T0, 0),
+        (T0 + timedelta(seconds=60), 0),
+        (T0 + timedelta(seconds=120), 1),
+    ]
+
+
+def test_the_last_row_ends_at_the_run_end_but_never_before_its_last_frame() -> None:
+    summ = IntervalSummarizer(MINUTE, run_id=1)
+    for s in (10, 50, 20):  # the clock stepped back 30 s within the interval
+        summ.on_frame(T0 + timedelta(seconds=s), 0)
+    (row,) = summ.finish(T0 + timedelta(seconds=15))  # a run end before the last frame
+    assert row.end_utc == T0 + timedelta(seconds=50)
+    at_boundary = IntervalSummarizer(MINUTE, run_id=1)
+    at_boundary.on_frame(T0 + timedelta(seconds=30), 0)
+    at_boundary.on_frame(T0 + timedelta(seconds=60), 0)  # the last frame opens 21:01
+    rows = at_boundary.finish(T0 + timedelta(seconds=60))
+    assert [(r.start_utc, r.end_utc) for r in rows] == [
+        (T0, T0 + timedelta(seconds=60)),
+        (T0 + timedelta(seconds=60), T0 + timedelta(seconds=60, microseconds=1)),  # shortest positive
+    ]
+    # a summarizer goes on after finish: the next frame starts a new stretch, no effort across the gap
+    at_boundary.on_frame(T0 + timedelta(seconds=65), 0)
+    assert [(r.frames_processed, r.effort_s) for r in at_boundary.finish(T0 + timedelta(seconds=66))] == [
+        (1, 0.0)
+    ]
+
+
+def test_late_data_goes_to_its_own_interval_if_open_else_to_the_first_open_one() -> None:
+    summ = IntervalSummarizer(MINUTE, run_id=1, close_delay_s=30)
+    summ.on_frame(T0 + timedelta(seconds=10), 0)
+    assert [r.start_utc for r in summ.on_frame(T0 + timedelta(seconds=130), 0)] == [T0]  # 21:00 closed
+    summ.on_track_finished(track(1, T0 + timedelta(seconds=100), LEP))  # 21:01 never emitted: its own
+    summ.on_track_finished(track(2, T0 + timedelta(seconds=20), LEP))  # 21:00 emitted: the first open
+    rows = summ.finish(T0 + timedelta(seconds=140))
+    assert [(r.start_utc, r.tracks) for r in rows] == [
+        (T0 + timedelta(seconds=60), 2),
+        (T0 + timedelta(seconds=120), 0),
+    ]
+    late = IntervalSummarizer(MINUTE, run_id=1, close_delay_s=30)
+    late.on_frame(T0 + timedelta(seconds=10), 0)
+    late.on_frame(T0 + timedelta(seconds=130), 0)
+    late.on_track_finished(track(2, T0 + timedelta(seconds=20), LEP))  # 21:00 emitted, 21:02 open
+    assert [(r.start_utc, r.tracks) for r in late.finish(T0 + timedelta(seconds=140))] == [
+        (T0 + timedelta(seconds=120), 1)
+    ]
+
+
+def test_today_moves_a_recounted_track_and_never_goes_back_a_day() -> None:
+    """A track re-identified and lost again with another answer is counted once, under its new label;
+    a late track from yesterday does not turn today back into yesterday."""
+    summ = IntervalSummarizer(MINUTE, run_id=1, tz="Europe/Berlin")
+    before = datetime(2026, 7, 1, 21, 58, 0, tzinfo=timezone.utc)  # 23:58 in Berlin
+    summ.on_frame(before, 0)
+    summ.on_track_finished(track(1, before, LEP))
+    summ.on_track_finished(track(1, before + timedelta(seconds=20), {"order": "Diptera"}))
+    assert summ.today_counts() == {"Diptera": 1}
+    summ.on_frame(before + timedelta(minutes=3), 0)  # 00:01 in Berlin
+    summ.on_track_finished(track(2, before + timedelta(seconds=30), LEP))  # finished late, at 23:58
+    assert summ.today_counts() == {}
+
+
+def test_seed_today_starts_at_local_midnight_and_merges_labels_counted_alike(tmp_path: Path) -> None:
+    """At UTC+14 the local day starts ten hours before the UTC one; `background` and no label are
+    both counted as unsure."""
+    zone = "Pacific/Kiritimati"
+    now = datetime(2026, 7, 1, 10, 30, tzinfo=timezone.utc)  # 00:30 on 2 July there
+    db = Database(tmp_path / "t.db")
+    info = RunInfo(device_id="trap-01", software_version="0", config_json="{}", source="test")
+    db.start_run(info)
+    db.upsert_track(track(1, now - timedelta(minutes=15), LEP))  # 00:15 local: today
+    db.upsert_track(track(2, now - timedelta(minutes=45), LEP))  # 23:45 local, 1 July: yesterday
+    db.upsert_track(track(3, now - timedelta(minutes=20)))  # no answer
+    db.upsert_track(track(4, now - timedelta(minutes=10), label="background", level="species"))
+    second_run = db.start_run(info)
+    db.flush()
+    summ = IntervalSummarizer(SummaryConfig(), run_id=second_run, tz=zone)
+    summ.seed_today(db._reader_conn(), now)
+    db.close()
+    assert summ.today_counts() == {"Noctua pronuba": 1, "unsure": 2}
+
+
+def test_state_stays_bounded_over_many_nights() -> None:
+    """Months unattended: today's totals keep yesterday and today only, and per-track bookkeeping is
+    dropped once a track's interval closed (a day later for the ids already counted)."""
+    summ = IntervalSummarizer(MINUTE, run_id=1, close_delay_s=0)
+    tid = 0
+    for night in range(10):
+        start = T0 + timedelta(days=night)
+        for s in range(0, 600, 10):
+            summ.on_frame(start + timedelta(seconds=s), 0)
+            if s % 100 == 0:
+                tid += 1
+                summ.on_track_finished(track(tid, start + timedelta(seconds=s), LEP))
+    summ.on_frame(T0 + timedelta(days=9, seconds=700), 0)  # closes the last night's intervals
+    today = (T0 + timedelta(days=9)).date()
+    assert set(summ._today) == {today - timedelta(days=1), today}
+    assert {day for day, _ in summ._today_of.values()} == {today - timedelta(days=1), today}
+    assert summ._where == {}
+    assert len(summ._counted) <= 12  # the last night's 6 and the night before's

@@ -8,8 +8,9 @@ mutmut (installed into this interpreter on first use: `mutmut>=3.8,<4`, kept out
 dependencies because CI never runs it) on a copy of the checkout (tracked files and new ones git
 does not ignore) in a temporary folder, so the working tree is never touched, mutating only
 MODULE and running only the tests named (each mutant runs the tests that reach the mutated
-function). Printed: killed / total and every surviving mutant's name, for `mutmut show NAME` in
-the copy (`--keep DIR` keeps it).
+function). Printed: caught / total and every surviving mutant's name, for `mutmut show NAME` in
+the copy (`--keep DIR` keeps it; `--diffs` prints each survivor's change). A mutant that makes the
+tests hang (mutmut's "timeout") counts as caught: the suite does not pass with it.
 
 Outside CI: a module takes seconds to tens of minutes on 2 cores, depending on its tests.
 """
@@ -31,16 +32,21 @@ MUTMUT = "mutmut>=3.8,<4"
 COPIED = ("edge", "train", "convert", "demo", "tests", "examples", "bench", "hardware", "tools")
 
 
+CAUGHT = ("killed", "timeout")
+
+
 class MutationError(Exception):
     """Bad arguments or a run that could not start; one line."""
 
 
-def _check(module: str, tests: list[str]) -> None:
+def _check(module: str, tests: list[str], keep: Path | None) -> None:
     if not (REPO / module).is_file() or not module.endswith(".py"):
         raise MutationError(f"{module}: not a Python file of this checkout (give it relative to {REPO})")
     for test in tests:
         if not (REPO / test.split("::")[0]).is_file():
             raise MutationError(f"--tests {test}: no such test file in this checkout")
+    if keep is not None and keep.exists() and any(keep.iterdir()):
+        raise MutationError(f"--keep {keep}: the folder is not empty; remove it or name a new one")
 
 
 def _copy_checkout(work: Path) -> Path:
@@ -85,11 +91,12 @@ def _ensure_mutmut() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", MUTMUT], check=True)
 
 
-def run(module: str, tests: list[str], jobs: int, keep: Path | None) -> str:
+def run(module: str, tests: list[str], jobs: int, keep: Path | None, diffs: bool = False) -> str:
     """Mutate `module`, run `tests` against each mutant; the report (score and survivors)."""
-    _check(module, tests)
+    _check(module, tests, keep)
     _ensure_mutmut()
     work = keep or Path(tempfile.mkdtemp(prefix="trapcam-mutation-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         copy = _copy_checkout(work)
         _configure(copy, module, tests)
@@ -104,19 +111,29 @@ def run(module: str, tests: list[str], jobs: int, keep: Path | None) -> str:
             [*mutmut, "results", "--all", "true"], cwd=copy, capture_output=True, text=True, check=True
         ).stdout
         states = dict(re.findall(r"^\s*(\S+__mutmut_\d+): (\S+)$", results, flags=re.M))
-        killed = sum(1 for s in states.values() if s == "killed")
-        survivors = sorted(name for name, s in states.items() if s != "killed")
+        caught = sum(1 for s in states.values() if s in CAUGHT)
+        hung = sum(1 for s in states.values() if s == "timeout")
+        survivors = sorted(name for name, s in states.items() if s not in CAUGHT)
         lines = [
-            f"{module}: {killed} of {len(states)} mutants killed"
-            f" ({killed / max(len(states), 1):.0%}) by {' '.join(tests)}",
-            *[f"  {states[name]}: {name}" for name in survivors],
+            f"{module}: {caught} of {len(states)} mutants caught"
+            f" ({caught / max(len(states), 1):.0%}; {hung} of them by hanging the tests) by {' '.join(tests)}"
         ]
+        for name in survivors:
+            lines.append(f"  {states[name]}: {name}")
+            if diffs:
+                lines += [f"    {line}" for line in _diff(mutmut, copy, name)]
         if keep:
             lines.append(f"the copy (for `mutmut show NAME` there): {copy}")
         return "\n".join(lines)
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _diff(mutmut: list[str], copy: Path, name: str) -> list[str]:
+    """The changed lines of one mutant (`mutmut show`), without the diff's headers."""
+    shown = subprocess.run([*mutmut, "show", name], cwd=copy, capture_output=True, text=True).stdout
+    return [line for line in shown.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tests", nargs="+", required=True, help="test files (or node ids) that run against each mutant"
     )
     parser.add_argument("-j", "--jobs", type=int, default=2, help="mutants tested at once (default 2)")
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument("--keep", type=Path, help="work in this folder (new or empty) and keep it")
+    parser.add_argument("--diffs", action="store_true", help="print each surviving mutant's changed lines")
     args = parser.parse_args(argv)
     try:
-        print(run(args.module, args.tests, args.jobs, args.keep))
+        print(run(args.module, args.tests, args.jobs, args.keep, args.diffs))
     except MutationError as exc:
         print(f"mutation: {exc}", file=sys.stderr)
         return 2
