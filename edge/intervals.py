@@ -48,7 +48,8 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.classify.types import UNKNOWN, count_key, names_a_taxon
+from edge.classify.taxonomy import Taxonomy, lineage_of
+from edge.classify.types import UNKNOWN, Classification, count_key, names_a_taxon
 from edge.config import SummaryConfig
 from edge.errors import StorageError
 from edge.store.db import Database
@@ -115,6 +116,21 @@ def counted_lineage(track: TrackRow) -> dict[str, str]:
     if not lineage and track.label == UNKNOWN:
         return {UNKNOWN: UNKNOWN}
     return lineage
+
+
+def crop_lineage(classification: Classification | None, taxonomy: Taxonomy | None) -> dict[str, str]:
+    """What one crop of a time-lapse snapshot adds to its counts, by the rule a finished track's
+    answer follows (DESIGN.md's outcome table): `{"unknown": "unknown"}` for a crop the open set
+    found unlike every taxon; its taxon and every level above it when it names one; {} (unsure)
+    when every head abstained or its label names no taxon (a third-party model's `background`)."""
+    if classification is None:
+        return {}
+    if classification.unknown:
+        return {UNKNOWN: UNKNOWN}
+    level, label = classification.level, classification.label
+    if level is None or label is None:
+        return {}
+    return {lv: lab for lv, lab in lineage_of(taxonomy, level, label).items() if names_a_taxon(lab)}
 
 
 def level_counts(insects: Iterable[tuple[Mapping[str, str], str | None]]) -> dict[str, dict[str, int]]:

@@ -25,9 +25,8 @@ import numpy as np
 
 from edge import __version__
 from edge.classify.classifier import Classifier
-from edge.classify.taxonomy import Taxonomy
+from edge.classify.taxonomy import Taxonomy, lineage_of
 from edge.classify.types import BACKGROUND, Classification, count_key, names_a_taxon
-from edge.classify.types import UNSURE as UNSURE_LABEL
 from edge.config import TrackerConfig, TrapConfig, timelapse_advice
 from edge.detect.base import Box, Detection
 from edge.detect.crop import crop_batch
@@ -36,7 +35,7 @@ from edge.detect.mask import check_mask
 from edge.detect.static_screen import SCREEN_TEXTURE_MAX, StaticScreenDetector
 from edge.errors import SourceError, StorageError
 from edge.frames import Frame
-from edge.intervals import counts_json, level_counts
+from edge.intervals import counts_json, crop_lineage, level_counts
 from edge.operations import FieldOps
 from edge.proc import process_age_s
 from edge.restart import carried_tracks, describe, forget, processed_before, supersede
@@ -613,9 +612,8 @@ class Pipeline:
     ) -> None:
         """One `snapshots` row: the insects this frame showed, by their crop's answer and size class.
 
-        An insect is one track: of a track's pieces in this frame the largest speaks for it. Its
-        levels are those of the crop's deepest consistent answer and the coarser ones ('unsure'
-        where every head abstained), like the summaries' counts.
+        An insect is one track: of a track's pieces in this frame the largest speaks for it, counted
+        by its crop's answer as a finished track is by its vote (edge.intervals.crop_lineage).
         """
         main: dict[int, TrackInput] = {}
         for item, track_id in zip(inputs, assignments, strict=True):
@@ -624,14 +622,9 @@ class Pipeline:
                 main[track_id] = item
         insects = []
         for item in main.values():
-            c = item.classification
-            lineage: dict[str, str] = {}
-            if c is not None and c.level is not None:
-                levels = list(c.levels)
-                for level in levels[: levels.index(c.level) + 1]:
-                    lineage[level] = c.levels[level].label or UNSURE_LABEL
             box = item.detection.box
-            insects.append((lineage, self.cfg.size.measure(float(max(box.width, box.height)))[1]))
+            size_class = self.cfg.size.measure(float(max(box.width, box.height)))[1]
+            insects.append((crop_lineage(item.classification, self.taxonomy), size_class))
         text = counts_json(level_counts(insects))
         image = None
         if self.cfg.storage.save_snapshots and self.db.crops is not None:
@@ -779,9 +772,7 @@ class Pipeline:
         """The track's taxon at its level and every level above it (counts per level need this)."""
         if track.level is None or track.label is None:
             return None
-        if self.taxonomy is None or track.level not in self.taxonomy.levels:
-            return {track.level: track.label}
-        return self.taxonomy.ancestors(track.level, track.label)
+        return lineage_of(self.taxonomy, track.level, track.label)
 
     def _taxa(self) -> list[str]:
         """The finest level's labels (what 'today' counts are keyed by), for dashboards."""

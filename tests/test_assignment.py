@@ -46,3 +46,15 @@ def test_without_the_extension_file_the_public_import_is_used(monkeypatch: pytes
     solver, source = assignment._load()
     assert solver is public_solver
     assert source == "scipy.optimize (whole package)"
+
+
+def test_loading_finds_scipys_own_extension_and_loads_it_alone() -> None:
+    """The same load the import does, run again in this process (a test that only imports the module
+    cannot see what its loader does: the import happened before the test)."""
+    path = assignment._solver_file()
+    assert path is not None and path.is_file() and path.name.startswith("_lsap")
+    assert path.parent.name == "optimize" and path.parent.parent.name == "scipy"
+    solver, source = assignment._load()
+    assert source == f"{path.name} (loaded alone)"
+    rows, cols = solver(np.array([[4.0, 1.0], [2.0, 8.0]]))
+    assert rows.tolist() == [0, 1] and cols.tolist() == [1, 0]

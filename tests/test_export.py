@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import frictionless  # noqa: F401
 import numpy as np
@@ -23,7 +24,8 @@ from edge.config import ExportConfig, SiteConfig
 from edge.errors import ExportError, StorageError
 from edge.export import export_days, resolve_days, validate_camtrap_dp, write_camtrap_dp
 from edge.export.csvsafe import atomic_write, safe_cell
-from edge.export.data import TrackRecord, day_window, ordered_levels
+from edge.export.daily import snapshots_csv
+from edge.export.data import SnapshotRecord, TrackRecord, day_window, ordered_levels
 from edge.intervals import SummaryRow, store_summary
 from edge.store.db import Database
 from edge.store.schema import DetectionRow, RunInfo, TrackRow, utc_iso
@@ -601,3 +603,27 @@ def test_an_unknown_insect_has_its_own_row_and_is_an_animal_without_a_name_tagge
         ("unsure", None, 1),
     ]
     assert b"\nunknown,unknown,1," in taxa_csv(data)
+
+
+def test_a_snapshots_rows_go_coarse_to_fine_then_unknown_unsure_and_sizes() -> None:
+    """The snapshots CSV lists a snapshot's taxa as the counts file does: ranks coarse to fine, then
+    the open set's unknown, unsure, the size classes, and `all` (the insects it showed)."""
+    when = datetime(2026, 7, 1, 22, 0, tzinfo=timezone.utc)
+    counts = {
+        "unsure": {"unsure": 1},
+        "size_class": {"small": 3},
+        "unknown": {"unknown": 1},
+        "species": {"Noctua pronuba": 1},
+        "order": {"Lepidoptera": 1},
+    }
+    text = snapshots_csv([SnapshotRecord(when, 4, 3, counts)], ZoneInfo("Europe/Berlin")).decode()
+    rows = [r[2:] for r in csv.reader(io.StringIO(text))]
+    assert rows == [
+        ["level", "taxon", "count"],
+        ["order", "Lepidoptera", "1"],
+        ["species", "Noctua pronuba", "1"],
+        ["unknown", "unknown", "1"],
+        ["unsure", "unsure", "1"],
+        ["size_class", "small", "3"],
+        ["all", "all", "3"],
+    ]

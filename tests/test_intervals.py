@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from edge.classify.taxonomy import Taxonomy
+from edge.classify.types import Classification, LevelPrediction
 from edge.config import SummaryConfig
 from edge.errors import StorageError
 from edge.intervals import (
     IntervalSummarizer,
     SummaryRow,
     counts_json,
+    crop_lineage,
+    level_counts,
     store_summary,
     summary_from_db,
     track_lineage,
@@ -716,3 +720,56 @@ def test_state_stays_bounded_over_many_nights() -> None:
     assert {day for day, _ in summ._today_of.values()} == {today - timedelta(days=1), today}
     assert summ._where == {}
     assert len(summ._counted) <= 12  # the last night's 6 and the night before's
+
+
+MOTHS = Taxonomy(
+    levels=("order", "family", "species"),
+    parents={"family": {"Noctuidae": "Lepidoptera"}, "species": {"Noctua pronuba": "Noctuidae"}},
+)
+
+
+def crop(answers: dict[str, str | None], unknown: bool = False) -> Classification:
+    """One crop's classification: per level its label (None: abstained); the deepest named answer."""
+    levels = {
+        lv: LevelPrediction(lv, label, label or "x", 0.9 if label else 0.2, ((label or "x", 0.9),))
+        for lv, label in answers.items()
+    }
+    named = [lv for lv, label in answers.items() if label is not None]
+    level = named[-1] if named else None
+    return Classification(
+        levels,
+        level,
+        answers[level] if level else None,
+        0.9,
+        unknown=unknown,
+        open_set_distance=2.0 if unknown else 0.5,
+    )
+
+
+def test_a_snapshot_crop_counts_as_a_finished_track_with_its_answer_would() -> None:
+    """DESIGN.md's outcome table for time-lapse snapshots: a named crop counts at its level and every
+    level above (from the taxonomy, also where a coarser head abstained); an open-set crop as
+    unknown; an abstained crop or a third-party model's `background` as unsure."""
+    named = crop({"order": None, "family": "Noctuidae", "species": "Noctua pronuba"})
+    assert crop_lineage(named, MOTHS) == LEP
+    assert crop_lineage(named, None) == {"species": "Noctua pronuba"}  # a flat model: no ancestors
+    assert crop_lineage(crop({"order": "Lepidoptera", "family": None, "species": None}), MOTHS) == {
+        "order": "Lepidoptera"
+    }
+    odd = crop({"order": "Lepidoptera", "family": "Noctuidae", "species": "Noctua pronuba"}, unknown=True)
+    assert crop_lineage(odd, MOTHS) == {"unknown": "unknown"}
+    assert crop_lineage(crop({"order": None, "family": None, "species": None}), MOTHS) == {}
+    assert crop_lineage(crop({"species": "background"}), None) == {}
+    assert crop_lineage(None, MOTHS) == {}
+    counts = level_counts(
+        (crop_lineage(c, MOTHS), "small")
+        for c in (named, odd, crop({"order": None, "family": None, "species": None}))
+    )
+    assert counts == {
+        "family": {"Noctuidae": 1},
+        "order": {"Lepidoptera": 1},
+        "size_class": {"small": 3},
+        "species": {"Noctua pronuba": 1},
+        "unknown": {"unknown": 1},
+        "unsure": {"unsure": 1},
+    }

@@ -72,3 +72,11 @@ class Taxonomy:
             if agrees:
                 return level, label
         return None, None
+
+
+def lineage_of(taxonomy: Taxonomy | None, level: str, label: str) -> dict[str, str]:
+    """{level: label} for an answer and, where the taxonomy knows its level, every ancestor above it:
+    one rule for a finished track's stored lineage and a time-lapse crop's counts."""
+    if taxonomy is None or level not in taxonomy.levels:
+        return {level: label}
+    return taxonomy.ancestors(level, label)

@@ -321,8 +321,8 @@ def snapshots_csv(snapshots: Sequence[SnapshotRecord], zone: ZoneInfo) -> bytes:
     rows: list[list[object]] = []
     for snap in snapshots:
         when = local_iso(snap.ts, zone)
-        levels = [lv for lv in snap.counts if lv not in (UNSURE, SIZE_CLASS)]
-        for level in [*sorted(levels, key=_rank), UNSURE, SIZE_CLASS]:
+        levels = [lv for lv in snap.counts if lv not in (UNKNOWN, UNSURE, SIZE_CLASS)]
+        for level in [*sorted(levels, key=_rank), UNKNOWN, UNSURE, SIZE_CLASS]:
             for taxon, n in sorted(snap.counts.get(level, {}).items()):
                 rows.append([when, integer(snap.run_id), level, taxon, integer(n)])
         rows.append([when, integer(snap.run_id), ALL, ALL, integer(snap.insects)])
