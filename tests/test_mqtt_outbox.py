@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import MqttConfig
-from edge.errors import ConfigError, MqttError
+from edge.errors import ConfigError, MqttError, StorageError
 from edge.mqtt import (
     Message,
     Outbox,
@@ -440,3 +440,153 @@ def test_redact_hides_every_secret() -> None:
     text = "user trap with pw hunter2 failed; again hunter2"
     assert redact(text, ["hunter2", None, ""]) == "user trap with pw *** failed; again ***"
     assert redact(text, []) == text
+
+
+# ---------------------------------------------------------------- promises stated for issue 26
+
+
+def test_summaries_that_exactly_cover_the_excess_leave_the_outbox_within_its_bound(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """98 tracks and 4 summaries of one topic, bound 100: the two oldest summaries go and the rest
+    fits; the warning says what went, even when no health sample did."""
+    db_path = tmp_path / "trap.db"
+    db = open_db(db_path)
+    outbox = Outbox(db, MqttConfig(outbox_max_rows=100))
+    run_id = start_run(db)
+    for i in range(98):
+        outbox.enqueue(track_message(PREFIX, DEVICE, track_dict(track_row(run_id, i + 1))))
+    for i in range(4):
+        outbox.enqueue(summary_message(PREFIX, DEVICE, {"n": i, "today": {}}))
+    assert db.flush(10)
+    with caplog.at_level(logging.WARNING, logger="edge.mqtt.outbox"):
+        report = outbox.compact(T0)
+    assert (report.dropped_health, report.dropped_summary, report.pending, report.over_bound) == (
+        0,
+        2,
+        100,
+        False,
+    )
+    assert kinds_pending(db_path) == {"track": 98, "summary": 2}
+    assert [r.getMessage() for r in caplog.records] == [
+        "MQTT outbox over its bound of 100 undelivered messages: dropped 0 health and 2 summary messages "
+        "(tracks are kept)"
+    ]
+    db.close()
+
+
+def test_one_track_over_the_bound_warns_at_once_and_again_after_it_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db_path = tmp_path / "trap.db"
+    db = open_db(db_path)
+    outbox = Outbox(db, MqttConfig(outbox_max_rows=100))
+    run_id = start_run(db)
+    for i in range(101):
+        outbox.enqueue(track_message(PREFIX, DEVICE, track_dict(track_row(run_id, i + 1))))
+    assert db.flush(10)
+    warning = (
+        "MQTT outbox holds 101 undelivered messages, more than mqtt.outbox_max_rows=100, and they are tracks "
+        "(never dropped): the broker has been unreachable for long; the table keeps growing"
+    )
+    with caplog.at_level(logging.WARNING, logger="edge.mqtt.outbox"):
+        assert outbox.compact(T0).over_bound is True
+        assert [r.getMessage() for r in caplog.records] == [warning]
+        assert outbox.compact(T0).over_bound is True  # said once while it lasts
+        assert len(caplog.records) == 1
+        outbox.mark_delivered([outbox.pending(limit=1)[0].seq])  # the broker came back for a moment
+        assert db.flush(10)
+        assert outbox.compact(T0).over_bound is False
+        outbox.enqueue(track_message(PREFIX, DEVICE, track_dict(track_row(run_id, 500))))
+        assert db.flush(10)
+        assert outbox.compact(T0).over_bound is True
+    assert [r.getMessage() for r in caplog.records] == [warning, warning]
+    db.close()
+
+
+def test_pending_rows_carry_what_was_queued_and_page_by_100(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "trap.db")
+    outbox = Outbox(db, MqttConfig())
+    fresh = outbox.stats()
+    assert fresh == {
+        "pending": 0,
+        "oldest_pending_utc": None,
+        "delivered_total": 0,
+        "dropped_health": 0,
+        "dropped_summary": 0,
+    }
+    summary = summary_message(PREFIX, DEVICE, {"n": 1, "today": {}})
+    health = health_message(PREFIX, DEVICE, {"n": 1})
+    before = datetime.now(timezone.utc)
+    outbox.enqueue(summary)
+    outbox.enqueue(health)
+    for i in range(105):
+        outbox.enqueue(health_message(PREFIX, DEVICE, {"n": i + 2}))
+    assert db.flush(10)
+    page = outbox.pending()
+    assert len(page) == 100 and [r.seq for r in page] == sorted(r.seq for r in page)
+    first, second = page[0], page[1]
+    assert (first.msg_id, first.kind, first.topic, first.qos, first.retain) == (
+        summary.msg_id,
+        "summary",
+        summary.topic,
+        summary.qos,
+        True,
+    )
+    assert json.loads(first.payload) == json.loads(summary.payload_json()) and first.attempts == 0
+    assert (second.kind, second.retain) == ("health", health.retain) and health.retain is False
+    created = datetime.strptime(first.created_utc, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    assert before - timedelta(seconds=1) <= created <= datetime.now(timezone.utc)
+    assert outbox.stats()["oldest_pending_utc"] == first.created_utc
+    db.close()
+
+
+def test_what_cannot_be_queued_is_refused_in_the_caller_and_a_failing_listener_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = open_db(tmp_path / "trap.db")
+    outbox = Outbox(db, MqttConfig())
+    with pytest.raises(MqttError) as raised:
+        outbox.enqueue({"kind": "track"})  # type: ignore[arg-type]
+    assert str(raised.value) == "Outbox.enqueue: expected a Message, got dict"
+    odd = health_message(PREFIX, DEVICE, {"n": 1})
+    object.__setattr__(odd, "kind", "gossip")  # past Message's own check
+    with pytest.raises(MqttError) as raised:
+        outbox.enqueue(odd)
+    assert str(raised.value) == (
+        "Outbox.enqueue: kind 'gossip': expected one of status, track, summary, health, discovery, event"
+    )
+
+    def broken() -> None:
+        raise RuntimeError("listener bug")
+
+    heard: list[int] = []
+    outbox.add_listener(broken)
+    outbox.add_listener(lambda: heard.append(1))
+    with caplog.at_level(logging.ERROR, logger="edge.mqtt.outbox"):
+        outbox.enqueue(health_message(PREFIX, DEVICE, {"n": 2}))
+    assert heard == [1]  # the others are still called
+    assert [(r.getMessage(), r.exc_info is not None) for r in caplog.records] == [
+        ("outbox listener failed", True)
+    ]
+    outbox.remove_listener(broken)
+    outbox.remove_listener(broken)  # twice: nothing to remove, no error
+    outbox.enqueue(health_message(PREFIX, DEVICE, {"n": 3}))
+    assert heard == [1, 1] and len(caplog.records) == 1
+    assert db.flush(10)
+    assert outbox.stats()["pending"] == 2
+    db.close()
+
+
+def test_an_outbox_that_cannot_be_read_names_the_database(tmp_path: Path) -> None:
+    db_path = tmp_path / "trap.db"
+    db = open_db(db_path)
+    outbox = Outbox(db, MqttConfig())
+    con = sqlite3.connect(db_path)
+    con.execute("DROP TABLE outbox")
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError) as raised:
+        outbox.pending()
+    assert str(raised.value) == f"{db_path}: cannot read the outbox: no such table: outbox"
+    db.close()
