@@ -210,7 +210,7 @@ class Retention:
                         size = path.stat().st_size
                         path.unlink()
                     except FileNotFoundError:
-                        size = 0  # already gone (an earlier check crashed before marking it)
+                        pass  # already gone (an earlier check crashed before marking it): only marked
                     except OSError as exc:
                         log.warning("retention: cannot delete %s: %s", path, exc.strerror or exc)
                         continue
