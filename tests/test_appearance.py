@@ -104,6 +104,7 @@ def test_distance_is_zero_for_the_same_colours_at_any_scale_and_one_for_disjoint
     assert appearance_distance(brown, green) == 1.0
     half = (brown + green) / 2
     assert appearance_distance(brown, half) == pytest.approx(np.sqrt(1 - np.sqrt(0.5)), abs=1e-6)
+    assert appearance_distance(half, 3 * brown) == pytest.approx(np.sqrt(1 - np.sqrt(0.5)), abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,12 @@ class Trap:
             RunInfo(device_id="t", software_version="0", config_json="{}", source="x")
         )
         self.free = 100 * GB
+        self.asked: set[Path] = set()  # the folders whose free space was read
         self.next_id = 1
+
+    def free_bytes(self, path: Path) -> int:
+        self.asked.add(path)
+        return self.free
 
     def crop(self, rel: str, size: int | None = 1000) -> int:
         """A detection row naming `rel`; a file of `size` bytes there (None: no file)."""
@@ -56,7 +61,7 @@ class Trap:
     def retention(self, **cfg: object) -> Retention:
         settings = {"min_free_gb": MIN_FREE, **cfg}
         return Retention(
-            RetentionConfig(**settings), self.db, self.crops, self.data, free_bytes=lambda _path: self.free
+            RetentionConfig(**settings), self.db, self.crops, self.data, free_bytes=self.free_bytes
         )
 
     def deleted(self) -> list[int]:
@@ -96,13 +101,49 @@ def test_deletion_stops_as_soon_as_the_need_is_met(trap: Trap) -> None:
     assert trap.deleted() == [1, 2]
 
 
-def test_the_crops_folder_stays_when_everything_in_it_went(trap: Trap) -> None:
+def test_the_crops_folder_stays_when_everything_in_it_went(
+    trap: Trap, caplog: pytest.LogCaptureFixture
+) -> None:
     trap.crop("2026-07-01/5/a.jpg")
     trap.crop("2026-07-01/5/b.jpg")
     trap.free = 0
-    report = trap.retention().check(NOW)
+    with caplog.at_level(logging.INFO, logger="edge.retention"):
+        report = trap.retention().check(NOW)
     assert report.deleted_files == 2 and report.over_budget_after
     assert trap.crops.is_dir() and list(trap.crops.iterdir()) == []  # emptied day and track folders went
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        (
+            "WARNING",
+            "retention: deleted 2 oldest images (0.0 MB); "
+            "still short of 0.001 GB free after deleting what may go",
+        )
+    ]
+    assert trap.asked == {trap.data}  # the disk holding the data folder is the one measured
+
+
+def test_a_check_is_due_at_first_and_again_after_its_interval(trap: Trap) -> None:
+    retention = trap.retention(check_interval_s=600)
+    assert retention.due(NOW)
+    retention.check(NOW)
+    assert not retention.due(NOW + timedelta(seconds=599))
+    assert retention.due(NOW + timedelta(seconds=600))
+
+
+def test_every_deletion_is_added_back_to_the_growth_rate(trap: Trap) -> None:
+    """Two checks that each delete 1000 bytes: the rate sees both, whatever the first one left."""
+    for n in range(4):
+        trap.crop(f"2026-07-01/{n}.jpg")
+    retention = trap.retention()
+    trap.free = WATERMARK - 1000
+    first = retention.check(NOW)
+    second = retention.check(NOW + timedelta(hours=1))
+    assert (first.deleted_bytes, second.deleted_bytes) == (1000, 1000)
+    assert retention._deleted_total == 2000
+    rates = trap.retention()
+    rates._deleted_total = 5000  # deleted before the first reading
+    rates._days_left(NOW, 10_000, 10_000)
+    rates._deleted_total = 8000  # 3000 more deleted by the next one
+    assert rates._days_left(NOW + timedelta(days=1), 9_000, 10_000) == pytest.approx(5.0)  # 2000 a day
 
 
 def test_images_outside_the_crops_folder_are_left_alone_with_one_warning_each(
@@ -114,9 +155,11 @@ def test_images_outside_the_crops_folder_are_left_alone_with_one_warning_each(
     absolute.write_bytes(b"a" * 1000)
     (trap.crops / "2026-07-01").mkdir()
     (trap.crops / "2026-07-01" / "link.jpg").symlink_to(outside)
+    (trap.crops / "2026-07-02").symlink_to(tmp_path / "data", target_is_directory=True)
     trap.crop("../keep.jpg", None)
     trap.crop(str(absolute), None)
     trap.crop("2026-07-01/link.jpg", None)
+    trap.crop("2026-07-02/keep.jpg", None)  # through a linked folder
     trap.db.add_snapshot(trap.run, T0, 1, 0, "{}")
     assert trap.db.flush()
     con = sqlite3.connect(trap.db.path)
@@ -134,6 +177,7 @@ def test_images_outside_the_crops_folder_are_left_alone_with_one_warning_each(
         f"retention: detection 1: image path '../keep.jpg' is not inside {trap.crops}; left alone",
         f"retention: detection 2: image path '{absolute}' is not inside {trap.crops}; left alone",
         f"retention: detection 3: image path '2026-07-01/link.jpg' is not inside {trap.crops}; left alone",
+        f"retention: detection 4: image path '2026-07-02/keep.jpg' is not inside {trap.crops}; left alone",
     ]  # once each, not at every check
     assert outside.read_bytes() == b"k" * 1000 and absolute.exists() and trap.deleted() == []
 

@@ -69,7 +69,10 @@ def test_a_winner_holding_exactly_min_share_wins_and_ties_break_by_name() -> Non
 
 def test_merging_two_tallies_is_adding_all_their_crops_to_one() -> None:
     """Two tracks found to be one insect: the merged tally is the one that saw every crop."""
-    first = [moth(0.875), crop({"order": ("Lepidoptera", 0.75)}, distance=0.4)]  # binary fractions:
+    first = [
+        moth(0.875),
+        crop({"order": ("Lepidoptera", 0.75)}, distance=3.0, unknown=True),
+    ]  # binary fractions:
     second = [  # sums exact in any order
         moth(0.625, "Agrotis exclamationis"),
         moth(0.5),
@@ -84,7 +87,7 @@ def test_merging_two_tallies_is_adding_all_their_crops_to_one() -> None:
         whole.add(c)
     a.merge(b)
     assert a.state() == whole.state()
-    assert a.state()["open_set"] == [2, 1]
+    assert a.state()["open_set"] == [2, 2]
     assert a.result() == whole.result()
 
 
