@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edge import __version__
+from edge.classify.types import UNKNOWN, UNSURE
 from edge.config import TrapConfig
 from edge.health import HealthMonitor, LoopStats, SystemProbes, store_health
 from edge.intervals import IntervalSummarizer, SummaryRow, store_summary
@@ -88,13 +89,15 @@ class FieldOps:
         model_sha256: str | None,
         model_name: str | None,
         taxa: Sequence[str] = (),
+        open_set: bool = False,
         extra_flags: Sequence[str] = (),
         notifier: Notifier | None = None,
         probes: SystemProbes | None = None,
         free_bytes: Callable[[Path], int] | None = None,
         light_pin_factory: Any | None = None,
     ) -> None:
-        """probes, free_bytes, light_pin_factory: the hardware boundary (tests give fakes there)."""
+        """probes, free_bytes, light_pin_factory: the hardware boundary (tests give fakes there).
+        open_set: the classifier can answer `unknown`, so Home Assistant gets a sensor for it."""
         self.cfg = cfg
         self.db = db
         self.run_id = run_id
@@ -143,8 +146,11 @@ class FieldOps:
                     ha.top_taxa,
                 )
 
+            outcomes = (UNSURE, UNKNOWN) if open_set else (UNSURE,)  # counted without a taxon
+
             def discovery_plan() -> Discovery:
-                return discovery(cfg.mqtt, cfg.device_id, __version__, model_name, self.sensor_taxa.chosen())
+                chosen = self.sensor_taxa.chosen()
+                return discovery(cfg.mqtt, cfg.device_id, __version__, model_name, chosen, outcomes)
 
             self._publish_recovered_tracks()
             self.publisher = Publisher(cfg.mqtt, cfg.device_id, self.outbox, discovery=discovery_plan)

@@ -264,6 +264,7 @@ class Pipeline:
                 model_sha256=run_info.model_sha256,
                 model_name=run_info.model_name,
                 taxa=self._taxa(),
+                open_set=self.classifier is not None and self.classifier.has_open_set,
                 extra_flags=self.classifier.backend_flags if self.classifier else (),
                 notifier=self.notifier,
                 **self.ops_options,

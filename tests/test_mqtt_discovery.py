@@ -81,7 +81,8 @@ def test_discovery_is_one_device_config_field_by_field() -> None:
         m.payload_json()
         == discovery_messages(cfg_for(), DEVICE, "0.3.1", "inat-mobilenet-v2", TAXA)[0].payload_json()
     )
-    assert len(p["components"]) == len(EXPECTED_HEALTH) + 1 + len(TAXA)  # health, the total, each taxon
+    # health, the total, each taxon, and the insects counted without one (unsure)
+    assert len(p["components"]) == len(EXPECTED_HEALTH) + 1 + len(TAXA) + 1
     for key, c in p["components"].items():
         assert c["platform"] == "sensor" and "object_id" not in c
         assert c["unique_id"] == f"trapcam_{DEVICE}_{key}"  # unchanged from the per-sensor configs
@@ -98,12 +99,35 @@ def test_discovery_is_one_device_config_field_by_field() -> None:
         assert c.get("device_class") == device_class
         assert c["state_class"] == "measurement"
     today = [c for c in configs.values() if c["state_topic"] == SUMMARY]
-    assert [c["name"] for c in today] == ["Insects today", *[f"{t} today" for t in TAXA]]
+    assert [c["name"] for c in today] == [
+        "Insects today",
+        *[f"{t} today" for t in TAXA],
+        "Unsure insects today",
+    ]
     for c in today:
         assert c["state_class"] == "total_increasing"  # resets to 0 each day: HA starts a new cycle
         assert "unit_of_measurement" not in c and "device_class" not in c
     assert configs[f"trapcam_{DEVICE}_today_aglais_io"]["name"] == "Aglais io today"
     assert {s.key for s in HEALTH_SENSORS} == EXPECTED_HEALTH.keys()
+
+
+def test_insects_counted_without_a_taxon_have_their_own_sensors_and_unknown_only_with_an_open_set() -> None:
+    """DESIGN.md's outcome table: unsure and unknown insects count; without their sensors a dashboard's
+    total would not add up. A taxon whose name slugs to an outcome's key keeps a key of its own."""
+    plain = components(discovery_messages(cfg_for(), DEVICE, "1", None, ["Unsure"]))
+    assert plain[f"trapcam_{DEVICE}_today_unsure"]["name"] == "Unsure insects today"
+    assert f"trapcam_{DEVICE}_today_unknown" not in plain
+    taxon = [c for c in plain.values() if c["name"] == "Unsure today"]
+    assert len(taxon) == 1 and taxon[0]["unique_id"].startswith(f"trapcam_{DEVICE}_today_unsure_")
+    assert taxon[0]["value_template"] == '{{ value_json.today["Unsure"] | default(0) }}'
+    both = components(discovery_messages(cfg_for(), DEVICE, "1", None, [], ("unsure", "unknown")))
+    unknown = both[f"trapcam_{DEVICE}_today_unknown"]
+    assert unknown["name"] == "Unknown insects today" and unknown["state_topic"] == SUMMARY
+    assert unknown["value_template"] == '{{ value_json.today["unknown"] | default(0) }}'
+    assert unknown["state_class"] == "total_increasing"
+    with pytest.raises(MqttError) as raised:
+        discovery_messages(cfg_for(), DEVICE, "1", None, [], ("background",))
+    assert str(raised.value) == "discovery outcomes ['background']: expected some of ['unsure', 'unknown']"
 
 
 def test_discovery_defaults_prefix_and_the_legacy_topics_it_clears() -> None:
@@ -124,9 +148,9 @@ def test_discovery_defaults_prefix_and_the_legacy_topics_it_clears() -> None:
 
 
 def test_templates_read_the_payloads_the_builders_make() -> None:
-    configs = components(discovery_messages(cfg_for(), DEVICE, "1", None, TAXA))
-    today = {"Aglais io": 7, "Noctua  pronuba": 2}
-    summary = summary_message("trapcam", DEVICE, {"today": today, "today_total": 9}).payload
+    configs = components(discovery_messages(cfg_for(), DEVICE, "1", None, TAXA, ("unsure", "unknown")))
+    today = {"Aglais io": 7, "Noctua  pronuba": 2, "unsure": 3, "unknown": 1}
+    summary = summary_message("trapcam", DEVICE, {"today": today, "today_total": 13}).payload
     health = health_message(
         "trapcam",
         DEVICE,
@@ -143,7 +167,8 @@ def test_templates_read_the_payloads_the_builders_make() -> None:
         for c in configs.values()
     }
     assert values["Aglais io today"] == "7"
-    assert values["Insects today"] == "9"
+    assert values["Insects today"] == "13"  # the sum of what the dashboard shows
+    assert (values["Unsure insects today"], values["Unknown insects today"]) == ("3", "1")
     assert values["Noctua pronuba today"] == "0"  # not seen today: 0, not an error
     assert values["Noctua  pronuba today"] == "2"
     assert values["Frame rate"] == "4.5"

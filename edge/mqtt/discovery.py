@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge.classify.types import names_a_taxon
+from edge.classify.types import UNKNOWN, UNSURE, names_a_taxon
 from edge.config import MqttConfig
 from edge.errors import MqttError
 from edge.mqtt.messages import Message, new_id, topic
@@ -39,6 +39,9 @@ MAX_DISCOVERY_TAXA = 64
 MANUFACTURER = "trapcam"
 TOTAL_KEY = "today_total"  # the sensor every trap has: all insects counted today
 DEFAULT_MODEL = "insect camera trap"
+# Insects counted without a taxon (DESIGN.md's outcome table): their own "today" sensors, so the
+# total is the sum of what the dashboard shows. `unknown` only for a model with an open set.
+OUTCOME_SENSORS = {UNSURE: "Unsure insects today", UNKNOWN: "Unknown insects today"}
 
 
 @dataclass(frozen=True)
@@ -155,9 +158,10 @@ def _check_prefix(cfg: MqttConfig) -> str:
 
 
 def _sensor_keys(taxa: Sequence[str]) -> dict[str, str]:
-    """taxon -> component key `today_<slug>`; two names with one slug ('A-b', 'A b') stay apart."""
+    """taxon -> component key `today_<slug>`; two names with one slug ('A-b', 'A b') stay apart, and
+    none takes an outcome sensor's key (a taxon called 'Unsure')."""
     keys: dict[str, str] = {}
-    used: set[str] = set()
+    used: set[str] = {f"today_{outcome}" for outcome in OUTCOME_SENSORS}
     for taxon in dict.fromkeys(taxa):  # keep order, drop repeats
         key = f"today_{slug(taxon)}"
         if key in used:
@@ -173,13 +177,14 @@ def discovery(
     software_version: str,
     model_name: str | None,
     taxa: Sequence[str],
+    outcomes: Sequence[str] = (UNSURE,),
 ) -> Discovery:
     """The legacy topics to clear, then the device config (see `Discovery`)."""
     prefix = _check_prefix(cfg)
     keys = [s.key for s in HEALTH_SENSORS] + list(_sensor_keys(taxa).values())  # what earlier versions had
     return Discovery(
         [legacy_topic(prefix, device_id, k) for k in keys],
-        discovery_messages(cfg, device_id, software_version, model_name, taxa),
+        discovery_messages(cfg, device_id, software_version, model_name, taxa, outcomes),
     )
 
 
@@ -189,10 +194,15 @@ def discovery_messages(
     software_version: str,
     model_name: str | None,
     taxa: Sequence[str],
+    outcomes: Sequence[str] = (UNSURE,),
 ) -> list[Message]:
-    """The device config: one retained message, a component per sensor (health, then today's count
-    per taxon), the device, origin and availability given once for all of them."""
+    """The device config: one retained message, a component per sensor (health, the total, today's
+    count per taxon, then per outcome without a taxon: `outcomes`, unsure and, for a model with an
+    open set, unknown), the device, origin and availability given once for all of them."""
     prefix = _check_prefix(cfg)
+    unknown_outcomes = [o for o in outcomes if o not in OUTCOME_SENSORS]
+    if unknown_outcomes:
+        raise MqttError(f"discovery outcomes {unknown_outcomes}: expected some of {list(OUTCOME_SENSORS)}")
     status_topic = topic(cfg.topic_prefix, device_id, "status")
     health_topic = topic(cfg.topic_prefix, device_id, "health")
     summary_topic = topic(cfg.topic_prefix, device_id, "summary")
@@ -233,6 +243,20 @@ def discovery_messages(
             "value_template": f"{{{{ value_json.today[{json.dumps(taxon)}] | default(0) }}}}",
             "state_class": "total_increasing",
             "icon": "mdi:bug",
+        }
+    for outcome in OUTCOME_SENSORS:
+        if outcome not in outcomes:
+            continue
+        key = f"today_{outcome}"
+        components[key] = {
+            "platform": "sensor",
+            "name": OUTCOME_SENSORS[outcome],
+            "unique_id": f"trapcam_{device_id}_{key}",
+            "default_entity_id": f"sensor.{entity_base}_{key}",
+            "state_topic": summary_topic,
+            "value_template": f"{{{{ value_json.today[{json.dumps(outcome)}] | default(0) }}}}",
+            "state_class": "total_increasing",
+            "icon": "mdi:help-circle-outline",
         }
     # No message id or time stamp in the payload: the same config is the same bytes at every connect,
     # so Home Assistant does not process an unchanged device again.
