@@ -1,0 +1,189 @@
+"""The tracker's memory across a restart, and the box geometry it rests on (issue 26: each stated).
+
+`resume_state` must hand a restarted trap everything the tracker knew of a track (colours,
+embedding, vote, best crop, motion, lost or not), and `carry_over` must take it back exactly, so
+the insect that sat through the restart stays one track. The geometry helpers decide every match."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from edge.classify.types import Classification, LevelPrediction
+from edge.config import TrackerConfig
+from edge.detect.base import Box, Detection
+from edge.track import TrackingError
+from edge.track.tracker import (
+    Tracker,
+    TrackInput,
+    TrackState,
+    _clip_inside,
+    _coverage,
+    _gap,
+    _geometry,
+    _Track,
+    _union,
+)
+from edge.track.vote import TaxonVote
+
+T0 = datetime(2026, 7, 1, 21, 30, tzinfo=timezone.utc)
+
+
+def moth_crop(score: float) -> Classification:
+    prediction = LevelPrediction(
+        "species", "Noctua pronuba", "Noctua pronuba", score, (("Noctua pronuba", score),)
+    )
+    return Classification({"species": prediction}, "species", "Noctua pronuba", score)
+
+
+def walker_inputs(frame: int, det_id: int) -> list[TrackInput]:
+    """A moth walking 10 px/s to the right, seen once a second, the same colours and embedding."""
+    x = 100 + 10 * frame
+    box = Box(x, 200, x + 40, 230)
+    histogram = np.zeros(96, np.float32)
+    histogram[[5, 17]] = (0.75, 0.25)
+    embedding = np.array([0.6, 0.8, 0.0], np.float32)
+    return [
+        TrackInput(Detection(box, box.area, 0.9), det_id, moth_crop(0.5 + frame / 20), histogram, embedding)
+    ]
+
+
+def followed(frames: int = 6) -> tuple[Tracker, int]:
+    tracker = Tracker(TrackerConfig())
+    for frame in range(frames):
+        update = tracker.update(T0 + timedelta(seconds=frame), walker_inputs(frame, frame + 1))
+    return tracker, update.assignments[0]
+
+
+def test_resume_state_holds_everything_the_tracker_knew_of_the_track() -> None:
+    tracker, tid = followed()
+    saved = tracker.resume_state(tid, counted=True)
+    assert saved is not None and tracker.resume_state(tid + 100) is None
+    assert (saved.lost, saved.counted, saved.revision) == (False, True, 1)
+    assert saved.appearance is not None and saved.appearance[5] == pytest.approx(0.75)
+    assert saved.embedding is not None and saved.embedding.tolist() == pytest.approx([0.6, 0.8, 0.0])
+    assert saved.vote["weights"] == {
+        "species": pytest.approx({"Noctua pronuba": sum(0.5 + f / 20 for f in range(6))})
+    }
+    assert saved.best_key == (1.0, 0.75, 1200.0) and saved.best_box == (150, 200, 190, 230)  # the surest crop
+    vx, vy = saved.velocity
+    assert 9.0 < vx < 10.0 and vy == 0.0  # smoothed towards the walk's 10 px/s
+    assert tracker.resume_state(tid, counted=False).counted is False  # type: ignore[union-attr]
+
+
+def test_a_track_waiting_for_reidentification_is_saved_as_lost_and_comes_back_so() -> None:
+    tracker, tid = followed()
+    when = T0 + timedelta(seconds=6)
+    for frame in range(8):  # gone: missed until it is lost (waiting for re-identification)
+        tracker.update(when + timedelta(seconds=frame), [])
+    assert [t.track_id for t in tracker.lost_tracks()] == [tid]
+    saved = tracker.resume_state(tid)
+    assert saved is not None and saved.lost
+    state = tracker.lost_tracks()[0]
+    again = Tracker(TrackerConfig())
+    again.carry_over([(state, saved)])
+    assert [t.track_id for t in again.lost_tracks()] == [tid] and again.active_tracks() == []
+    no_reid = Tracker(TrackerConfig(reid_window_s=0))  # nothing waits: it comes back open
+    no_reid.carry_over([(state, saved)])
+    assert [t.track_id for t in no_reid.active_tracks()] == [tid]
+
+
+def test_carry_over_takes_the_saved_memory_back_exactly_and_the_walk_goes_on() -> None:
+    tracker, tid = followed()
+    saved = tracker.resume_state(tid, counted=True)
+    assert saved is not None
+    (state,) = tracker.active_tracks()
+    restarted = Tracker(TrackerConfig())
+    restarted.carry_over([(state, saved)])
+    again = restarted.resume_state(tid, counted=True)
+    assert again is not None
+    assert again.appearance is not None and saved.appearance is not None
+    np.testing.assert_array_equal(again.appearance, saved.appearance)
+    np.testing.assert_array_equal(again.embedding, saved.embedding)  # type: ignore[arg-type]
+    assert (again.vote, again.best_key, again.best_box, again.velocity, again.lost) == (
+        saved.vote,
+        saved.best_key,
+        saved.best_box,
+        saved.velocity,
+        False,
+    )
+    (carried,) = restarted.active_tracks()
+    assert (carried.status, carried.hits, carried.label) == ("confirmed", state.hits, "Noctua pronuba")
+    assert carried.best_box == Box(150, 200, 190, 230)
+    # three seconds later, 30 px further: the same track, and a newcomer gets the next id
+    later = T0 + timedelta(seconds=8)
+    inputs = walker_inputs(8, 50)
+    far = Box(900, 600, 940, 630)
+    inputs.append(TrackInput(Detection(far, far.area, 0.9), 51))
+    update = restarted.update(later, inputs)
+    assert update.assignments == [tid, tid + 1]
+
+
+def test_carry_over_refuses_what_it_cannot_continue() -> None:
+    tracker, tid = followed()
+    saved = tracker.resume_state(tid)
+    assert saved is not None
+    (state,) = tracker.active_tracks()
+    started = Tracker(TrackerConfig())
+    started.update(T0, [])
+    with pytest.raises(TrackingError) as raised:
+        started.carry_over([(state, saved)])
+    assert str(raised.value) == "tracker: carry_over after the first frame; expected it before any update"
+    tentative = TrackState(7, "tentative", T0, T0, 1, 0, Box(0, 0, 10, 10), 1)
+    with pytest.raises(TrackingError) as raised:
+        Tracker(TrackerConfig()).carry_over([(tentative, saved)])
+    assert str(raised.value) == "tracker: carried track 7 is 'tentative'; expected a counted one"
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def test_a_prediction_moves_the_anchor_at_its_velocity_damped_per_miss_and_capped() -> None:
+    state = TrackState(1, "confirmed", T0, T0, 3, 0, Box(100, 100, 140, 130), 1)
+    track = _Track(state, TaxonVote(), None)
+    assert track.predicted_box(T0 + timedelta(seconds=5), 500, 0.5) == Box(100, 100, 140, 130)  # standing
+    track.velocity = (10.0, -4.0)
+    assert track.predicted_box(T0 + timedelta(seconds=2), 500, 0.5) == Box(120, 92, 160, 122)
+    track.missed_since_anchor = 2  # each miss halves the step: a quarter of it
+    assert track.predicted_box(T0 + timedelta(seconds=2), 500, 0.5) == Box(105, 98, 145, 128)
+    track.missed_since_anchor = 0
+    track.velocity = (30.0, 40.0)  # 50 px/s for 2 s, capped at 25 px along the same direction
+    assert track.predicted_box(T0 + timedelta(seconds=2), 25, 0.5) == Box(115, 120, 155, 150)
+
+
+def test_clip_inside_shifts_the_least_and_centres_what_does_not_fit() -> None:
+    outer = Box(100, 100, 200, 160)
+    assert _clip_inside(Box(120, 110, 150, 140), outer) == Box(120, 110, 150, 140)  # inside: unchanged
+    assert _clip_inside(Box(80, 90, 110, 120), outer) == Box(100, 100, 130, 130)  # left and above
+    assert _clip_inside(Box(190, 150, 220, 170), outer) == Box(170, 140, 200, 160)  # right and below
+    assert _clip_inside(Box(0, 0, 120, 80), outer) == Box(90, 90, 210, 170)  # larger: centred on both
+
+
+def test_coverage_gap_and_union() -> None:
+    assert _coverage(Box(10, 10, 20, 20), Box(0, 0, 100, 100)) == 1.0
+    assert _coverage(Box(10, 10, 20, 20), Box(15, 0, 100, 100)) == 0.5
+    assert _coverage(Box(10, 10, 10, 20), Box(0, 0, 100, 100)) == 0.0  # no area
+    assert _coverage(Box(0, 0, 10, 10), Box(50, 50, 60, 60)) == 0.0
+    assert _gap(Box(0, 0, 10, 10), Box(5, 5, 20, 20)) == 0.0
+    assert _gap(Box(0, 0, 10, 10), Box(10, 0, 20, 10)) == 0.0  # touching
+    assert _gap(Box(0, 0, 10, 10), Box(13, 14, 20, 20)) == 5.0
+    assert _gap(Box(13, 14, 20, 20), Box(0, 0, 10, 10)) == 5.0
+    main = Detection(Box(10, 10, 30, 30), 300, 0.6)
+    pieces = [Detection(Box(25, 5, 40, 20), 100, 0.9), Detection(Box(0, 28, 12, 50), 50, 0.4)]
+    assert _union(main, pieces) == Detection(Box(0, 5, 40, 50), 450, 0.9)
+
+
+def test_geometry_gives_overlap_centre_distance_and_size_difference() -> None:
+    tracks = np.array([[0, 0, 10, 10], [100, 100, 120, 110]], dtype=np.float64)
+    dets = np.array(
+        [[0, 0, 10, 10], [5, 0, 15, 10], [100, 100, 110, 110], [40, 40, 40, 40]], dtype=np.float64
+    )
+    iou, dist, size = _geometry(tracks, dets)
+    assert iou[0].tolist() == pytest.approx([1.0, 50 / 150, 0.0, 0.0])
+    assert dist[0].tolist() == pytest.approx([0.0, 5.0, np.hypot(100, 100), np.hypot(35, 35)])
+    assert size[0].tolist() == pytest.approx([0.0, 0.0, 0.0, 1.0])
+    assert iou[1].tolist() == pytest.approx([0.0, 0.0, 0.5, 0.0])
+    assert dist[1, 2] == pytest.approx(5.0)
+    assert size[1].tolist() == pytest.approx([0.5, 0.5, 0.5, 1.0])
