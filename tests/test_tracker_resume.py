@@ -187,3 +187,37 @@ def test_geometry_gives_overlap_centre_distance_and_size_difference() -> None:
     assert iou[1].tolist() == pytest.approx([0.0, 0.0, 0.5, 0.0])
     assert dist[1, 2] == pytest.approx(5.0)
     assert size[1].tolist() == pytest.approx([0.5, 0.5, 0.5, 1.0])
+
+
+def test_appearance_cost_uses_colours_where_both_have_them_and_embeddings_in_time_lapse() -> None:
+    """The rule table of the appearance term: a pair is compared only where both sides carry a
+    descriptor; in time-lapse mode the model's embedding (cosine distance, its own limit) replaces
+    the colours where both have one; video mode never looks at embeddings."""
+    brown, green = np.zeros(96, np.float32), np.zeros(96, np.float32)
+    brown[5], green[40] = 1.0, 1.0
+    east, north = np.array([1.0, 0.0]), np.array([0.6, 0.8])
+
+    def track(appearance: np.ndarray | None, embedding: np.ndarray | None) -> _Track:
+        t = _Track(TrackState(1, "confirmed", T0, T0, 3, 0, Box(0, 0, 10, 10), 1), TaxonVote(), appearance)
+        t.embedding = embedding
+        return t
+
+    tracks = [track(brown, east), track(None, north), track(green, None)]
+    appearances = [brown, green, None]
+    embeddings = [north, None, east]
+    for mode, embedded_pairs in (("video", set()), ("timelapse", {(0, 0), (0, 2), (1, 0), (1, 2)})):
+        cfg = TrackerConfig(mode=mode, link_max_appearance=0.4, link_max_embedding=0.2)
+        cost, mask, limit, embedded = Tracker(cfg)._appearance_cost(tracks, appearances, embeddings)
+        colour_pairs = {(0, 0), (0, 1), (2, 0), (2, 1)}
+        both = colour_pairs | embedded_pairs
+        assert {(i, j) for i, j in zip(*np.nonzero(mask), strict=True)} == both, mode
+        assert {(i, j) for i, j in zip(*np.nonzero(embedded), strict=True)} == embedded_pairs, mode
+        for i, j in both:
+            if (i, j) in embedded_pairs:
+                assert cost[i, j] == pytest.approx(1.0 - float(np.dot(tracks[i].embedding, embeddings[j])))
+                assert limit[i, j] == 0.2
+            else:
+                assert cost[i, j] == pytest.approx(0.0 if (i, j) in {(0, 0), (2, 1)} else 1.0, abs=1e-6)
+                assert limit[i, j] == 0.4
+        if mode == "video":
+            assert cost[1, 2] == 0.0 and mask[1, 2] == 0.0  # nothing to compare: no term
