@@ -221,3 +221,53 @@ def test_appearance_cost_uses_colours_where_both_have_them_and_embeddings_in_tim
                 assert limit[i, j] == 0.4
         if mode == "video":
             assert cost[1, 2] == 0.0 and mask[1, 2] == 0.0  # nothing to compare: no term
+
+
+def test_a_hop_continues_the_counted_track_with_everything_the_new_one_saw() -> None:
+    """`_absorb`: the insect that hopped is the old track, one count; its path, hits, box, motion,
+    colours, vote and best crop take in what the short-lived new track saw, which is discarded."""
+    tracker = Tracker(TrackerConfig())
+    old_state = TrackState(3, "confirmed", T0, T0 + timedelta(seconds=5), 6, 2, Box(100, 100, 140, 130), 11)
+    old_state.moved_px, old_state.edge_hits, old_state.best_box = 20.0, 1, Box(90, 100, 130, 130)
+    old = _Track(old_state, TaxonVote(), None)
+    old.vote.add(moth_crop(0.5))
+    old.best_key = (1.0, 0.5, 1200.0)
+    old.miss_weight = 2.0
+    later = T0 + timedelta(seconds=9)
+    new_state = TrackState(
+        8, "tentative", T0 + timedelta(seconds=8), later, 2, 0, Box(400, 300, 440, 330), 21
+    )
+    new_state.moved_px, new_state.edge_hits, new_state.best_box = 5.0, 2, Box(395, 300, 435, 330)
+    histogram = np.zeros(96, np.float32)
+    histogram[7] = 1.0
+    new = _Track(new_state, TaxonVote(), histogram)
+    new.first_box = Box(390, 300, 430, 330)
+    new.anchor_box, new.anchor_time, new.velocity, new.last_frame = new_state.box, later, (4.0, -1.0), 9
+    new.last_evidence = later
+    new.vote.add(moth_crop(0.75))
+    new.vote.add(moth_crop(0.75))
+    new.best_key = (1.0, 0.75, 1200.0)
+    tracker._active = [old, new]
+    tracker._absorb(old, new, later)
+    o = old.state
+    assert tracker._active == [old]
+    assert (new.state.status, new.state.ended_at) == ("discarded", later)
+    assert o.moved_px == pytest.approx(20.0 + np.hypot(410 - 120, 315 - 115) + 5.0)
+    assert (o.hits, o.edge_hits, o.hops, o.misses, o.occluded) == (8, 3, 1, 0, False)
+    assert (o.box, o.last_seen, old.last_frame) == (Box(400, 300, 440, 330), later, 9)
+    assert (old.anchor_box, old.anchor_time, old.missed_since_anchor) == (Box(400, 300, 440, 330), later, 0)
+    assert (old.velocity, old.miss_weight, old.last_evidence) == ((4.0, -1.0), 0.0, later)
+    assert old.appearance is histogram
+    assert (o.label, o.score) == ("Noctua pronuba", pytest.approx(2 / 3))
+    assert o.votes == {"species": pytest.approx({"Noctua pronuba": 2.0})}
+    assert (old.best_key, o.best_detection_id, o.best_box) == (
+        (1.0, 0.75, 1200.0),
+        21,
+        Box(395, 300, 435, 330),
+    )
+    # a new track with a worse best crop and no colours leaves the old one's
+    worse = _Track(TrackState(9, "tentative", later, later, 1, 0, Box(0, 0, 10, 10), 31), TaxonVote(), None)
+    worse.best_key = (0.0, 100.0, 0.0)
+    tracker._active.append(worse)
+    tracker._absorb(old, worse, later)
+    assert (o.best_detection_id, old.appearance is histogram, o.hops) == (21, True, 2)
