@@ -271,3 +271,52 @@ def test_a_hop_continues_the_counted_track_with_everything_the_new_one_saw() -> 
     tracker._active.append(worse)
     tracker._absorb(old, worse, later)
     assert (o.best_detection_id, old.appearance is histogram, o.hops) == (21, True, 2)
+
+
+SITTING = Box(100, 100, 140, 130)
+
+
+def open_track(tracker: Tracker, status: str = "confirmed", box: Box = SITTING) -> _Track:
+    track = _Track(TrackState(4, status, T0, T0, 5, 0, box, 1), TaxonVote(), None)  # type: ignore[arg-type]
+    tracker._active.append(track)
+    return track
+
+
+def test_misses_lose_a_counted_track_at_max_misses_and_discard_a_tentative_one_at_once() -> None:
+    tracker = Tracker(TrackerConfig(max_misses=3, tentative_max_misses=1))
+    track, ended = open_track(tracker), []
+    track.state.occluded = True
+    for n in (1, 2):
+        tracker._miss(track, T0 + timedelta(seconds=n), ended)
+        assert tracker._active == [track] and track.state.misses == n and not track.state.occluded
+    assert (track.missed_since_anchor, track.miss_weight) == (2, 2.0)
+    tracker._miss(track, T0 + timedelta(seconds=3), ended)
+    assert tracker._active == [] and tracker._lost == [track] and ended == []  # waits for re-identification
+    assert track.state.status == "confirmed"
+    tentative = open_track(tracker, "tentative")
+    tracker._miss(tentative, T0 + timedelta(seconds=4), ended)
+    assert ended == [tentative] and (tentative.state.status, tentative.state.ended_at) == (
+        "discarded",
+        T0 + timedelta(seconds=4),
+    )
+    no_reid = Tracker(TrackerConfig(max_misses=1, reid_window_s=0))
+    gone, ended = open_track(no_reid), []
+    no_reid._miss(gone, T0 + timedelta(seconds=5), ended)
+    assert ended == [gone] and no_reid._lost == [] and gone.state.status == "ended"
+
+
+def test_an_occluded_track_is_placed_inside_the_cover_and_its_misses_count_a_fraction() -> None:
+    tracker = Tracker(TrackerConfig(max_misses=2, occluded_miss_weight=0.5))
+    track, ended = open_track(tracker), []
+    cover = Box(130, 90, 260, 200)  # a larger insect's detection overlapping it
+    when = T0 + timedelta(seconds=1)
+    tracker._occlude(track, cover, when, ended)
+    state = track.state
+    assert state.box == Box(130, 100, 170, 130)  # shifted the least to lie inside the cover
+    assert state.moved_px == pytest.approx(30.0)
+    assert (state.misses, state.occluded, track.miss_weight, track.last_evidence) == (1, True, 0.5, when)
+    tracker._occlude(track, cover, when + timedelta(seconds=1), ended)
+    tracker._occlude(track, cover, when + timedelta(seconds=2), ended)
+    assert tracker._active == [track] and state.misses == 3  # 1.5 of a miss so far: still open
+    tracker._occlude(track, cover, when + timedelta(seconds=3), ended)
+    assert tracker._active == [] and tracker._lost == [track] and not state.occluded  # 2.0: lost
