@@ -320,3 +320,111 @@ def test_an_occluded_track_is_placed_inside_the_cover_and_its_misses_count_a_fra
     assert tracker._active == [track] and state.misses == 3  # 1.5 of a miss so far: still open
     tracker._occlude(track, cover, when + timedelta(seconds=3), ended)
     assert tracker._active == [] and tracker._lost == [track] and not state.occluded  # 2.0: lost
+
+
+def one(box: Box, det_id: int = 1, appearance: object = None, embedding: object = None) -> TrackInput:
+    return TrackInput(Detection(box, max(box.area, 1), 0.9), det_id, None, appearance, embedding)  # type: ignore[arg-type]
+
+
+EMPTY = "expected x1 > x0 and y1 > y0"
+HISTOGRAM = "appearance must be a 1-D histogram of non-negative numbers, got shape"
+VECTOR = "embedding must be a non-empty vector of finite numbers, got shape"
+SQUARE = Box(0, 0, 10, 10)
+BESIDE = Box(50, 0, 60, 10)
+THIN, FLAT = Box(10, 10, 10, 20), Box(10, 10, 20, 10)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([object()], "tracker: expected TrackInput items, got object"),
+        (
+            [one(Box(10, 10, 10, 20), 3)],
+            f"tracker: detection 3 has an empty box {Box(10, 10, 10, 20)}; {EMPTY}",
+        ),
+        (
+            [one(Box(10, 10, 20, 10), 4)],
+            f"tracker: detection 4 has an empty box {Box(10, 10, 20, 10)}; {EMPTY}",
+        ),
+        ([one(SQUARE, 5, np.ones((2, 2)))], f"tracker: detection 5 {HISTOGRAM} (2, 2)"),
+        ([one(SQUARE, 6, np.array([1.0, -0.5]))], f"tracker: detection 6 {HISTOGRAM} (2,)"),
+        ([one(SQUARE, 7, np.array([1.0, np.inf]))], f"tracker: detection 7 {HISTOGRAM} (2,)"),
+        ([one(SQUARE, 8, np.zeros(0))], f"tracker: detection 8 {HISTOGRAM} (0,)"),
+        (
+            [one(SQUARE, 9, np.ones(4)), one(BESIDE, 10, np.ones(5))],
+            "tracker: detection 10 appearance has 5 bins; earlier detections had 4",
+        ),
+        ([one(SQUARE, 11, None, np.array([1.0, np.nan]))], f"tracker: detection 11 {VECTOR} (2,)"),
+        ([one(SQUARE, 12, None, np.zeros(0))], f"tracker: detection 12 {VECTOR} (0,)"),
+        (
+            [one(SQUARE, 13, None, np.ones(3)), one(BESIDE, 14, None, np.ones(4))],
+            "tracker: detection 14 embedding has 4 values; earlier detections had 3",
+        ),
+    ],
+)
+def test_inputs_the_tracker_cannot_use_are_refused_naming_the_detection(
+    inputs: list[TrackInput], message: str
+) -> None:
+    with pytest.raises(TrackingError) as raised:
+        Tracker(TrackerConfig()).update(T0, inputs)
+    assert str(raised.value) == message
+
+
+def test_descriptors_are_normalised_and_an_all_zero_one_is_no_descriptor() -> None:
+    tracker = Tracker(TrackerConfig())
+    inputs = [
+        one(Box(0, 0, 10, 10), 1, np.array([2.0, 6.0]), np.array([3.0, 4.0])),
+        one(Box(50, 0, 60, 10), 2, np.zeros(2), np.zeros(2)),
+    ]
+    assert [None if a is None else a.tolist() for a in tracker._check_inputs(inputs)] == [[0.25, 0.75], None]
+    embeddings = tracker._check_embeddings(inputs)
+    assert embeddings[0] is not None and embeddings[0].tolist() == pytest.approx([0.6, 0.8])
+    assert embeddings[0].dtype == np.float64 and embeddings[1] is None
+
+
+def test_a_tracker_without_geometry_or_with_a_bad_first_id_is_refused() -> None:
+    with pytest.raises(TrackingError) as raised:
+        Tracker(TrackerConfig(weight_iou=0, weight_distance=0, weight_size=0))
+    assert str(raised.value) == (
+        "tracker: weight_iou, weight_distance and weight_size are all 0; "
+        "expected at least one positive geometric weight"
+    )
+    with pytest.raises(TrackingError) as raised:
+        Tracker(TrackerConfig(), first_track_id=0)
+    assert str(raised.value) == "Tracker: first_track_id must be >= 1, got 0"
+    with pytest.raises(TrackingError) as raised:
+        Tracker({"max_misses": 3})  # type: ignore[arg-type]
+    assert str(raised.value) == "Tracker: expected a TrackerConfig, got dict"
+    assert Tracker(TrackerConfig(weight_iou=0, weight_distance=0, weight_size=0.1)).cfg.weight_size == 0.1
+
+
+def test_a_carried_track_seen_after_this_frame_is_dropped_and_old_descriptors_of_another_size_forgotten() -> (
+    None
+):
+    """A replay from an earlier time is not the continuation of a track saved later; colours or an
+    embedding of another size (another version or model) are forgotten, place and size still match."""
+    tracker, tid = followed()
+    saved = tracker.resume_state(tid)
+    assert saved is not None
+    (state,) = tracker.active_tracks()
+    earlier = Tracker(TrackerConfig())
+    earlier.carry_over([(state, saved)])
+    earlier.update(state.last_seen - timedelta(seconds=1), [])
+    assert earlier.active_tracks() == [] and earlier.lost_tracks() == []
+    other = Tracker(TrackerConfig())
+    other.carry_over([(state, saved)])
+    box = Box(160, 200, 200, 230)
+    update = other.update(state.last_seen + timedelta(seconds=1), [one(box, 99, np.ones(8), np.ones(5))])
+    assert update.assignments == [tid]  # matched by place and size
+    again = other.resume_state(tid)
+    assert again is not None and again.appearance is not None and again.appearance.size == 8
+    assert again.embedding is not None and again.embedding.size == 5
+    same = Tracker(TrackerConfig())
+    same.carry_over([(state, saved)])
+    same.update(
+        state.last_seen + timedelta(seconds=1), [one(Box(600, 600, 640, 630), 98, np.ones(96), np.ones(3))]
+    )
+    kept = same.resume_state(tid)
+    assert kept is not None and kept.appearance is not None and saved.appearance is not None
+    np.testing.assert_array_equal(kept.appearance, saved.appearance)  # same sizes: kept as saved
+    np.testing.assert_array_equal(kept.embedding, saved.embedding)  # type: ignore[arg-type]
