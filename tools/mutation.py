@@ -110,7 +110,8 @@ def run(module: str, tests: list[str], jobs: int, keep: Path | None, diffs: bool
         results = subprocess.run(
             [*mutmut, "results", "--all", "true"], cwd=copy, capture_output=True, text=True, check=True
         ).stdout
-        states = dict(re.findall(r"^\s*(\S+__mutmut_\d+): (\S+)$", results, flags=re.M))
+        # every mutant and its state; "no tests" (no named test reaches the function) is a survivor
+        states = dict(re.findall(r"^\s*(\S+__mutmut_\d+): (.+?)\s*$", results, flags=re.M))
         caught = sum(1 for s in states.values() if s in CAUGHT)
         hung = sum(1 for s in states.values() if s == "timeout")
         survivors = sorted(name for name, s in states.items() if s not in CAUGHT)
