@@ -16,6 +16,7 @@ from edge.config import TrackerConfig
 from edge.detect.base import Box, Detection
 from edge.track import TrackingError
 from edge.track.tracker import (
+    _APPEARANCE_RATE,
     Tracker,
     TrackInput,
     TrackState,
@@ -428,3 +429,55 @@ def test_a_carried_track_seen_after_this_frame_is_dropped_and_old_descriptors_of
     assert kept is not None and kept.appearance is not None and saved.appearance is not None
     np.testing.assert_array_equal(kept.appearance, saved.appearance)  # same sizes: kept as saved
     np.testing.assert_array_equal(kept.embedding, saved.embedding)  # type: ignore[arg-type]
+
+
+def test_a_track_keeps_running_means_of_its_motion_colours_and_embedding() -> None:
+    """Each own detection moves the velocity halfway (velocity_smoothing 0.5) towards its step, and
+    the colours and the embedding a step of _APPEARANCE_RATE towards its own (renormalised)."""
+    tracker = Tracker(TrackerConfig())
+    a, b = np.zeros(8), np.zeros(8)
+    a[1], b[6] = 1.0, 1.0
+    steps = [(Box(100, 100, 140, 130), a, [1.0, 0.0]), (Box(110, 96, 150, 126), b, [0.0, 1.0])]
+    steps.append((Box(130, 96, 170, 126), b, [0.0, 1.0]))
+    for n, (box, histogram, embedding) in enumerate(steps):
+        update = tracker.update(T0 + timedelta(seconds=n), [one(box, n + 1, histogram, np.array(embedding))])
+        saved = tracker.resume_state(update.assignments[0])
+        assert saved is not None and saved.appearance is not None and saved.embedding is not None
+        if n == 0:
+            assert saved.velocity == (0.0, 0.0)  # one sighting: no motion yet
+            assert saved.appearance.tolist() == a.tolist() and saved.embedding.tolist() == [1.0, 0.0]
+        if n == 1:
+            assert saved.velocity == pytest.approx((5.0, -2.0))
+            mixed = (1 - _APPEARANCE_RATE) * a + _APPEARANCE_RATE * b
+            assert saved.appearance.tolist() == pytest.approx((mixed / mixed.sum()).tolist())
+            direction = np.array([1 - _APPEARANCE_RATE, _APPEARANCE_RATE])
+            assert saved.embedding.tolist() == pytest.approx((direction / np.linalg.norm(direction)).tolist())
+    assert saved.velocity == pytest.approx((12.5, -1.0))  # half of 20 px/s and half of 5
+    (state,) = tracker.active_tracks()
+    assert state.moved_px == pytest.approx(np.hypot(10, 4) + 20) and state.hits == 3
+    assert state.track_id == 1  # ids start at 1
+    assert Tracker(TrackerConfig(mode="timelapse")).timelapse and not tracker.timelapse
+
+
+def test_each_revival_is_counted_and_starts_the_motion_afresh() -> None:
+    tracker = Tracker(TrackerConfig(max_misses=2, tentative_max_misses=1))
+    sitting = Box(300, 300, 340, 330)
+    when = T0
+    tid = None
+    for revival in (1, 2):
+        for _ in range(4):  # seen (moving a little), confirmed
+            when += timedelta(seconds=1)
+            update = tracker.update(when, [one(Box(sitting.x0 + 4, sitting.y0, sitting.x1 + 4, sitting.y1))])
+            sitting = Box(sitting.x0 + 4, sitting.y0, sitting.x1 + 4, sitting.y1)
+            tid = tid or update.assignments[0]
+            assert update.assignments == [tid]
+        for _ in range(3):  # gone long enough to be lost
+            when += timedelta(seconds=1)
+            tracker.update(when, [])
+        assert [t.track_id for t in tracker.lost_tracks()] == [tid]
+        when += timedelta(seconds=1)
+        update = tracker.update(when, [one(sitting)])
+        assert update.assignments == [tid] and [t.track_id for t in update.revived] == [tid]
+        assert update.revived[0].revivals == revival
+        saved = tracker.resume_state(tid)  # type: ignore[arg-type]
+        assert saved is not None and saved.velocity == (0.0, 0.0)  # it sat still, or was missed, meanwhile
