@@ -481,3 +481,64 @@ def test_each_revival_is_counted_and_starts_the_motion_afresh() -> None:
         assert update.revived[0].revivals == revival
         saved = tracker.resume_state(tid)  # type: ignore[arg-type]
         assert saved is not None and saved.velocity == (0.0, 0.0)  # it sat still, or was missed, meanwhile
+
+
+def test_the_cost_of_a_pair_is_its_weighted_terms_and_a_pair_beyond_the_radius_is_gated() -> None:
+    cfg = TrackerConfig(weight_iou=1.0, weight_distance=1.0, weight_size=1.0, weight_appearance=1.0)
+    tracker = Tracker(cfg)
+    hyp = np.array([[0, 0, 10, 10]], dtype=np.float64)
+    dets = np.array([[5, 0, 15, 10], [10, 0, 20, 10], [16, 0, 26, 10]], dtype=np.float64)
+    radius = np.array([10.0])
+    app_cost = np.array([[0.4, 0.4, 0.4]])
+    with_colours = tracker._cost_terms(hyp, radius, dets, app_cost, np.ones((1, 3)))
+    without = tracker._cost_terms(hyp, radius, dets, app_cost, np.zeros((1, 3)))
+    assert with_colours[0, 0] == pytest.approx(((1 - 1 / 3) + 0.5 + 0.0 + 0.4) / 4)
+    assert without[0, 0] == pytest.approx(((1 - 1 / 3) + 0.5 + 0.0) / 3)
+    assert with_colours[0, 1] == pytest.approx((1.0 + 1.0 + 0.0 + 0.4) / 4)  # exactly at the radius: kept
+    assert with_colours[0, 2] == 1e6 and without[0, 2] == 1e6  # beyond it: gated
+
+
+def test_a_link_across_a_gap_is_gated_when_the_colours_differ_beyond_the_limit() -> None:
+    tracker = Tracker(TrackerConfig())
+    cost = np.array([[0.2, 0.3, 0.4]])
+    app_cost = np.array([[0.5, 0.5, 0.9]])
+    mask = np.array([[1.0, 1.0, 0.0]])
+    limit = np.array([[0.5, 0.4, 0.4]])
+    assert tracker._gate_unlike(cost, app_cost, mask, limit).tolist() == [[0.2, 1e6, 0.4]]
+
+
+def test_the_best_crop_is_the_surest_classified_one_else_the_largest_and_ties_keep_the_first() -> None:
+    tracker = Tracker(TrackerConfig())
+    track = _Track(TrackState(1, "confirmed", T0, T0, 1, 0, Box(0, 0, 10, 10), 1), TaxonVote(), None)
+    for det_id, box, crop in (
+        (1, Box(0, 0, 20, 20), None),
+        (2, Box(0, 0, 30, 30), None),  # larger, unclassified: better
+        (3, Box(0, 0, 10, 10), moth_crop(0.6)),  # any classified crop beats every unclassified one
+        (4, Box(0, 0, 40, 40), moth_crop(0.6)),  # the same score, larger: better
+        (5, Box(0, 0, 40, 40), moth_crop(0.6)),  # a tie: the first stays
+        (6, Box(0, 0, 90, 90), moth_crop(0.5)),  # less sure, however large: not better
+    ):
+        tracker._record_classification(track, TrackInput(Detection(box, box.area, 0.9), det_id, crop))
+        if det_id == 2:
+            assert (track.state.best_detection_id, track.best_key) == (2, (0.0, 900.0, 0.0))
+    assert (track.state.best_detection_id, track.state.best_box) == (4, Box(0, 0, 40, 40))
+    assert track.best_key == (1.0, 0.6, 1600.0)
+
+
+def test_lost_tracks_end_after_the_window_and_the_oldest_beyond_the_memory_cap() -> None:
+    tracker = Tracker(TrackerConfig(reid_window_s=60, reid_max_tracks=2))
+    lost = []
+    for n, age in enumerate((60, 61, 10, 20, 30)):
+        track = _Track(
+            TrackState(n + 1, "confirmed", T0, T0 - timedelta(seconds=age), 5, 3, SITTING, 1),
+            TaxonVote(),
+            None,
+        )
+        lost.append(track)
+    tracker._lost = list(lost)
+    ended: list[_Track] = []
+    tracker._expire_lost(T0, ended)
+    # 2 is past the window (1 is exactly at it: kept); then the oldest over the cap, 1 and 5
+    assert [t.state.track_id for t in ended] == [2, 1, 5]
+    assert all((t.state.status, t.state.ended_at) == ("ended", T0) for t in ended)
+    assert [t.state.track_id for t in tracker._lost] == [4, 3]  # kept oldest first
