@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -15,9 +17,10 @@ import pytest
 
 from edge.config import RetentionConfig
 from edge.errors import StorageError
-from edge.retention import GB, Retention, _message, _tree_bytes
+from edge.retention import GB, Retention, _disk_free, _message, _tree_bytes, make_room_to_open
 from edge.store import Database, DetectionRow, RunInfo
 from edge.store.db import connect_reader
+from edge.store.reserve import Reserve
 
 NOW = datetime(2026, 7, 5, 12, tzinfo=timezone.utc)
 T0 = datetime(2026, 7, 1, 22, tzinfo=timezone.utc)
@@ -268,3 +271,79 @@ def test_a_checkpoint_a_reader_holds_up_is_retried_later(
     ]
     busy, wal_pages, done = trap.retention().checkpoint()
     assert busy == 0 and wal_pages == done >= 0
+
+
+# ---------------------------------------------------------------- before the database opens
+
+
+KB = 1024
+
+
+def full_disk(data: Path, capacity: int):
+    """Free bytes of a disk of `capacity` that holds only the data folder: deleting frees space."""
+
+    def free(_path: Path) -> int:
+        return capacity - sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+
+    return free
+
+
+def image(path: Path, size: int, age_s: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"i" * size)
+    stamp = NOW.timestamp() - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_room_to_open_gives_up_the_reserve_first_and_touches_no_image(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    crop = image(data / "crops" / "2026-07-01" / "a.jpg", 300 * KB, 100)
+    reserve = Reserve(data, size_mb=2)
+    assert reserve.ensure(10 * GB)
+    free = full_disk(data, capacity=reserve.size + 300 * KB + 200 * KB)  # 200 KB free
+    assert make_room_to_open(data, data / "crops", reserve, free) == reserve.size
+    assert crop.exists() and reserve.held == 0
+
+
+def test_room_to_open_deletes_kept_snapshots_then_crops_oldest_first_until_enough(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, crops = tmp_path / "data", tmp_path / "data" / "crops"
+    old_crop = image(crops / "2026-06-30" / "1" / "a.jpg", 400 * KB, 900)
+    new_crop = image(crops / "2026-07-01" / "2" / "b.jpg", 400 * KB, 100)
+    snapshot = image(crops / "snapshots" / "2026-07-01" / "s.jpg", 500 * KB, 50)  # newest, still first
+    free = full_disk(data, capacity=1300 * KB + 300 * KB)  # 300 KB free: 724 KB short of 1 MB
+    with caplog.at_level(logging.WARNING, logger="edge.retention"):
+        freed = make_room_to_open(data, crops, Reserve(data, size_mb=0), free)
+    assert freed == 900 * KB
+    assert not snapshot.exists() and not old_crop.exists() and new_crop.exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        "retention: the disk was full and there was no reserve: deleted the oldest images (0.9 MB) so the "
+        "database can open"
+    ]
+
+
+def test_room_to_open_with_room_or_no_reading_does_nothing_and_without_enough_deletes_every_image(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, crops = tmp_path / "data", tmp_path / "data" / "crops"
+    crop = image(crops / "2026-07-01" / "a.jpg", 100 * KB, 10)
+    reserve = Reserve(data, size_mb=1)
+    assert reserve.ensure(10 * GB)
+    assert make_room_to_open(data, crops, reserve, lambda _p: 1024 * KB) == 0  # exactly the room needed
+
+    def unreadable(_path: Path) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    assert make_room_to_open(data, crops, reserve, unreadable) == 0
+    assert crop.exists() and reserve.held == reserve.size
+    with caplog.at_level(logging.WARNING, logger="edge.retention"):
+        freed = make_room_to_open(data, crops, reserve, lambda _p: 0)  # nothing frees the disk
+    assert freed == reserve.size + 100 * KB and not crop.exists()
+    assert [r.getMessage() for r in caplog.records if "oldest images" in r.getMessage()] == []
+
+
+def test_the_free_space_of_a_folder_not_made_yet_is_its_disks(tmp_path: Path) -> None:
+    measured = _disk_free(tmp_path / "not" / "made" / "yet")
+    assert isinstance(measured, int) and abs(measured - shutil.disk_usage(tmp_path).free) < 64 * 2**20
