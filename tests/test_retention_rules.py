@@ -347,3 +347,12 @@ def test_room_to_open_with_room_or_no_reading_does_nothing_and_without_enough_de
 def test_the_free_space_of_a_folder_not_made_yet_is_its_disks(tmp_path: Path) -> None:
     measured = _disk_free(tmp_path / "not" / "made" / "yet")
     assert isinstance(measured, int) and abs(measured - shutil.disk_usage(tmp_path).free) < 64 * 2**20
+
+
+def test_the_database_s_own_bytes_count_its_wal_and_shared_memory_files(trap: Trap) -> None:
+    """What the trap writes besides the crops (the growth rate's other part)."""
+    trap.crop("2026-07-01/a.jpg")
+    path = trap.db.path
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    assert all(p.exists() for p in files)
+    assert trap.retention()._db_bytes() == sum(p.stat().st_size for p in files)
