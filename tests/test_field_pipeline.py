@@ -102,7 +102,10 @@ def test_night_publishes_every_track_and_stores_summaries_and_health(broker: Bro
     (discovery,) = read_retained(broker, "homeassistant/device/+/config")
     sensors = discovery.payload["components"].values()
     templates = " ".join(c["value_template"] for c in sensors)
-    assert len(sensors) == 6  # the health sensors and the total; no classifier, so no per-taxon counts
+    # the health sensors, the total and the unsure insects (no classifier: every one is unsure, none
+    # per taxon, and no open set, so no unknown sensor)
+    assert len(sensors) == 7 and 'value_json.today["unsure"]' in templates
+    assert 'value_json.today["unknown"]' not in templates
     for key in ("fps", "inference_ms_p50", "disk_free_gb", "cpu_temp_c", "since_last_detection_s"):
         assert key in templates and key in last
 
