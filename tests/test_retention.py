@@ -5,6 +5,7 @@ vacuum through the writer thread."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -386,6 +387,45 @@ def test_no_full_vacuum_for_few_free_pages_and_never_when_off(tmp_path: Path) ->
         assert _pages(db)[0] > free
 
 
+def test_a_vacuum_says_what_it_did_and_remembers_when(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Database(tmp_path / "trapcam.db", **FAST) as db:
+        _junk(db)
+        free, pages = _pages(db)
+        retention = Retention(RetentionConfig(vacuum_interval_days=1), db, tmp_path / "crops", tmp_path)
+        with caplog.at_level(logging.INFO, logger="edge.retention"):
+            done = retention.vacuum(NOW)
+        assert done == f"vacuum ({free} of {pages} pages were free)"
+        assert [r.getMessage() for r in caplog.records] == [f"retention: {done}"]
+        free_after, pages_after = _pages(db)
+        assert retention.vacuum(NOW) == f"no vacuum needed ({free_after} of {pages_after} pages free)"
+        later = Retention(RetentionConfig(vacuum_interval_days=1), db, tmp_path / "crops", tmp_path)
+        assert later._load_last_vacuum(NOW + timedelta(days=5)) == NOW  # kept in the database
+
+
+def test_maintain_checkpoints_at_its_interval_and_after_every_vacuum(tmp_path: Path) -> None:
+    with Database(tmp_path / "trapcam.db", **FAST) as db:
+        for interval_s, vacuum_days, steps in (
+            (600.0, None, [(0, 1), (599, 1), (600, 2), (1199, 2), (1200, 3)]),
+            (1e9, 30.0, [(0, 1), (86400 * 30 - 1, 1), (86400 * 30, 2), (86400 * 30 + 1, 2)]),
+        ):
+            cfg = RetentionConfig(checkpoint_interval_s=interval_s, vacuum_interval_days=vacuum_days)
+            retention = Retention(cfg, db, tmp_path / "crops", tmp_path)
+            calls: list[int] = []
+            real = retention.checkpoint
+
+            def counted(real: object = real, calls: list[int] = calls) -> tuple[int, int, int]:
+                calls.append(1)
+                return real()  # type: ignore[operator]
+
+            retention.checkpoint = counted  # type: ignore[method-assign]
+            start = NOW + timedelta(days=100 if vacuum_days else 0)
+            for seconds, expected in steps:
+                retention.maintain(start + timedelta(seconds=seconds))
+                assert len(calls) == expected, (interval_s, seconds)
+
+
 def test_incremental_vacuum_under_auto_vacuum_incremental(tmp_path: Path) -> None:
     with Database(tmp_path / "trapcam.db", **FAST) as db:
 
@@ -397,8 +437,9 @@ def test_incremental_vacuum_under_auto_vacuum_incremental(tmp_path: Path) -> Non
         assert db.run_sync(lambda c: c.execute("PRAGMA auto_vacuum").fetchone()[0]) == 2
         _junk(db)
         assert _pages(db)[0] > 0
+        free = _pages(db)[0]
         retention = Retention(RetentionConfig(vacuum_interval_days=1), db, tmp_path / "crops", tmp_path)
-        assert retention.vacuum(NOW).startswith("incremental vacuum")
+        assert retention.vacuum(NOW) == f"incremental vacuum ({free} free pages)"
         assert _pages(db)[0] == 0
 
 
