@@ -49,13 +49,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.classify.taxonomy import Taxonomy, lineage_of
-from edge.classify.types import UNKNOWN, Classification, count_key, names_a_taxon
+from edge.classify.types import UNKNOWN, UNSURE, Classification, count_key, names_a_taxon
 from edge.config import SummaryConfig
 from edge.errors import StorageError
 from edge.store.db import Database
 from edge.store.schema import TrackRow, parse_utc, utc_iso
 
-UNSURE = "unsure"
 SIZE_CLASS = "size_class"  # reserved pseudo-level: counts per size class (config `size`)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _US = 1_000_000

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.classify.types import UNSURE
 from edge.detect.base import Box
 
-UNSURE = "unsure"
 NOT_ANNOTATED = "(not annotated)"  # insects whose annotation stops above this level
 
 

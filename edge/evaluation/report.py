@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.classify.types import UNSURE
 from edge.evaluation.counting import CountReport
-from edge.evaluation.metrics import NOT_ANNOTATED, UNSURE, DetectionScores, LevelScores, TaxonCount
+from edge.evaluation.metrics import NOT_ANNOTATED, DetectionScores, LevelScores, TaxonCount
 from edge.export.csvsafe import atomic_write
 
 REPORT_VERSION = 1

@@ -58,7 +58,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from edge.classify.taxonomy import RANKS
-from edge.classify.types import UNKNOWN
+from edge.classify.types import UNKNOWN, UNSURE
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ExportError
 from edge.export.csvsafe import Num, atomic_write, fixed, integer, render_csv
@@ -80,7 +80,6 @@ from edge.export.data import (
 from edge.intervals import SIZE_CLASS
 from edge.store.schema import parse_utc
 
-UNSURE = "unsure"
 ALL = "all"
 MAX_DAYS = 3660
 COUNTS_HEADER = (

@@ -19,11 +19,11 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from edge.classify.types import UNKNOWN
+from edge.classify.types import UNKNOWN, UNSURE
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ReportError
 from edge.export.csvsafe import fixed, integer, render_csv
-from edge.export.daily import MAX_DAYS, UNSURE, local_iso
+from edge.export.daily import MAX_DAYS, local_iso
 from edge.export.data import (
     TrackRecord,
     day_window,
