@@ -259,6 +259,18 @@ def counters(db_path: Path) -> dict[str, int]:
     return dict(rows(db_path, "SELECT name, value FROM counters"))
 
 
+def outbox_of_tracks(tmp_path: Path, tracks: int) -> tuple[Path, Database, Outbox, int]:
+    """A database whose outbox (bound 100) holds `tracks` undelivered track messages, committed."""
+    db_path = tmp_path / "trap.db"
+    db = open_db(db_path)
+    outbox = Outbox(db, MqttConfig(outbox_max_rows=100))
+    run_id = start_run(db)
+    for i in range(tracks):
+        outbox.enqueue(track_message(PREFIX, DEVICE, track_dict(track_row(run_id, i + 1))))
+    assert db.flush(10)
+    return db_path, db, outbox, run_id
+
+
 def test_compact_drops_old_health_first_then_superseded_summaries_never_tracks(tmp_path: Path) -> None:
     db_path = tmp_path / "trap.db"
     db = open_db(db_path)
@@ -305,13 +317,7 @@ def test_compact_drops_old_health_first_then_superseded_summaries_never_tracks(t
 def test_tracks_over_the_bound_are_kept_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db_path = tmp_path / "trap.db"
-    db = open_db(db_path)
-    outbox = Outbox(db, MqttConfig(outbox_max_rows=100))
-    run_id = start_run(db)
-    for i in range(130):
-        outbox.enqueue(track_message(PREFIX, DEVICE, track_dict(track_row(run_id, i + 1))))
-    assert db.flush(10)
+    db_path, db, outbox, _ = outbox_of_tracks(tmp_path, 130)
     with caplog.at_level(logging.WARNING, logger="edge.mqtt.outbox"):
         first = outbox.compact(T0)
         second = outbox.compact(T0)
@@ -450,12 +456,7 @@ def test_summaries_that_exactly_cover_the_excess_leave_the_outbox_within_its_bou
 ) -> None:
     """98 tracks and 4 summaries of one topic, bound 100: the two oldest summaries go and the rest
     fits; the warning says what went, even when no health sample did."""
-    db_path = tmp_path / "trap.db"
-    db = open_db(db_path)
-    outbox = Outbox(db, MqttConfig(outbox_max_rows=100))
-    run_id = start_run(db)
-    for i in range(98):
-        outbox.enqueue(track_message(PREFIX, DEVICE, track_dict(track_row(run_id, i + 1))))
+    db_path, db, outbox, _ = outbox_of_tracks(tmp_path, 98)
     for i in range(4):
         outbox.enqueue(summary_message(PREFIX, DEVICE, {"n": i, "today": {}}))
     assert db.flush(10)
@@ -478,13 +479,7 @@ def test_summaries_that_exactly_cover_the_excess_leave_the_outbox_within_its_bou
 def test_one_track_over_the_bound_warns_at_once_and_again_after_it_recovered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db_path = tmp_path / "trap.db"
-    db = open_db(db_path)
-    outbox = Outbox(db, MqttConfig(outbox_max_rows=100))
-    run_id = start_run(db)
-    for i in range(101):
-        outbox.enqueue(track_message(PREFIX, DEVICE, track_dict(track_row(run_id, i + 1))))
-    assert db.flush(10)
+    _, db, outbox, run_id = outbox_of_tracks(tmp_path, 101)
     warning = (
         "MQTT outbox holds 101 undelivered messages, more than mqtt.outbox_max_rows=100, and they are tracks "
         "(never dropped): the broker has been unreachable for long; the table keeps growing"
