@@ -389,6 +389,40 @@ def test_classification_f1_per_level_and_a_wrong_label_in_the_truth(tmp_path: Pa
     assert (glauca["support"], glauca["predicted"], glauca["correct"], glauca["f1"]) == (10, 0, 0, 0.0)
 
 
+def test_a_model_label_with_a_common_name_is_scored_by_its_scientific_name(tmp_path: Path) -> None:
+    """A third-party model labelled like the iNaturalist one ("Genus species (Common Name)") against
+    annotations that name the species: the same answer, so right (it scored 0 and said "other
+    names?" on the real flower frames: "Apis mellifera" annotated, "Apis mellifera (Honey Bee)" said)."""
+    import modelkit as mk  # builds its TFLite model with TensorFlow (trapcam[dev])
+
+    from edge.config import ClassifierConfig
+
+    model = mk.write_plain(tmp_path / "model", mk.third_party_model())
+    labels = tmp_path / "model" / "labels.txt"
+    labels.write_text("".join(f"{s} (Common {s.split()[0]})\n" for s in mk.SPECIES), encoding="utf-8")
+    names = ("red", "green", "blue")
+    species = [mk.level_labels()["species"][list(mk.COLOURS).index(n)] for n in names]
+    boxes = _colour_night(tmp_path / "frames", [mk.COLOURS[n] for n in names])
+    coco = _colour_coco(tmp_path / "frames" / "truth.json", species, boxes)
+    cfg = synthetic_config(tmp_path / "data", "detector:\n  min_area_px: 100\n")
+    cfg.classifier = ClassifierConfig(
+        enabled=True, model=model, labels=labels, num_threads=1, threshold=0.3, input_range=(-1.0, 1.0)
+    )
+    report, result = evaluate_frames(cfg, load_ground_truth(coco, fps=0.2))
+    doc = report.to_dict()
+    assert {t.label for t in result.confirmed_tracks} == {f"{s} (Common {s.split()[0]})" for s in species}
+    level = doc["classification"]["levels"]["species"]
+    assert level["crops"]["accuracy"] == pytest.approx(1.0) and level["tracks"]["accuracy"] == pytest.approx(
+        1.0
+    )
+    assert "other names" not in (level.get("note") or "")
+    counts = {
+        r["label"]: (r["true"], r["counted"], r["correct"])
+        for r in doc["counts_per_taxon"]["levels"]["species"]
+    }
+    assert {s: counts[s] for s in species} == {s: (1, 1, 1) for s in species}
+
+
 def test_classification_scores_by_hand() -> None:
     """Abstentions and labels outside the truth are wrong answers; P/R/F1 per annotated class."""
     from edge.evaluation.metrics import classification_scores

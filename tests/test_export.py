@@ -627,3 +627,40 @@ def test_a_snapshots_rows_go_coarse_to_fine_then_unknown_unsure_and_sizes() -> N
         ["size_class", "small", "3"],
         ["all", "all", "3"],
     ]
+
+
+def test_an_inaturalist_style_label_is_a_scientific_name_with_its_common_name_beside_it(
+    tmp_path: Path,
+) -> None:
+    """The iNaturalist insect model labels its classes "Apis mellifera (Honey Bee)". Camtrap DP's
+    scientificName is what GBIF matches, so it is the name alone and the common name goes to the
+    taxon's vernacularNames (ISO 639-2 `eng`); an empty "()" adds none. The daily CSV keeps the
+    model's label as people read it."""
+    tracks = {
+        1: (1, "2026-07-01T20:00:00", "ended", "species", {"species": "Apis mellifera (Honey Bee)"}, 0.9),
+        2: (1, "2026-07-01T20:10:00", "ended", "species", {"species": "Apis mellifera (Honey Bee)"}, 0.8),
+        3: (1, "2026-07-01T20:20:00", "ended", "species", {"species": "Eumenes fraternus ()"}, 0.7),
+        4: (1, "2026-07-01T20:30:00", "ended", "species", lep("Noctua pronuba"), 0.9),
+    }
+    db = Database(tmp_path / "trapcam.db")
+    fill_db(db, RunInfo("trap-01", "0.1.0", run_config(SITE), "synthetic"), tracks, SUMMARIES, runs=1)
+    db.flush()
+    db.close()
+    counts_file, _ = export_days(tmp_path / "trapcam.db", tmp_path / "out", [D], SITE, EXPORT)
+    assert counts_of(counts_file)[("species", "Apis mellifera (Honey Bee)")]["count"] == "2"
+    pkg = write_camtrap_dp(tmp_path / "trapcam.db", tmp_path / "out", [D], SITE, EXPORT, "trap-01")
+    assert validate_camtrap_dp(pkg) == []
+    by_event = {int(o["eventID"]): o for o in read_csv(pkg / "observations.csv")}
+    assert [by_event[i]["scientificName"] for i in (1, 2, 3, 4)] == [
+        "Apis mellifera",
+        "Apis mellifera",
+        "Eumenes fraternus",
+        "Noctua pronuba",
+    ]
+    taxa = {t["scientificName"]: t for t in json.loads((pkg / "datapackage.json").read_text())["taxonomic"]}
+    assert set(taxa) == {"Apis mellifera", "Eumenes fraternus", "Noctua pronuba"}
+    assert taxa["Apis mellifera"]["vernacularNames"] == {"eng": "Honey Bee"}
+    assert (
+        "vernacularNames" not in taxa["Eumenes fraternus"] and "vernacularNames" not in taxa["Noctua pronuba"]
+    )
+    assert taxa["Noctua pronuba"]["family"] == "Noctuidae"

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from edge.classify.names import scientific_name
 from edge.config import TrapConfig
 from edge.evaluation.counting import EvaluationError, evaluate_counts
 from edge.evaluation.ground_truth import GroundTruth, TruthObject, merge_levels
@@ -170,13 +171,13 @@ def build_report(
         report.counts_note = NO_IDS
     else:
         ground_truth = {
-            f.index: [(o.insect_id, o.taxa.get(finest) if finest else None, o.box) for o in f.objects]
+            f.index: [(o.insect_id, _name(o.taxa.get(finest)) if finest else None, o.box) for o in f.objects]
             for f in frames
         }
         for f in frames:
             for o in f.objects:
                 assert o.insect_id is not None
-                insects[o.insect_id] = o.taxa
+                insects[o.insect_id] = {level: _name(label) for level, label in o.taxa.items()}
         tracks = {i: boxes for i, boxes in result.track_boxes.items() if i in processed}
         counted = set(result.finished_tracks)
         report.tracking = evaluate_counts(ground_truth, tracks, counted, iou_threshold=iou_threshold)
@@ -185,7 +186,7 @@ def build_report(
             report.counts_note = "the annotations have no taxa"
         else:
             for level in truth.levels:
-                labels = {tid: (lineages.get(tid) or {}).get(level) for tid in counted}
+                labels = {tid: _name((lineages.get(tid) or {}).get(level)) for tid in counted}
                 report.counts_per_taxon[level] = taxon_counts(level, insects, labels, track_to_gt)
 
     # ---------------------------------------------------------------- classification
@@ -207,13 +208,13 @@ def build_report(
                 )
                 continue
             crops = classification_scores(
-                (o.taxa[level], _crop_label(c, level)) for o, c in matched if level in o.taxa
+                (_name(o.taxa[level]), _crop_label(c, level)) for o, c in matched if level in o.taxa
             )
             tracks = None
             note = None
             if truth.has_ids:
                 tracks = classification_scores(
-                    (insects[gid][level], (lineages.get(tid) or {}).get(level))
+                    (insects[gid][level], _name((lineages.get(tid) or {}).get(level)))
                     for tid, gid in track_to_gt.items()
                     if gid is not None and level in insects[gid]
                 )
@@ -236,7 +237,13 @@ def _crop_label(classification: Any, level: str) -> str | None:
     if classification is None:
         return None
     prediction = classification.levels.get(level)
-    return prediction.label if prediction is not None else None
+    return _name(prediction.label) if prediction is not None else None
+
+
+def _name(label: str | None) -> str | None:
+    """Labels are compared by scientific name: an annotated "Apis mellifera" is the model's "Apis
+    mellifera (Honey Bee)" (iNaturalist-style labels, edge.classify.names)."""
+    return scientific_name(label)
 
 
 def isolated_config(cfg: TrapConfig, out_dir: Path) -> TrapConfig:

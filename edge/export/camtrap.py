@@ -11,10 +11,12 @@ What the package says, and why:
   package without coordinates is refused (Camtrap DP requires them).
 - Observation = one finished track (status 'ended'): observationLevel "event", eventID the
   track id, eventStart/eventEnd its first and last sighting, count 1, scientificName the
-  deepest label of the vote, classificationMethod "machine", classifiedBy the model name,
-  classificationProbability the vote's confidence. A track whose vote abstained everywhere is
-  `animal` without a name, a third-party model's `background` answer `unknown` (DESIGN.md's table;
-  `unclassified` would mean "not classified yet"). The whole lineage goes to observationTags
+  deepest label of the vote without a trailing "(Common Name)" (iNaturalist-style labels; the
+  common name goes to the `taxonomic` entry's vernacularNames.eng), classificationMethod
+  "machine", classifiedBy the model name, classificationProbability the vote's confidence. A track
+  whose vote abstained everywhere is `animal` without a name, a third-party model's `background`
+  answer `unknown` (DESIGN.md's table; `unclassified` would mean "not classified yet"). The
+  whole lineage goes to observationTags
   (`level:species|order:Lepidoptera|family:Noctuidae|hits:12|size_class:large|length_mm:21.30`,
   `length_px` where the camera's scale is not configured) and the package's `taxonomic`
   list (taxonRank where the level is a Camtrap DP rank).
@@ -50,6 +52,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edge.classify.names import scientific_name, split_label
 from edge.classify.types import BACKGROUND, UNKNOWN, names_a_taxon
 from edge.config import ExportConfig, SiteConfig
 from edge.errors import ExportError
@@ -212,7 +215,7 @@ def _snapshot_rows(
         rest = [k for k in (BACKGROUND, None) if k in groups]
         for n, label in enumerate([*named, *rest], start=1):
             insects = groups[label]
-            name = label if names_a_taxon(label) else None
+            name = scientific_name(label) if names_a_taxon(label) else None
             scores = [i.score for i in insects if i.score is not None]
             mean = min(1.0, max(0.0, sum(scores) / len(scores))) if scores and name else None
             obs_rows.append(
@@ -358,7 +361,7 @@ def write_camtrap_dp(
                     "eventEnd": _ts(t.last),
                     "observationLevel": "event",
                     "observationType": observation_type(t.label),
-                    "scientificName": None if t.unsure or t.unknown else t.label,
+                    "scientificName": None if t.unsure or t.unknown else scientific_name(t.label),
                     "count": integer(1),
                     "classificationMethod": None if answerless else "machine",
                     "classifiedBy": None if answerless else (dep.run.model_name or "trapcam"),
@@ -447,15 +450,20 @@ def _descriptor(
     }
     taxa: dict[str, dict[str, Any]] = {}
     for t in tracks:
-        if t.unsure or t.unknown or not t.label or t.label in taxa:
+        if t.unsure or t.unknown or not t.label:
             continue
-        entry: dict[str, Any] = {"scientificName": t.label}
+        name, common = split_label(t.label)
+        if name in taxa:
+            continue
+        entry: dict[str, Any] = {"scientificName": name}
         if t.level in CAMTRAP_RANKS:
             entry["taxonRank"] = t.level
         for rank in _HIGHER_RANKS:
             if rank in t.lineage and rank != t.level:
-                entry[rank] = t.lineage[rank]
-        taxa[t.label] = entry
+                entry[rank] = scientific_name(t.lineage[rank])
+        if common:  # "Apis mellifera (Honey Bee)": GBIF matches the name, people read the common one
+            entry["vernacularNames"] = {"eng": common}
+        taxa[name] = entry
     versions = sorted({d.run.software_version for d in deployments.values()})
     span = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
     title = site.name or f"trapcam {device_id}"
