@@ -276,6 +276,13 @@ class LearnedDetectorConfig(Section):
         return value
 
 
+# The motion detector's first background: the per-pixel median of this many frames. From one frame,
+# a bee on a flower when the camera starts stays in the background as a ghost that makes a track
+# and later takes the bee's detections (real flower frames, bench/real: 7 tracks for 2 bees with
+# 1 frame, 6 with 5); the median of frames in which it moved leaves the flower.
+MOTION_WARMUP_FRAMES = 5
+
+
 class DetectorConfig(Section):
     """Finding insects. `static_screen` for a sheet or board, `motion` for natural scenes, `tflite` for
     a trained object detector."""
@@ -304,7 +311,14 @@ class DetectorConfig(Section):
     background_rate: float = Field(
         0.02, gt=0, le=1, description="how fast the background follows light where no insect is"
     )
-    warmup_frames: int = Field(1, ge=1, description="frames used to build the first background")
+    warmup_frames: int | None = Field(
+        None,
+        ge=1,
+        description="frames whose per-pixel median is the first background (default by kind: 1 for "
+        "static_screen, which paints the insects already on the sheet out of its first frame; "
+        f"{MOTION_WARMUP_FRAMES} for motion, so a pollinator that moves during them is not baked into the "
+        "background and left behind as a ghost)",
+    )
     grow_fraction: float = Field(
         0.5,
         gt=0,
@@ -407,6 +421,13 @@ class DetectorConfig(Section):
         "pixels; larger, it is an insect half outside the frame and counts (default: 4 x the side of "
         "min_area_px, ~100 px at min_area_px 600)",
     )
+
+    @property
+    def warmup_frame_count(self) -> int:
+        """warmup_frames, or the kind's default (motion: MOTION_WARMUP_FRAMES, otherwise 1)."""
+        if self.warmup_frames is not None:
+            return self.warmup_frames
+        return MOTION_WARMUP_FRAMES if self.kind == "motion" else 1
 
     @property
     def sliver_limit_px(self) -> float:

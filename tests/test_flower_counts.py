@@ -155,3 +155,51 @@ def test_bad_frames_and_settings_are_named() -> None:
 
     with pytest.raises(ConfigError, match=r"detector\.sway_px: got -1"):
         parse_config("source: {kind: synthetic}\ndetector: {kind: motion, sway_px: -1}\n", "x.yaml")
+
+
+def _meadow(width: int = 640, height: int = 360, seed: int = 5) -> np.ndarray:
+    """A still, textured, colourful scene (leaves and petals at a few pixels' scale)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, 1.0, (height // 4, width // 4, 3)).astype(np.float32)
+    texture = cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(120.0 + 45.0 * texture, 20, 235).astype(np.uint8)
+
+
+def _bee(scene: np.ndarray, cx: int, cy: int) -> tuple[np.ndarray, Box]:
+    """`scene` with a dark 40 x 24 px pollinator at (cx, cy), and its box."""
+    import cv2
+
+    frame = scene.copy()
+    cv2.ellipse(frame, (cx, cy), (20, 12), 0, 0, 360, (30, 35, 40), -1)
+    cv2.line(frame, (cx - 8, cy - 12), (cx - 8, cy + 12), (150, 190, 210), 3)  # a pale band
+    return frame, Box(cx - 21, cy - 13, cx + 22, cy + 14)
+
+
+def test_a_pollinator_there_when_the_camera_starts_leaves_no_ghost_behind() -> None:
+    """Real flower frames (bench/real, flower-pi): a bee sat on a flower in the first frame and moved
+    on. Built from that one frame, the background kept the bee, and the place it left was a
+    detection in the next frames: a track of its own that later took the bee's detections (7 tracks
+    for 2 bees). The motion detector's first background is the median of MOTION_WARMUP_FRAMES
+    frames by default, in which the bee moved, so after them every detection is the bee."""
+    from edge.config import MOTION_WARMUP_FRAMES
+
+    scene = _meadow()
+    places = [(120 + 70 * (i % 6), 110 + 45 * (i % 4)) for i in range(20)]  # it never sits twice in a row
+    frames = [_bee(scene, x, y) for x, y in places]
+
+    def run(cfg: DetectorConfig) -> list[list[Detection]]:
+        detector = MotionDetector(cfg)
+        return [detector.detect(frame) for frame, _ in frames]
+
+    default = run(DetectorConfig(kind="motion", detect_width=640, min_area_px=200))
+    assert all(found == [] for found in default[:MOTION_WARMUP_FRAMES])
+    for i in range(MOTION_WARMUP_FRAMES, len(frames)):
+        bee = frames[i][1]
+        assert [d.box.iou(bee) >= 0.5 for d in default[i]] == [True], f"frame {i}: {default[i]}"
+
+    # Built from the first frame alone (warmup_frames: 1), the bee's first place is a detection after it left.
+    first_place = frames[0][1]
+    single = run(DetectorConfig(kind="motion", detect_width=640, min_area_px=200, warmup_frames=1))
+    assert any(d.box.iou(first_place) >= 0.5 for d in single[1] + single[2]), single[1:3]

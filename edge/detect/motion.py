@@ -118,7 +118,7 @@ class MotionDetector:
 
         if self.background is None:
             self._warmup.append(small)
-            if len(self._warmup) < self.cfg.warmup_frames:
+            if len(self._warmup) < self.cfg.warmup_frame_count:
                 return []
             first = np.median(np.stack(self._warmup), axis=0) if len(self._warmup) > 1 else small
             self._start(first.astype(np.float32))

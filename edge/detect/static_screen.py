@@ -507,7 +507,7 @@ class StaticScreenDetector:
             self._held = None
         if self.background is None:
             self._warmup.append(small)
-            if len(self._warmup) < self.cfg.warmup_frames:
+            if len(self._warmup) < self.cfg.warmup_frame_count:
                 return []
             self.background = self._initial_background(np.median(np.stack(self._warmup), axis=0))
             self._warmup = []
