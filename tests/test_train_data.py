@@ -268,6 +268,35 @@ def test_stratified_split_proportions_and_determinism(tmp_path: Path) -> None:
     expect_error(lambda: split_dataset(ds, 0.6, 0.1, 0), "validation_fraction")
 
 
+def test_a_run_folder_that_holds_its_images_can_move(tmp_path: Path) -> None:
+    """Images inside the run folder (synthetic crops) are written relative to it, so a run trained on a
+    GPU machine converts on another (it failed: "image /tmp/.../00000.png does not exist"); images
+    outside it (the user's photo folder) stay absolute."""
+    inside = load_dataset(folder_cfg(make_folder(tmp_path / "run" / "photos", 3)), tmp_path, 0)
+    elsewhere = make_folder(tmp_path / "elsewhere", 3)
+    for n, image in enumerate(sorted(elsewhere.rglob("*.png"))):
+        write_image(image, 1000 + n)  # other pixels: one image in two splits would be refused
+    outside = load_dataset(folder_cfg(elsewhere), tmp_path, 0)
+    a, b = split_dataset(inside, 0.3, 0.3, seed=1), split_dataset(outside, 0.3, 0.3, seed=1)
+    mixed = Splits(a.train + b.train, a.validation + b.validation, a.test + b.test)
+    manifest = write_splits(mixed, tmp_path / "run" / "splits.csv")
+    with manifest.open() as f:
+        paths = [r["path"] for r in csv.DictReader(f)]
+    assert all(p.startswith("photos/") for p in paths if "elsewhere" not in p)
+    assert all(Path(p).is_absolute() for p in paths if "elsewhere" in p) and len(paths) == 2 * len(
+        inside.samples
+    )
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    back = read_splits(tmp_path / "moved" / "splits.csv")  # verifies every file and its sha256
+    assert [s.path.name for s in back.train] == [s.path.name for s in mixed.train]
+    assert all(
+        (tmp_path / "moved") in s.path.parents
+        for _, split in back.items()
+        for s in split
+        if "elsewhere" not in str(s.path)
+    )
+
+
 def test_manifest_round_trip_and_class_counts(tmp_path: Path) -> None:
     ds = load_dataset(
         folder_cfg(make_folder(tmp_path / "d", 6), taxonomy=write_taxonomy(tmp_path / "t.csv", TAXA)),
@@ -391,13 +420,15 @@ def test_same_image_under_two_labels_and_duplicates(tmp_path: Path) -> None:
 
 
 def test_manifest_refuses_leaks_and_missing_files(tmp_path: Path) -> None:
-    root = make_folder(tmp_path / "d")
+    root = make_folder(tmp_path / "d")  # outside the manifest's folder: absolute paths in it
     ds = load_dataset(folder_cfg(root), tmp_path, 0)
     splits = split_dataset(ds, 0.2, 0.2, seed=0)
     # the same file in two splits
     leak = Splits(splits.train, splits.validation, [*splits.test, splits.train[0]])
-    expect_error(lambda: write_splits(leak, tmp_path / "m.csv"), str(splits.train[0].path), "train", "test")
-    manifest = write_splits(splits, tmp_path / "m.csv")
+    expect_error(
+        lambda: write_splits(leak, tmp_path / "run" / "m.csv"), str(splits.train[0].path), "train", "test"
+    )
+    manifest = write_splits(splits, tmp_path / "run" / "m.csv")
     text = manifest.read_text()
     first_train = next(line for line in text.splitlines() if line.startswith("train,"))
     (tmp_path / "edited.csv").write_text(text + first_train.replace("train,", "validation,", 1) + "\n")

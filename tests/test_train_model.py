@@ -439,39 +439,3 @@ def result_model_predict(result, run_dir: Path, x: np.ndarray) -> dict:
     return keras.saving.load_model(run_dir / "checkpoints" / "best.keras", compile=False).predict(
         x, verbose=0
     )
-
-
-# ------------------------------------------------------------------ JAX backend
-
-JAX_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, {tests!r})
-    import keras
-    assert keras.backend.backend() == "jax"
-    from test_train_model import run_training, LEVELS
-    # the small CNN: XLA compiles MobileNetV2's two training steps in half a minute on two cores, and
-    # what is under test is trapcam's own layers, losses, callbacks and saving under JAX
-    result = run_training(Path(sys.argv[1]), [], epochs=(1, 1), backbone="small_cnn")
-    assert [r["stage"] for r in result.history] == [1, 2], result.history
-    model = keras.saving.load_model(result.best_checkpoint, compile=False)
-    print("JAX-OK", sorted(model.output_names))
-    """
-)
-
-
-@pytest.mark.slow
-def test_builds_and_trains_with_the_jax_backend(tmp_path):
-    script = tmp_path / "jax_run.py"
-    script.write_text(JAX_SCRIPT.format(tests=str(ROOT / "tests")), encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "run")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "JAX-OK ['family', 'order', 'species']" in proc.stdout

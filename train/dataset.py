@@ -514,13 +514,26 @@ def write_splits(splits: Splits, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    folder = path.parent.absolute()
     with tmp.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(MANIFEST_COLUMNS)
         for split, s, h in rows:
-            w.writerow([split, str(Path(s.path).absolute()), s.species, s.family or "", s.order or "", h])
+            w.writerow(
+                [split, _manifest_path(Path(s.path), folder), s.species, s.family or "", s.order or "", h]
+            )
     os.replace(tmp, path)
     return path
+
+
+def _manifest_path(image: Path, folder: Path) -> str:
+    """An image inside the manifest's folder (a run's synthetic crops) relative to it, so the run folder
+    can move (trained on a GPU machine, converted on a laptop); any other image absolute."""
+    image = image.absolute()
+    try:
+        return image.relative_to(folder).as_posix()
+    except ValueError:
+        return str(image)
 
 
 def read_splits(path: Path, verify_files: bool = True) -> Splits:

@@ -118,7 +118,11 @@ def data_changes(splits_path: Path, current: dict[str, tuple[str, str]]) -> list
     recorded: dict[str, tuple[str, str]] = {}
     with Path(splits_path).open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            recorded[str(Path(row["path"]))] = (row["sha256"], row["species"])
+            image = Path(row["path"])  # relative: inside the run folder (dataset.write_splits)
+            recorded[str(image if image.is_absolute() else Path(splits_path).parent.absolute() / image)] = (
+                row["sha256"],
+                row["species"],
+            )
     added = sorted(set(current) - set(recorded))
     removed = sorted(set(recorded) - set(current))
     both = sorted(set(current) & set(recorded))

@@ -1,0 +1,212 @@
+"""Desktop GPU training, measured: `trapcam train`'s own two stages under JAX, one prepared run.
+
+    KERAS_BACKEND=jax python -m bench.gpu_train --out $OUT/run         # a lent GPU machine (issue 24)
+    KERAS_BACKEND=jax python -m bench.gpu_train --out /tmp/cpu-run     # the same model here, for the ratio
+    trapcam convert /tmp/gpu-run --out /tmp/gpu-bundle                 # back here: into the trap's format
+
+Writes a synthetic crop dataset into the run folder, trains it with the real `train.run.train` (stage 1
+heads on a frozen backbone, stage 2 fine-tuning; mixed precision `auto`: on where a GPU is), and prints
+what a workstation buyer asks: training images/s per stage, the images/s the Python input pipeline
+(the loader JAX uses: no TensorFlow on such a machine) delivers on this machine's cores with the
+ratio to training (goal >= 2x: the GPU never waits for data), the GPU's memory and utilisation
+(sampled with nvidia-smi while it trains) and the size of the files `trapcam convert` needs (a lent
+machine sends back files under 16 MiB each). The run folder is complete: `trapcam convert` takes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FILE_LIMIT_MB = 16.0  # what a lent device machine sends back per file
+
+
+@dataclass
+class GpuSampler:
+    """nvidia-smi every `interval_s` in a thread: used memory (MiB) and utilisation (%) of GPU 0."""
+
+    interval_s: float = 0.5
+    memory_mb: list[float] = field(default_factory=list)
+    utilisation: list[float] = field(default_factory=list)
+    name: str | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> GpuSampler:
+        if shutil.which("nvidia-smi") is None:
+            return self
+        self.name = self._query("name")
+        self._thread = threading.Thread(target=self._run, name="gpu-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _query(self, what: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", f"--query-gpu={what}", "--format=csv,noheader,nounits", "-i", "0"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out or None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            reading = self._query("memory.used,utilization.gpu")
+            if reading is None:
+                continue
+            memory, util = (float(v) for v in reading.split(","))
+            self.memory_mb.append(memory)
+            self.utilisation.append(util)
+
+
+def train_yaml(args: argparse.Namespace, run_dir: Path) -> str:
+    """The run's train config: synthetic crops, random starting weights (a lent machine cannot
+    download ImageNet's), Grad-CAM off (it needs the TensorFlow backend)."""
+    config: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "data": {
+            "kind": "synthetic",
+            "synthetic": {"per_class": args.per_class},
+            "image_size": args.size,
+            "batch_size": args.batch,
+        },
+        "model": {"backbone": args.backbone, "weights": "none", "alpha": args.alpha},
+        "training": {
+            "stage1": {"epochs": args.epochs[0]},
+            "stage2": {"epochs": args.epochs[1]},
+            "mixed_precision": args.mixed_precision,
+            "progress": "epoch",
+        },
+        "evaluation": {"gradcam_samples": 0},
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def pipeline_images_per_s(cfg: Any, epochs: int = 2) -> tuple[float, float]:
+    """(decode + resize, batches from memory) images/s of the Python loader on the run's images:
+    what JAX trains from. Decoding runs once per run (data.cache: memory), batching every epoch."""
+    from train.dataset import load_dataset
+    from train.inputs import load_images, make_batches, output_targets, sample_weights
+
+    dataset = load_dataset(cfg.data, cfg.run_dir, cfg.seed)
+    started = time.perf_counter()
+    images = load_images(dataset.samples, cfg.data.image_size)
+    decode = len(images) / (time.perf_counter() - started)
+    targets = output_targets(dataset, dataset.samples)
+    num_classes = {level: len(dataset.labels[level]) for level in dataset.levels}
+    weights = sample_weights(targets, num_classes, "balanced")
+    batches = make_batches(
+        images, targets, weights, cfg.data.batch_size, shuffle=True, seed=0, pipeline="python"
+    )
+    count, started = 0, time.perf_counter()
+    for _ in range(epochs):
+        for batch in batches:
+            count += len(batch[0])
+    return decode, count / (time.perf_counter() - started)
+
+
+def stage_rates(run_dir: Path) -> dict[str, float | None]:
+    """Training images/s per stage and for the whole run (train.fit.throughput over history.csv)."""
+    from train.fit import read_history, throughput
+
+    rows = read_history(run_dir / "history.csv")
+    out: dict[str, float | None] = {}
+    for stage in (1, 2):
+        # an epoch's first steps include XLA's compilation: the stage's later epochs are the rate
+        epochs = [r for r in rows if int(r["stage"]) == stage]
+        out[f"stage {stage}"] = throughput(epochs[1:] or epochs)[1]
+    out["whole run"] = throughput(rows)[1]
+    return out
+
+
+def largest_files(run_dir: Path, n: int = 3) -> list[tuple[Path, float]]:
+    sizes = [(p, p.stat().st_size / 2**20) for p in run_dir.rglob("*") if p.is_file()]
+    return sorted(sizes, key=lambda s: -s[1])[:n]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpu_train", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="the run folder to write (must not exist)")
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--alpha", type=float, default=1.0)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--per-class", type=int, default=200, help="synthetic crops per species")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--epochs", type=int, nargs=2, default=(3, 2), metavar=("STAGE1", "STAGE2"))
+    parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.out).resolve()
+    if run_dir.exists():
+        parser.error(f"--out {run_dir}: exists; give a new folder (a run is never overwritten)")
+
+    import keras
+
+    from train.config import parse_train_config
+    from train.fit import visible_gpus
+    from train.run import train
+
+    cfg = parse_train_config(train_yaml(args, run_dir), "gpu_train")
+    sampler = GpuSampler().start()
+    started = time.perf_counter()
+    try:
+        summary = train(cfg)
+    finally:
+        sampler.stop()
+    wall = time.perf_counter() - started
+    rates = stage_rates(run_dir)
+    decode, batching = pipeline_images_per_s(cfg)
+    pipeline = min(decode, batching)  # the slower of the two sets what the loader can deliver
+
+    gpus = visible_gpus()
+    device = f"{gpus} GPU ({sampler.name or 'name unknown'})" if gpus else "CPU"
+    print()
+    print(f"trapcam GPU training bench: {platform.node()}, {os.cpu_count()} CPUs, training on {device}")
+    print(
+        f"Keras {keras.__version__} ({keras.backend.backend()}), mixed precision {args.mixed_precision}; "
+        f"{args.backbone} alpha {args.alpha} at {args.size} px, batch {args.batch}, epochs {args.epochs[0]}+"
+        f"{args.epochs[1]}, {args.per_class} synthetic crops per species; wall {wall:.0f} s"
+    )
+    print(f"{'measure':48s} {'value':>12s}")
+    for name, rate in rates.items():
+        shown = f"{rate:.0f} img/s" if rate else "n/a"
+        print(f"{'training, ' + name:48s} {shown:>12s}")
+    print(f"{'input: decode + resize (once per run)':48s} {decode:8.0f} img/s")
+    print(f"{'input: batches from memory (Python loader)':48s} {batching:8.0f} img/s")
+    whole = rates["whole run"]
+    if whole:
+        verdict = "met" if pipeline >= 2 * whole else "NOT met"
+        print(f"{'slower input step / training (goal >= 2x)':48s} {pipeline / whole:11.1f}x  {verdict}")
+    if sampler.memory_mb:
+        print(f"{'GPU memory used, peak':48s} {max(sampler.memory_mb):8.0f} MiB")
+        mean = sum(sampler.utilisation) / len(sampler.utilisation)
+        print(f"{'GPU utilisation, mean / max':48s} {mean:6.0f} / {max(sampler.utilisation):.0f} %")
+    print(f"species accuracy on the test split: {summary.metrics['species']['accuracy']:.3f}")
+    for path, size in largest_files(run_dir):
+        flag = "" if size < FILE_LIMIT_MB else f"  over the {FILE_LIMIT_MB:.0f} MiB a device sends back"
+        print(f"file {path.relative_to(run_dir)}: {size:.1f} MiB{flag}")
+    print(f"run folder: {run_dir} (trapcam convert {run_dir} --out BUNDLE)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
