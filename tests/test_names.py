@@ -17,6 +17,11 @@ from edge.classify.names import scientific_name, split_label
         ("Noctua pronuba", ("Noctua pronuba", None)),
         ("background", ("background", None)),
         ("(Honey Bee)", ("(Honey Bee)", None)),  # no name before it: the label is all there is
+        (
+            '=HYPERLINK("http://evil.example/x","click")',
+            ('=HYPERLINK("http://evil.example/x","click")', None),
+        ),
+        ("Vanessa cardui  (Painted Lady)", ("Vanessa cardui", "Painted Lady")),
         ("Apis (mellifera) x", ("Apis (mellifera) x", None)),  # only a trailing parenthesis is a common name
         # nested parentheses: kept whole rather than guessed at
         ("Apis mellifera (Honey (Western) Bee)", ("Apis mellifera (Honey (Western) Bee)", None)),

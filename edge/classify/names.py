@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import re
 
-_WITH_COMMON = re.compile(r"^(?P<scientific>[^()]*?\S)\s*\((?P<common>[^()]*)\)\s*$")
+# A scientific name: starts with a letter, then letters, spaces, dots, hyphens, apostrophes or the hybrid
+# sign; anything else before the parenthesis (a formula such as =HYPERLINK("...")) is no name to split.
+_WITH_COMMON = re.compile(r"^(?P<scientific>[^\W\d_][\w .'\u00d7-]*?)\s*\((?P<common>[^()]*)\)\s*$")
 
 
 def split_label(label: str) -> tuple[str, str | None]:
