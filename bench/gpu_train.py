@@ -1,8 +1,9 @@
 """Desktop GPU training, measured: `trapcam train`'s own two stages under JAX, one prepared run.
 
-    KERAS_BACKEND=jax python -m bench.gpu_train --out $OUT/run         # a lent GPU machine (issue 24)
-    KERAS_BACKEND=jax python -m bench.gpu_train --out /tmp/cpu-run     # the same model here, for the ratio
-    trapcam convert /tmp/gpu-run --out /tmp/gpu-bundle                 # back here: into the trap's format
+    KERAS_BACKEND=jax python -m bench.gpu_train --out /tmp/run --pack $OUT   # a lent GPU machine (issue 24)
+    python -m bench.gpu_train --unpack /work/.device/... --out /tmp/gpu-run     # back here: the run folder
+    trapcam convert /tmp/gpu-run --out /tmp/gpu-bundle                          # into the trap's format
+    KERAS_BACKEND=jax python -m bench.gpu_train --out /tmp/cpu-run --epochs 1 1  # the same model on this CPU
 
 Writes a synthetic crop dataset into the run folder, trains it with the real `train.run.train` (stage 1
 heads on a frozen backbone, stage 2 fine-tuning; mixed precision `auto`: on where a GPU is), and prints
@@ -10,7 +11,9 @@ what a workstation buyer asks: training images/s per stage, the images/s the Pyt
 (the loader JAX uses: no TensorFlow on such a machine) delivers on this machine's cores with the
 ratio to training (goal >= 2x: the GPU never waits for data), the GPU's memory and utilisation
 (sampled with nvidia-smi while it trains) and the size of the files `trapcam convert` needs (a lent
-machine sends back files under 16 MiB each). The run folder is complete: `trapcam convert` takes it.
+machine sends back at most 8 files of 16 MiB each). The run folder is complete: `trapcam convert` takes
+it. `--pack DIR` puts what convert needs into DIR within those limits (model.keras, and the rest in tar
+parts; checkpoints and backups stay behind); `--unpack DIR --out RUN` makes the run folder again.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,6 +33,59 @@ from typing import Any
 import yaml
 
 FILE_LIMIT_MB = 16.0  # what a lent device machine sends back per file
+MAX_FILES = 8  # ... and how many files
+PART_MB = 15.0  # a tar part's contents: room for tar's headers under FILE_LIMIT_MB
+LEFT_BEHIND = ("checkpoints", "backup", "backbone.weights.h5")  # not needed to convert, large
+
+
+class PackError(Exception):
+    """What was trained does not fit what a device machine sends back: said in one line."""
+
+
+def pack(run_dir: Path, into: Path) -> list[Path]:
+    """model.keras, and the run's other files (its crops, splits.csv, run.json, ...) in tar parts."""
+    model = run_dir / "model.keras"
+    if model.stat().st_size > FILE_LIMIT_MB * 2**20:
+        raise PackError(f"{model}: {model.stat().st_size / 2**20:.1f} MiB, over {FILE_LIMIT_MB:.0f} MiB")
+    files = sorted(
+        p
+        for p in run_dir.rglob("*")
+        if p.is_file() and p != model and p.relative_to(run_dir).parts[0] not in LEFT_BEHIND
+    )
+    parts: list[list[Path]] = [[]]
+    filled = 0
+    for path in files:
+        size = path.stat().st_size
+        if parts[-1] and filled + size > PART_MB * 2**20:
+            parts.append([])
+            filled = 0
+        parts[-1].append(path)
+        filled += size
+    if 1 + len(parts) > MAX_FILES:
+        raise PackError(
+            f"{run_dir}: {1 + len(parts)} files to send back, over {MAX_FILES}: fewer or smaller crops "
+            "(--per-class, --crop-size)"
+        )
+    into.mkdir(parents=True, exist_ok=True)
+    written = [Path(shutil.copy2(model, into / "model.keras"))]
+    for number, group in enumerate(parts, start=1):
+        with tarfile.open(into / f"run-{number}.tar", "w") as tar:
+            for path in group:
+                tar.add(path, arcname=path.relative_to(run_dir).as_posix())
+        written.append(into / f"run-{number}.tar")
+    return written
+
+
+def unpack(packed: Path, run_dir: Path) -> None:
+    """The run folder again from what `pack` wrote (its files in place, crops and splits.csv included)."""
+    parts = sorted(packed.glob("run-*.tar"))
+    if not parts or not (packed / "model.keras").is_file():
+        raise PackError(f"{packed}: no model.keras and run-N.tar here (what --pack writes)")
+    run_dir.mkdir(parents=True)
+    for part in parts:
+        with tarfile.open(part) as tar:
+            tar.extractall(run_dir, filter="data")
+    shutil.copy2(packed / "model.keras", run_dir / "model.keras")
 
 
 @dataclass
@@ -86,7 +143,7 @@ def train_yaml(args: argparse.Namespace, run_dir: Path) -> str:
         "seed": 0,
         "data": {
             "kind": "synthetic",
-            "synthetic": {"per_class": args.per_class},
+            "synthetic": {"per_class": args.per_class, "size": args.crop_size},
             "image_size": args.size,
             "batch_size": args.batch,
         },
@@ -154,10 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--epochs", type=int, nargs=2, default=(3, 2), metavar=("STAGE1", "STAGE2"))
     parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument(
+        "--crop-size", type=int, default=None, help="side of the crops on disk (default: --size)"
+    )
+    parser.add_argument("--pack", metavar="DIR", help="after training, what convert needs into DIR")
+    parser.add_argument("--unpack", metavar="DIR", help="no training: the run folder --out from a --pack DIR")
     args = parser.parse_args(argv)
     run_dir = Path(args.out).resolve()
     if run_dir.exists():
         parser.error(f"--out {run_dir}: exists; give a new folder (a run is never overwritten)")
+    if args.unpack:
+        try:
+            unpack(Path(args.unpack), run_dir)
+        except PackError as exc:
+            parser.exit(2, f"gpu_train: {exc}\n")
+        print(f"run folder: {run_dir} (trapcam convert {run_dir} --out BUNDLE)")
+        return 0
 
     import keras
 
@@ -205,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
         flag = "" if size < FILE_LIMIT_MB else f"  over the {FILE_LIMIT_MB:.0f} MiB a device sends back"
         print(f"file {path.relative_to(run_dir)}: {size:.1f} MiB{flag}")
     print(f"run folder: {run_dir} (trapcam convert {run_dir} --out BUNDLE)")
+    if args.pack:
+        try:
+            written = pack(run_dir, Path(args.pack))
+        except PackError as exc:
+            parser.exit(2, f"gpu_train: {exc}\n")
+        sizes = ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB" for p in written)
+        print(f"packed into {args.pack}: {sizes}")
     return 0
 
 

@@ -3,9 +3,10 @@
 A lent machine has JAX and CUDA but no TensorFlow, and sends the run folder back to a machine that
 converts it. So the bench runs here under KERAS_BACKEND=jax with TensorFlow out of reach (a site
 folder of this environment's packages without it, Python started with -S), on a tiny configuration;
-then the run folder moves, and `trapcam convert` (TensorFlow, here) reads it and runs its int8
-budget check. Both failed before this test: Keras' augmentation layers under JAX were only ever
-run beside TensorFlow, and splits.csv named the images by absolute paths of the training machine.
+then what it packs for the device tool's $OUT comes back, is unpacked at another path, and `trapcam
+convert` (TensorFlow, here) reads it and runs its int8 budget check. The convert failed before this
+test: splits.csv named the images by absolute paths of the training machine. (Training under JAX
+without TensorFlow had never run; it works.)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def test_the_gpu_bench_trains_without_tensorflow_and_its_run_converts_elsewhere(
     assert "No module named 'tensorflow'" in probe.stderr, probe.stderr[-500:]  # it is really out of reach
 
     run = tmp_path / "gpu-machine" / "run"
+    sent = tmp_path / "gpu-machine" / "out"  # the device tool's $OUT: at most 8 files of 16 MiB
     tiny = [
         "--backbone",
         "small_cnn",
@@ -59,7 +61,7 @@ def test_the_gpu_bench_trains_without_tensorflow_and_its_run_converts_elsewhere(
         "1",
     ]
     done = subprocess.run(
-        [sys.executable, "-S", "-m", "bench.gpu_train", "--out", str(run), *tiny],
+        [sys.executable, "-S", "-m", "bench.gpu_train", "--out", str(run), "--pack", str(sent), *tiny],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -77,10 +79,21 @@ def test_the_gpu_bench_trains_without_tensorflow_and_its_run_converts_elsewhere(
         assert row in done.stdout, done.stdout
     assert "slower input step / training (goal >= 2x)" in done.stdout
     assert "file model.keras:" in done.stdout and "over the 16 MiB" not in done.stdout
+    packed = sorted(p.name for p in sent.iterdir())
+    assert packed[0] == "model.keras" and packed[1:] == [f"run-{n}.tar" for n in range(1, len(packed))]
+    assert len(packed) <= 8 and all(p.stat().st_size < 16 * 2**20 for p in sent.iterdir())
 
-    here = tmp_path / "laptop" / "run"  # the folder comes back to another machine (another path)
-    shutil.move(run.parent, here.parent)
-    assert not run.exists()
+    here = tmp_path / "laptop" / "run"  # what came back, on another machine (another path)
+    shutil.rmtree(run)
+    unpacked = subprocess.run(
+        [sys.executable, "-m", "bench.gpu_train", "--unpack", str(sent), "--out", str(here)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert not (here / "checkpoints").exists() and (here / "splits.csv").is_file()
     bundle = tmp_path / "bundle"
     converted = trapcam("convert", str(here), "--out", str(bundle), "--variants", "int8", timeout=400)
     assert "does not exist" not in converted.stderr, converted.stderr[-2000:]
