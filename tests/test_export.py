@@ -664,3 +664,56 @@ def test_an_inaturalist_style_label_is_a_scientific_name_with_its_common_name_be
         "vernacularNames" not in taxa["Eumenes fraternus"] and "vernacularNames" not in taxa["Noctua pronuba"]
     )
     assert taxa["Noctua pronuba"]["family"] == "Noctuidae"
+
+
+def test_a_snapshot_crop_the_open_set_called_unknown_is_no_named_observation(tmp_path: Path) -> None:
+    """DESIGN.md's outcome table holds for time-lapse media too: a crop the open set called unknown
+    (the detection row's `unknown`, schema 8) is an `animal` media observation without a name, tagged
+    unknown, never one under the label the model gave it. Before, the media observation named it."""
+    tracks = {
+        1: (1, "2026-07-01T20:00:00", "ended", "species", lep("Noctua pronuba"), 0.9),
+        2: (1, "2026-07-01T20:00:00", "ended", None, None, 0.8),
+        3: (1, "2026-07-01T20:00:00", "ended", "species", lep("Noctua pronuba"), 0.7),
+    }
+    db = Database(tmp_path / "trapcam.db", crops_root=tmp_path / "crops")
+    fill_db(
+        db,
+        RunInfo("trap-01", "0.1.0", run_config(SITE), "synthetic"),
+        tracks,
+        SUMMARIES,
+        runs=1,
+        extra={2: {"label": "unknown"}},
+    )
+    when = utc("2026-07-01T20:00:00")
+    db.add_snapshot(1, when, 7, 3, "{}", np.full((90, 160, 3), 200, np.uint8))
+    for detection_id, (track_id, unknown) in enumerate([(1, False), (2, True), (3, False)], start=1):
+        db.add_detection(
+            DetectionRow(
+                detection_id,
+                1,
+                track_id,
+                7,
+                when,
+                10 * track_id,
+                10,
+                10 * track_id + 8,
+                18,
+                64,
+                1.0,
+                level="species",
+                label="Noctua pronuba",
+                score=0.9,
+                unknown=unknown,
+                open_set_distance=1.7 if unknown else 0.4,
+            )
+        )
+    db.flush()
+    db.close()
+    pkg = write_camtrap_dp(tmp_path / "trapcam.db", tmp_path / "out", [D], SITE, EXPORT, "trap-01")
+    assert validate_camtrap_dp(pkg) == []
+    media = [o for o in read_csv(pkg / "observations.csv") if o["observationLevel"] == "media"]
+    shown = {(o["observationType"], o["scientificName"], o["count"], o["observationTags"]) for o in media}
+    assert shown == {
+        ("animal", "Noctua pronuba", "2", "snapshot|tracks:1,3"),
+        ("animal", "", "1", "snapshot|unknown|tracks:2"),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -648,7 +649,11 @@ def test_rows_from_pipeline_records_and_from_config(tmp_path: Path) -> None:
         run_id = db.start_run(run_info())
         db.add_detection(DetectionRow.from_parts(1, run_id, 3, frame, found, cls), frame.image[20:90, 10:60])
         db.add_detection(DetectionRow.from_parts(2, run_id, None, frame, found))
+        foreign = dataclasses.replace(cls, unknown=True, open_set_distance=1.75)  # the open set's answer
+        db.add_detection(DetectionRow.from_parts(3, run_id, 4, frame, found, foreign))
     row = connect_reader(tmp_path / "d" / "trapcam.db").execute("SELECT * FROM detections").fetchall()
+    assert [(r["unknown"], r["open_set_distance"]) for r in row] == [(0, None), (0, None), (1, 1.75)]
+    assert row[2]["label"] == "Lepidoptera"  # what the model said stays; the flag says it is no answer
     assert tuple(row[0])[:12] == (1, run_id, 3, 42, utc_iso(T0), 10, 20, 60, 90, 2100, 0.66, "order")
     assert (row[0]["label"], row[0]["score"], row[0]["crop_path"]) == (
         "Lepidoptera",
@@ -658,3 +663,11 @@ def test_rows_from_pipeline_records_and_from_config(tmp_path: Path) -> None:
     assert '"species":[["Aglais io",0.41],["Vanessa",0.3]]' in row[0]["predictions_json"]
     assert (row[1]["level"], row[1]["label"], row[1]["predictions_json"]) == (None, None, None)
     assert cv2.imread(str(tmp_path / "d" / "crops" / row[0]["crop_path"])).shape == (70, 50, 3)
+
+
+def test_the_open_set_flag_of_a_detection_is_true_or_false() -> None:
+    assert det(1, 1, unknown=np.bool_(True)).params()[-2:] == (1, None)
+    with pytest.raises(StorageError, match=r"DetectionRow\.unknown: expected true or false, got 'yes'"):
+        det(1, 1, unknown="yes").params()
+    with pytest.raises(StorageError, match=r"DetectionRow\.open_set_distance: expected a finite number"):
+        det(1, 1, unknown=True, open_set_distance=float("nan")).params()

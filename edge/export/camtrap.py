@@ -30,7 +30,9 @@ What the package says, and why:
   `media/snapshots/...`), with media-level observations: one per taxon the snapshot showed
   (count = the counted insects of that crop answer in it; classificationProbability their crops'
   mean score; observationTags `snapshot|tracks:<ids>` name the individuals, whose event-level
-  observations have those eventIDs), or one "blank" observation when it showed none. As Camtrap
+  observations have those eventIDs; crops the open set called unknown make one `animal`
+  observation without a name, tagged `snapshot|unknown|tracks:<ids>`, whatever label the model
+  gave them), or one "blank" observation when it showed none. As Camtrap
   DP says, event-level observations are the ones to sum (each insect once); media-level ones
   say what each snapshot showed. Snapshots whose image retention deleted are not in the package
   (the daily snapshots CSV keeps every snapshot's counts).
@@ -197,8 +199,11 @@ def _snapshot_rows(
             continue  # gone from disk without retention's mark: no media, so no media-level observation
         media_rows.append(row)
         groups: dict[str | None, list[Any]] = {}
-        for insect in m.insects:  # a taxon, `background` (what the model said), or None (no answer)
-            key = insect.label if names_a_taxon(insect.label) or insect.label == BACKGROUND else None
+        for insect in m.insects:  # a taxon, unknown (the open set), `background`, or None (no answer)
+            if insect.unknown:  # the label is what the model said of an insect unlike all it knows
+                key: str | None = UNKNOWN
+            else:
+                key = insect.label if names_a_taxon(insect.label) or insect.label == BACKGROUND else None
             groups.setdefault(key, []).append(insect)
         base = {
             "deploymentID": dep.deployment_id,
@@ -212,7 +217,7 @@ def _snapshot_rows(
                 _row(obs_cols, {**base, "observationID": f"{media_id}-0", "observationType": "blank"})
             )
         named = sorted(k for k in groups if names_a_taxon(k))
-        rest = [k for k in (BACKGROUND, None) if k in groups]
+        rest = [k for k in (UNKNOWN, BACKGROUND, None) if k in groups]
         for n, label in enumerate([*named, *rest], start=1):
             insects = groups[label]
             name = scientific_name(label) if names_a_taxon(label) else None
@@ -230,7 +235,9 @@ def _snapshot_rows(
                         "classificationMethod": "machine" if label else None,
                         "classifiedBy": (dep.run.model_name or "trapcam") if label else None,
                         "classificationProbability": fixed(mean, 4),
-                        "observationTags": "snapshot|tracks:" + ",".join(str(i.track_id) for i in insects),
+                        "observationTags": ("snapshot|unknown|" if label == UNKNOWN else "snapshot|")
+                        + "tracks:"
+                        + ",".join(str(i.track_id) for i in insects),
                     },
                 )
             )

@@ -259,6 +259,7 @@ class SnapshotInsect:
     level: str | None
     label: str | None
     score: float | None
+    unknown: bool = False  # the open set called this crop unlike every taxon (schema 8 on)
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,8 @@ class SnapshotMedia:
 
 
 _SNAPSHOT_INSECTS = (
-    "SELECT d.track_id, d.level, d.label, d.score FROM detections d JOIN tracks t ON t.track_id = d.track_id "
+    "SELECT d.track_id, d.level, d.label, d.score, {unknown} AS unknown FROM detections d "
+    "JOIN tracks t ON t.track_id = d.track_id "
     "WHERE d.ts_utc = ? AND d.run_id = ? AND d.frame_index = ? AND t.status = 'ended' "
     "ORDER BY d.track_id, d.area_px DESC, d.detection_id"
 )
@@ -285,8 +287,10 @@ def read_snapshot_media(
 ) -> list[SnapshotMedia]:
     """Kept snapshot images in the windows, by time, each with the counted insects it showed (one
     per track: pieces of one insect once). Nothing from a database older than schema 5."""
-    if get_version(conn) < 5:
+    version = get_version(conn)
+    if version < 5:
         return []
+    insects_sql = _SNAPSHOT_INSECTS.format(unknown="d.unknown" if version >= 8 else "0")
     out: list[SnapshotMedia] = []
     for start, end in windows:
         rows = conn.execute(
@@ -297,7 +301,7 @@ def read_snapshot_media(
         ).fetchall()
         for r in rows:
             insects: dict[int, SnapshotInsect] = {}
-            for d in conn.execute(_SNAPSHOT_INSECTS, (r["ts_utc"], r["run_id"], r["frame_index"])):
+            for d in conn.execute(insects_sql, (r["ts_utc"], r["run_id"], r["frame_index"])):
                 insects.setdefault(
                     int(d["track_id"]),
                     SnapshotInsect(
@@ -305,6 +309,7 @@ def read_snapshot_media(
                         d["level"],
                         d["label"],
                         None if d["score"] is None else float(d["score"]),
+                        bool(d["unknown"]),
                     ),
                 )
             out.append(

@@ -67,6 +67,14 @@ T = TypeVar("T")
 
 _DETECTION_PLACEHOLDERS = ", ".join("?" * len(DETECTION_COLUMNS.split(", ")))
 _INSERT_DETECTION = f"INSERT INTO detections ({DETECTION_COLUMNS}) VALUES ({_DETECTION_PLACEHOLDERS})"
+# Before schema 8 (the per-crop open set) a detection row had its first 16 columns; a Database given
+# an older migration list (the tests' stand-in for an older trapcam's file) writes only those.
+_OPEN_SET_SCHEMA = 8
+_LEGACY_DETECTION_COLUMNS = 16
+_INSERT_LEGACY_DETECTION = (
+    f"INSERT INTO detections ({', '.join(DETECTION_COLUMNS.split(', ')[:_LEGACY_DETECTION_COLUMNS])}) "
+    f"VALUES ({', '.join('?' * _LEGACY_DETECTION_COLUMNS)})"
+)
 _UPSERT_TRACK = (
     f"INSERT INTO tracks ({TRACK_COLUMNS}) VALUES ({', '.join('?' * len(TRACK_COLUMNS.split(', ')))}) "
     "ON CONFLICT(track_id) DO UPDATE SET "
@@ -326,6 +334,7 @@ class Database:
         except OSError as exc:
             raise StorageError(f"{self.path}: cannot create its folder: {exc.strerror or exc}") from None
         latest = migrations[-1].version if migrations else 0
+        self._open_set_columns = latest >= _OPEN_SET_SCHEMA
         self._lock_fd: int | None = _lock(self.path)
         try:
             _preflight(self.path, startup_check, latest)
@@ -450,11 +459,12 @@ class Database:
     def add_detection(self, row: DetectionRow, crop: np.ndarray | None = None) -> None:
         """Queue a detection; with a crop, the writer saves the JPEG first, then inserts the row."""
         self._check_run(row.run_id, "DetectionRow")
-        item = _Item(sql=_INSERT_DETECTION)
+        item = _Item(sql=_INSERT_DETECTION if self._open_set_columns else _INSERT_LEGACY_DETECTION)
         if crop is not None:
             crops = self._crop_store("a crop")
             self._attach_image(item, crop, crops.path_for(row.ts_utc, row.track_id, row.detection_id))
-        item.params = row.params(crop_path=item.crop_rel)
+        params = row.params(crop_path=item.crop_rel)
+        item.params = params if self._open_set_columns else params[:_LEGACY_DETECTION_COLUMNS]
         self._put(item)
         with self._ids_lock:
             self._next_detection = max(self._next_detection, int(row.detection_id) + 1)

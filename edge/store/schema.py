@@ -35,6 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -263,6 +265,16 @@ ALTER TABLE runs ADD COLUMN superseded_by INTEGER REFERENCES runs(run_id);
 CREATE INDEX runs_source ON runs(source);
 """
 
+# The open set per crop (DESIGN.md's outcome table). detections.unknown: the crop's embedding lay
+# beyond its class's limit (edge/classify/open_set.py), so its label is what the model said, not a
+# name to report; open_set_distance: that distance. Time-lapse snapshots are counted per crop, and
+# Camtrap DP's media-level observations are built from these rows: an unknown crop must not be
+# published under the model's label there.
+_V8 = """
+ALTER TABLE detections ADD COLUMN unknown INTEGER NOT NULL DEFAULT 0 CHECK (unknown IN (0, 1));
+ALTER TABLE detections ADD COLUMN open_set_distance REAL;
+"""
+
 # Runs whose rows count: not re-processed by a later --from-start replay (schema 7 on).
 CURRENT_RUNS = "SELECT run_id FROM runs WHERE superseded_by IS NULL"
 
@@ -274,6 +286,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "snapshots: the snapshot's image file, and when retention deleted it", _V5),
     Migration(6, "runs: the MQTT password scrubbed from stored config snapshots", scrub_secrets),
     Migration(7, "tracks: state to continue an open track after a restart; runs: superseded", _V7),
+    Migration(8, "detections: the open set's answer per crop (unknown, and its distance)", _V8),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -424,6 +437,13 @@ def _float(owner: str, name: str, value: Any, optional: bool = False) -> float |
     return float(value)
 
 
+def _bool(owner: str, name: str, value: Any) -> int:
+    """A flag as SQLite stores it (0 or 1); numpy bools accepted."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise StorageError(f"{owner}.{name}: expected true or false, got {value!r}")
+    return int(bool(value))
+
+
 def _text(owner: str, name: str, value: Any, optional: bool = False) -> str | None:
     if value is None and optional:
         return None
@@ -522,6 +542,8 @@ class DetectionRow:
     score: float | None = None
     predictions_json: str | Mapping[str, Sequence[tuple[str, float]]] | None = None
     crop_path: str | None = None
+    unknown: bool = False  # the open set called the crop unlike every taxon (label: the model's answer)
+    open_set_distance: float | None = None
 
     @classmethod
     def from_parts(
@@ -558,6 +580,8 @@ class DetectionRow:
             label=label,
             score=score,
             predictions_json=predictions,
+            unknown=bool(classification is not None and classification.unknown),
+            open_set_distance=None if classification is None else classification.open_set_distance,
         )
 
     def params(self, crop_path: str | None = None) -> tuple[Any, ...]:
@@ -577,12 +601,14 @@ class DetectionRow:
             _float(o, "score", self.score, optional=True),
             _json(o, "predictions_json", self.predictions_json),
             crop_path if crop_path is not None else _text(o, "crop_path", self.crop_path, optional=True),
+            _bool(o, "unknown", self.unknown),
+            _float(o, "open_set_distance", self.open_set_distance, optional=True),
         )
 
 
 DETECTION_COLUMNS = (
     "detection_id, run_id, track_id, frame_index, ts_utc, x0, y0, x1, y1, area_px, det_score, "
-    "level, label, score, predictions_json, crop_path"
+    "level, label, score, predictions_json, crop_path, unknown, open_set_distance"
 )
 
 
