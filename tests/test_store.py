@@ -671,3 +671,19 @@ def test_the_open_set_flag_of_a_detection_is_true_or_false() -> None:
         det(1, 1, unknown="yes").params()
     with pytest.raises(StorageError, match=r"DetectionRow\.open_set_distance: expected a finite number"):
         det(1, 1, unknown=True, open_set_distance=float("nan")).params()
+
+
+def test_a_new_database_is_one_line_and_an_upgrade_names_each_step(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new user's first run printed eight 'migrated to schema N' lines for a file that had no
+    history; an upgraded file still says what changed in it, step by step."""
+    with caplog.at_level(logging.INFO, logger="edge.store.schema"):
+        Database(db_path, migrations=MIGRATIONS[:1]).close()
+    assert [r.getMessage() for r in caplog.records] == [f"{db_path}: new database (schema 1)"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge.store.schema"):
+        Database(db_path).close()
+    steps = [r.getMessage() for r in caplog.records if "migrated to schema" in r.getMessage()]
+    assert [int(m.split("schema ")[1].split()[0]) for m in steps] == list(range(2, LATEST_VERSION + 1))
+    assert not any("new database" in r.getMessage() for r in caplog.records)

@@ -410,7 +410,10 @@ def migrate(
                 f"{path}: migration {migration.version} ({migration.description}) failed: {exc}; "
                 f"the database stays at schema {get_version(conn)}{where}"
             ) from None
-        log.info("%s: migrated to schema %d (%s)", path, migration.version, migration.description)
+        if old >= 1:  # an existing file: say what changed in it, step by step
+            log.info("%s: migrated to schema %d (%s)", path, migration.version, migration.description)
+    if old == 0:  # a new file: one line, not one per step of a history it never had
+        log.info("%s: new database (schema %d)", path, latest)
     return saved
 
 
