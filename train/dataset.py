@@ -43,7 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from edge.classify.taxonomy import Taxonomy
 from edge.classify.types import NOT_INSECT
 from train.config import DataConfig
-from train.dataset_files import TAXONOMY_FILE, DatasetError
+from train.dataset_files import TAXONOMY_FILE, DatasetError, manifest_image, manifest_path
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 SPLIT_NAMES = ("train", "validation", "test")
@@ -316,8 +316,7 @@ def _read_csv(path: Path) -> list[Sample]:
                 raise DatasetError(f"{path}: CSV has column 'family' or 'order' but not both")
         if not row["path"] or not row["species"]:
             raise DatasetError(f"{path}:{line}: empty path or species")
-        p = Path(row["path"])
-        p = p if p.is_absolute() else path.parent / p
+        p = manifest_image(row["path"], path.parent)
         if not p.is_file():
             raise DatasetError(f"{path}:{line}: image {p} does not exist")
         family = order = None
@@ -520,20 +519,10 @@ def write_splits(splits: Splits, path: Path) -> Path:
         w.writerow(MANIFEST_COLUMNS)
         for split, s, h in rows:
             w.writerow(
-                [split, _manifest_path(Path(s.path), folder), s.species, s.family or "", s.order or "", h]
+                [split, manifest_path(Path(s.path), folder), s.species, s.family or "", s.order or "", h]
             )
     os.replace(tmp, path)
     return path
-
-
-def _manifest_path(image: Path, folder: Path) -> str:
-    """An image inside the manifest's folder (a run's synthetic crops) relative to it, so the run folder
-    can move (trained on a GPU machine, converted on a laptop); any other image absolute."""
-    image = image.absolute()
-    try:
-        return image.relative_to(folder).as_posix()
-    except ValueError:
-        return str(image)
 
 
 def read_splits(path: Path, verify_files: bool = True) -> Splits:
@@ -549,8 +538,7 @@ def read_splits(path: Path, verify_files: bool = True) -> Splits:
         split = row["split"]
         if split not in parts:
             raise DatasetError(f"{path}:{line}: split {split!r}; expected one of {list(SPLIT_NAMES)}")
-        p = Path(row["path"])
-        p = p if p.is_absolute() else path.parent / p
+        p = manifest_image(row["path"], path.parent)
         if not row["species"]:
             raise DatasetError(f"{path}:{line}: empty species")
         if verify_files:

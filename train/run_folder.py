@@ -24,6 +24,7 @@ import yaml
 
 from edge.errors import TrapcamError
 from train.config import TrainConfig
+from train.dataset_files import manifest_image
 
 SPLITS_FILE = "splits.csv"  # written after every image loaded: its presence means "a run is here"
 CONFIG_SNAPSHOT = "train.yaml"
@@ -118,11 +119,8 @@ def data_changes(splits_path: Path, current: dict[str, tuple[str, str]]) -> list
     recorded: dict[str, tuple[str, str]] = {}
     with Path(splits_path).open(newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            image = Path(row["path"])  # relative: inside the run folder (dataset.write_splits)
-            recorded[str(image if image.is_absolute() else Path(splits_path).parent.absolute() / image)] = (
-                row["sha256"],
-                row["species"],
-            )
+            image = manifest_image(row["path"], Path(splits_path).parent.absolute())
+            recorded[str(image)] = (row["sha256"], row["species"])
     added = sorted(set(current) - set(recorded))
     removed = sorted(set(recorded) - set(current))
     both = sorted(set(current) & set(recorded))
