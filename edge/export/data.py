@@ -24,7 +24,7 @@ from edge.classify.types import BACKGROUND, UNKNOWN
 from edge.errors import ExportError, StorageError
 from edge.intervals import track_lineage
 from edge.store.db import connect_reader
-from edge.store.schema import CURRENT_RUNS, get_version, parse_utc, utc_iso
+from edge.store.schema import CURRENT_RUNS, OPEN_SET_SCHEMA, get_version, parse_utc, utc_iso
 
 NEEDED_SCHEMA = 3
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -290,7 +290,7 @@ def read_snapshot_media(
     version = get_version(conn)
     if version < 5:
         return []
-    insects_sql = _SNAPSHOT_INSECTS.format(unknown="d.unknown" if version >= 8 else "0")
+    insects_sql = _SNAPSHOT_INSECTS.format(unknown="d.unknown" if version >= OPEN_SET_SCHEMA else "0")
     out: list[SnapshotMedia] = []
     for start, end in windows:
         rows = conn.execute(

@@ -44,6 +44,8 @@ from edge.store.schema import (
     DETECTION_COLUMNS,
     LATEST_VERSION,
     MIGRATIONS,
+    OPEN_SET_COLUMNS,
+    OPEN_SET_SCHEMA,
     RUN_COUNTERS,
     TRACK_COLUMNS,
     DetectionRow,
@@ -67,10 +69,9 @@ T = TypeVar("T")
 
 _DETECTION_PLACEHOLDERS = ", ".join("?" * len(DETECTION_COLUMNS.split(", ")))
 _INSERT_DETECTION = f"INSERT INTO detections ({DETECTION_COLUMNS}) VALUES ({_DETECTION_PLACEHOLDERS})"
-# Before schema 8 (the per-crop open set) a detection row had its first 16 columns; a Database given
-# an older migration list (the tests' stand-in for an older trapcam's file) writes only those.
-_OPEN_SET_SCHEMA = 8
-_LEGACY_DETECTION_COLUMNS = 16
+# Before OPEN_SET_SCHEMA a detection row had no open-set columns; a Database given an older migration
+# list (the tests' stand-in for an older trapcam's file) writes only the columns before them.
+_LEGACY_DETECTION_COLUMNS = len(DETECTION_COLUMNS.split(", ")) - len(OPEN_SET_COLUMNS)
 _INSERT_LEGACY_DETECTION = (
     f"INSERT INTO detections ({', '.join(DETECTION_COLUMNS.split(', ')[:_LEGACY_DETECTION_COLUMNS])}) "
     f"VALUES ({', '.join('?' * _LEGACY_DETECTION_COLUMNS)})"
@@ -334,7 +335,7 @@ class Database:
         except OSError as exc:
             raise StorageError(f"{self.path}: cannot create its folder: {exc.strerror or exc}") from None
         latest = migrations[-1].version if migrations else 0
-        self._open_set_columns = latest >= _OPEN_SET_SCHEMA
+        self._open_set_columns = latest >= OPEN_SET_SCHEMA
         self._lock_fd: int | None = _lock(self.path)
         try:
             _preflight(self.path, startup_check, latest)

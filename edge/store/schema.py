@@ -270,6 +270,8 @@ CREATE INDEX runs_source ON runs(source);
 # name to report; open_set_distance: that distance. Time-lapse snapshots are counted per crop, and
 # Camtrap DP's media-level observations are built from these rows: an unknown crop must not be
 # published under the model's label there.
+OPEN_SET_SCHEMA = 8
+OPEN_SET_COLUMNS = ("unknown", "open_set_distance")  # the last columns of DETECTION_COLUMNS
 _V8 = """
 ALTER TABLE detections ADD COLUMN unknown INTEGER NOT NULL DEFAULT 0 CHECK (unknown IN (0, 1));
 ALTER TABLE detections ADD COLUMN open_set_distance REAL;
@@ -286,7 +288,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "snapshots: the snapshot's image file, and when retention deleted it", _V5),
     Migration(6, "runs: the MQTT password scrubbed from stored config snapshots", scrub_secrets),
     Migration(7, "tracks: state to continue an open track after a restart; runs: superseded", _V7),
-    Migration(8, "detections: the open set's answer per crop (unknown, and its distance)", _V8),
+    Migration(OPEN_SET_SCHEMA, "detections: the open set's answer per crop (unknown, and its distance)", _V8),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -611,7 +613,7 @@ class DetectionRow:
 
 DETECTION_COLUMNS = (
     "detection_id, run_id, track_id, frame_index, ts_utc, x0, y0, x1, y1, area_px, det_score, "
-    "level, label, score, predictions_json, crop_path, unknown, open_set_distance"
+    "level, label, score, predictions_json, crop_path, " + ", ".join(OPEN_SET_COLUMNS)
 )
 
 
