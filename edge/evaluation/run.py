@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+# Labels are compared by scientific name: an annotated "Apis mellifera" is the model's "Apis mellifera
+# (Honey Bee)" (iNaturalist-style labels, edge.classify.names).
 from edge.classify.names import scientific_name
 from edge.config import TrapConfig
 from edge.evaluation.counting import EvaluationError, evaluate_counts
@@ -171,13 +173,16 @@ def build_report(
         report.counts_note = NO_IDS
     else:
         ground_truth = {
-            f.index: [(o.insect_id, _name(o.taxa.get(finest)) if finest else None, o.box) for o in f.objects]
+            f.index: [
+                (o.insect_id, scientific_name(o.taxa.get(finest)) if finest else None, o.box)
+                for o in f.objects
+            ]
             for f in frames
         }
         for f in frames:
             for o in f.objects:
                 assert o.insect_id is not None
-                insects[o.insect_id] = {level: _name(label) for level, label in o.taxa.items()}
+                insects[o.insect_id] = {level: scientific_name(label) for level, label in o.taxa.items()}
         tracks = {i: boxes for i, boxes in result.track_boxes.items() if i in processed}
         counted = set(result.finished_tracks)
         report.tracking = evaluate_counts(ground_truth, tracks, counted, iou_threshold=iou_threshold)
@@ -186,7 +191,7 @@ def build_report(
             report.counts_note = "the annotations have no taxa"
         else:
             for level in truth.levels:
-                labels = {tid: _name((lineages.get(tid) or {}).get(level)) for tid in counted}
+                labels = {tid: scientific_name((lineages.get(tid) or {}).get(level)) for tid in counted}
                 report.counts_per_taxon[level] = taxon_counts(level, insects, labels, track_to_gt)
 
     # ---------------------------------------------------------------- classification
@@ -208,13 +213,13 @@ def build_report(
                 )
                 continue
             crops = classification_scores(
-                (_name(o.taxa[level]), _crop_label(c, level)) for o, c in matched if level in o.taxa
+                (scientific_name(o.taxa[level]), _crop_label(c, level)) for o, c in matched if level in o.taxa
             )
             tracks = None
             note = None
             if truth.has_ids:
                 tracks = classification_scores(
-                    (insects[gid][level], _name((lineages.get(tid) or {}).get(level)))
+                    (insects[gid][level], scientific_name((lineages.get(tid) or {}).get(level)))
                     for tid, gid in track_to_gt.items()
                     if gid is not None and level in insects[gid]
                 )
@@ -237,13 +242,7 @@ def _crop_label(classification: Any, level: str) -> str | None:
     if classification is None:
         return None
     prediction = classification.levels.get(level)
-    return _name(prediction.label) if prediction is not None else None
-
-
-def _name(label: str | None) -> str | None:
-    """Labels are compared by scientific name: an annotated "Apis mellifera" is the model's "Apis
-    mellifera (Honey Bee)" (iNaturalist-style labels, edge.classify.names)."""
-    return scientific_name(label)
+    return scientific_name(prediction.label) if prediction is not None else None
 
 
 def isolated_config(cfg: TrapConfig, out_dir: Path) -> TrapConfig:
