@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _images_per_s(batches: object, epochs: int = 2) -> float:
+def images_per_s(batches: object, epochs: int = 2) -> float:
     """Iterate a batcher for `epochs` epochs doing nothing with the batches."""
     count, started = 0, time.perf_counter()
     for _ in range(epochs):
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = {}
     for kind in ("tf.data", "python"):
         batches = make_batches(images, targets, weights, args.batch, shuffle=True, seed=0, pipeline=kind)
-        _images_per_s(batches, epochs=1)  # warm-up (tf.data traces its graph)
-        pipelines[kind] = _images_per_s(batches)
+        images_per_s(batches, epochs=1)  # warm-up (tf.data traces its graph)
+        pipelines[kind] = images_per_s(batches)
 
     model_cfg = ModelConfig(backbone=args.backbone, weights="none", alpha=args.alpha, hidden_units=64)
     built = build_model(

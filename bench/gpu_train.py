@@ -162,6 +162,7 @@ def train_yaml(args: argparse.Namespace, run_dir: Path) -> str:
 def pipeline_images_per_s(cfg: Any, epochs: int = 2) -> tuple[float, float]:
     """(decode + resize, batches from memory) images/s of the Python loader on the run's images:
     what JAX trains from. Decoding runs once per run (data.cache: memory), batching every epoch."""
+    from bench.bench_train import images_per_s
     from train.dataset import load_dataset
     from train.inputs import load_images, make_batches, output_targets, sample_weights
 
@@ -175,11 +176,7 @@ def pipeline_images_per_s(cfg: Any, epochs: int = 2) -> tuple[float, float]:
     batches = make_batches(
         images, targets, weights, cfg.data.batch_size, shuffle=True, seed=0, pipeline="python"
     )
-    count, started = 0, time.perf_counter()
-    for _ in range(epochs):
-        for batch in batches:
-            count += len(batch[0])
-    return decode, count / (time.perf_counter() - started)
+    return decode, images_per_s(batches, epochs)
 
 
 def stage_rates(run_dir: Path) -> dict[str, float | None]:
