@@ -24,8 +24,10 @@ Sitting insects: pixels under blobs (dilated) are held: never blended into the b
 pollinator that stops stays exactly as different as on arrival, one track for the whole visit.
 A pixel held longer than `hold_frames` frames becomes background (a bent stem, a moved leaf,
 or an insect that was already there when the background was made and has since left). Blobs
-covering more than `reinit_fraction` of the frame for `reinit_after_frames` frames mean the
-camera moved or the exposure jumped: the background is rebuilt from the frame.
+covering more than `reinit_fraction` of the frame, or foreground in nearly every part of it (a
+textured scene shifted: the sway tolerance hides most of the change, not where it is), for
+`reinit_after_frames` frames mean the camera moved or the exposure jumped: the background is
+rebuilt as at the start, from the median of `warmup_frames` frames (no detections meanwhile).
 
 Runs at `detect_width` (INTER_AREA downscale) and shares the static detector's hysteresis,
 morphology and shape filters. Every score is 1.0, as the Detection contract says for motion
@@ -60,6 +62,15 @@ _OUTLINE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))  # the band alon
 _GHOST_MIN_AGE = 3  # only blobs held this many frames are tested for ghosts
 _GHOST_EDGE = 0.7  # a ghost's outline is this much weaker in the frame than in the background
 _LIGHT_EXPLAINED = 0.1  # a blob is light when less than this share of it is left after one gain
+_SPREAD_COLS = 8  # foreground spread is judged on a grid this many cells wide (rows to match)
+_SPREAD_CELL_SHARE = 0.01  # a cell with more foreground than this share of its pixels has some
+# A camera that moved changes the whole frame, but on a textured scene the sway tolerance hides most
+# of it: a 3 x 5 px shift of a drawn meadow left 6% of the pixels foreground, another meadow 28%,
+# both under reinit_fraction, and merge_close made one frame-wide "insect" of them, every frame for
+# hold_frames frames. What gives it away is the spread: foreground in every cell (100% of the 8 x 5
+# grid; the synthetic flower nights reach 41% at most, the real flower-pi frames 12%).
+_REINIT_SPREAD = 0.9
+_REINIT_MIN_SHARE = 0.02  # ... with at least this much of the frame foreground (not a fine drizzle)
 _LIGHT_TOLERANCE = 0.08  # pixels whose frame/background ratio is further than this from the rough
 # light field (insects, sway) are left out of the final estimate
 
@@ -132,20 +143,27 @@ class MotionDetector:
         ratio = self._relative(dist)
         _, low = cv2.threshold(ratio, self.cfg.grow_fraction, 255, cv2.THRESH_BINARY)
         mask = self.exclude.apply(clean_mask(low.astype(np.uint8)), full_size)
-        if cv2.countNonZero(mask) > self.cfg.reinit_fraction * mask.size:
+        share, spread = foreground_share(mask)
+        if share > self.cfg.reinit_fraction or (share > _REINIT_MIN_SHARE and spread >= _REINIT_SPREAD):
             self._changed_run += 1
             self.foreground_mask = mask
             if self._changed_run >= self.cfg.reinit_after_frames:
                 self.reinits += 1
                 log.warning(
-                    "motion: %.0f%% of the frame differs from the background for %d frames "
-                    "(camera moved or exposure jumped): rebuilding the background (rebuild #%d)",
-                    100.0 * cv2.countNonZero(mask) / mask.size,
+                    "motion: %.0f%% of the frame, in %.0f%% of its cells, differs from the background for "
+                    "%d frames (camera moved or exposure jumped): rebuilding the background (rebuild #%d)",
+                    100.0 * share,
+                    100.0 * spread,
                     self._changed_run,
                     self.reinits,
                 )
-                self._start(small.astype(np.float32))
+                # Rebuilt like the first background: the median of the next warm-up frames, not
+                # this one frame, in which a pollinator would stay as a ghost once it moved on.
+                self.background = None
+                self._warmup = [small]
                 self._changed_run = 0
+                if self.cfg.warmup_frame_count <= 1:
+                    self._start(small.astype(np.float32))
             self._prev_range = frame_range
             return []
         self._changed_run = 0
@@ -330,6 +348,16 @@ class MotionDetector:
         cv2.add(self.background, towards, dst=self.background, mask=free)
         self.held = cv2.bitwise_not(free)
         self._prev_range = frame_range
+
+
+def foreground_share(mask: np.ndarray) -> tuple[float, float]:
+    """(share of the mask's pixels that are foreground, share of the `_SPREAD_COLS`-wide grid's cells
+    that hold some): how much of the frame changed, and how evenly over it."""
+    height, width = mask.shape
+    rows = max(1, round(_SPREAD_COLS * height / width))
+    cells = cv2.resize(mask, (_SPREAD_COLS, rows), interpolation=cv2.INTER_AREA)  # mean 0..255 per cell
+    share = cv2.countNonZero(mask) / mask.size
+    return share, float((cells > 255 * _SPREAD_CELL_SHARE).mean())
 
 
 def merge_close(detections: list[Detection], gap: int) -> list[Detection]:
