@@ -28,6 +28,7 @@ from typing import Any
 from edge import __version__
 from edge.classify.types import UNKNOWN, UNSURE
 from edge.config import TrapConfig
+from edge.detect.rebuild_watch import RebuildWatch
 from edge.health import HealthMonitor, LoopStats, SystemProbes, store_health
 from edge.intervals import IntervalSummarizer, SummaryRow, store_summary
 from edge.light import LightController
@@ -109,6 +110,7 @@ class FieldOps:
         self.summarizer = IntervalSummarizer(cfg.summary, run_id, tz=cfg.site.timezone, close_delay_s=delay)
         self.health = HealthMonitor(cfg, model_sha256, self.started, probes=probes)
         self.view = ViewMonitor(cfg.health.view)  # fed by the capture thread (Pipeline's detect step)
+        self.rebuilds = RebuildWatch()  # the detector's background rebuilds (same thread)
         self.retention = Retention(cfg.retention, db, cfg.crops_path, cfg.data_dir, free_bytes=free_bytes)
         self.schedule = Schedule(cfg.schedule, cfg.site)
         self.light = (
@@ -357,6 +359,7 @@ class FieldOps:
         if self.publisher is not None and self.publisher.state in ("auth-failed", "tls-failed"):
             flags.append(f"mqtt-{self.publisher.state}")
         flags += self.view.flags()  # the camera no longer sees the sheet as it did at the start
+        flags += self.rebuilds.flags()  # the detector keeps rebuilding its background: it sees nothing
         stats = LoopStats(
             fps=self._fps(monotonic_now),
             inference_ms=list(self._inference_ms),
@@ -369,6 +372,7 @@ class FieldOps:
         )
         sample = self.health.sample(now, stats, extra_flags=flags, retention=self._last_report)
         sample.update(self.view.values())
+        sample["detector_rebuilds"] = self.rebuilds.total
         if self.outbox is not None:
             sample["outbox_pending"] = self.outbox.stats().get("pending")
         store_health(self.db, self.run_id, sample)

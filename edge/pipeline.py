@@ -308,6 +308,7 @@ class Pipeline:
             t0 = time.perf_counter()
             detections = self.detector.detect(frame.image)
             detect_t.add(time.perf_counter() - t0)
+            self._watch_rebuilds(ops, frame.timestamp)
             if static is not None:
                 self._check_scene(static, ops)
                 if carry is not None:
@@ -634,6 +635,20 @@ class Pipeline:
             elif self.ops is not None:
                 self.ops.counters.crops_paused += 1
         self.db.add_snapshot(run_id, frame.timestamp, frame.index, len(main), text, image)
+
+    def _watch_rebuilds(self, ops: FieldOps, moment: datetime) -> None:
+        """Say it, and flag it in health, while the detector keeps rebuilding its background."""
+        changed = ops.rebuilds.observe(getattr(self.detector, "reinits", 0), moment)
+        if changed:
+            log.error(
+                "detector: the background was rebuilt %d times within %.0f min of frames (a loose or "
+                "swinging camera, or light that keeps jumping): nothing is detected while it rebuilds; "
+                "fix the mount or the light",
+                ops.rebuilds.recent,
+                ops.rebuilds.window_s / 60.0,
+            )
+        elif changed is False:
+            log.warning("detector: the background holds again (%d rebuilds in all)", ops.rebuilds.total)
 
     def _check_spacing(self, gap_s: float, result: RunResult, ops: FieldOps) -> None:
         """Say it once, and flag it in health, when frames come further apart than the tracker links.
