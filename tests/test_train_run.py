@@ -8,6 +8,7 @@ report says the same.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -77,13 +78,16 @@ def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> float:
 def test_small_model_learns_every_level(run: tuple[Path, Path, str]) -> None:
     run_dir, _, stdout = run
     report = json.loads((run_dir / "report.json").read_text())
-    # small_cnn learns these crops in a few epochs (1.000 at every level here, with the training
-    # pinned); 90 test crops, so 0.95 leaves room for four crops on another trajectory, and a model
-    # that has not separated a pair of species (0.83 at most) fails.
+    # small_cnn learns these crops in a few epochs, but pinned training still follows the CPU's float
+    # arithmetic: 1.000 at every level on an Intel Xeon, order 0.940 / family 0.964 / species 0.989 on
+    # an AMD EPYC (5, 3 and 1 of 90 test crops wrong; the order head, loss weight 0.5, learns last).
+    # 0.85 leaves eight crops below the worst seen; a model that has not separated a pair of species
+    # (0.83 at most) or cannot tell the orders apart (2 classes: about 0.5) fails.
     for level in ("order", "family", "species"):
-        assert report["metrics"][level]["macro_f1"] >= 0.95, (level, report["metrics"][level]["macro_f1"])
-    # one crop whose species and family heads disagree is 1.1 %; four of them still pass.
-    assert report["hierarchical_consistency"] >= 0.95
+        assert report["metrics"][level]["macro_f1"] >= 0.85, (level, report["metrics"][level]["macro_f1"])
+    # every level's answer under the next coarser one: 0.956 on that EPYC (4 crops); heads wired to
+    # the wrong taxonomy disagree on most crops.
+    assert report["hierarchical_consistency"] >= 0.85
     assert "macro F1" in stdout and str(run_dir / "report.md") in stdout
 
 
@@ -122,12 +126,16 @@ def test_report_holds_the_numbers_the_test_computes_itself(run: tuple[Path, Path
         assert report["metrics"][level]["macro_f1"] == pytest.approx(
             _macro_f1(truth, predicted[level], len(labels)), abs=1e-6
         )
-    # Hierarchical consistency: the predicted species lies under the predicted family.
+    # Hierarchical consistency: every level's answer lies under the next coarser level's answer
+    # (the species in the predicted family, that family in the predicted order).
     taxonomy = Taxonomy(tuple(meta["levels"]), meta["taxonomy_parents"])
-    species, families = meta["labels"]["species"], meta["labels"]["family"]
+    levels, labels = meta["levels"], meta["labels"]
     consistent = [
-        taxonomy.parent("species", species[s]) == families[f]
-        for s, f in zip(predicted["species"], predicted["family"], strict=True)
+        all(
+            taxonomy.parent(fine, labels[fine][predicted[fine][i]]) == labels[coarse][predicted[coarse][i]]
+            for coarse, fine in itertools.pairwise(levels)
+        )
+        for i in range(len(splits.test))
     ]
     assert report["hierarchical_consistency"] == pytest.approx(float(np.mean(consistent)), abs=1e-6)
 
