@@ -15,8 +15,10 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,36 @@ def images_per_s(batches: object, epochs: int = 2) -> float:
         for batch in batches:  # type: ignore[attr-defined]
             count += int(np.asarray(batch[0]).shape[0])
     return count / (time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """A training set as the trainer feeds it: decoded images, their targets and sample weights."""
+
+    dataset: Any  # train.dataset.Dataset
+    images: np.ndarray
+    targets: dict[str, np.ndarray]
+    weights: np.ndarray
+    num_classes: dict[str, int]
+    decode_ips: float  # load_images' decode + resize, images/s
+
+
+def load_for_training(data_cfg: Any, work: Path, seed: int) -> LoadedData:
+    """Load, decode and weight a data set the way `trapcam train` does (this bench and gpu_train).
+
+    Decoding is timed: it runs once per run (data.cache: memory), unlike batching, every epoch.
+    """
+    from train.dataset import load_dataset
+    from train.inputs import load_images, output_targets, sample_weights
+
+    dataset = load_dataset(data_cfg, work, seed)
+    started = time.perf_counter()
+    images = load_images(dataset.samples, data_cfg.image_size)
+    decode_ips = len(images) / (time.perf_counter() - started)
+    targets = output_targets(dataset, dataset.samples)
+    num_classes = {level: len(dataset.labels[level]) for level in dataset.levels}
+    weights = sample_weights(targets, num_classes, "balanced")
+    return LoadedData(dataset, images, targets, weights, num_classes, decode_ips)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,22 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from train.config import AugmentConfig, DataConfig, ModelConfig, SyntheticData
-    from train.dataset import load_dataset
-    from train.inputs import load_images, make_batches, output_targets, sample_weights
+    from train.inputs import make_batches
     from train.model import build_model, compile_for_stage
 
     work = Path(tempfile.mkdtemp(prefix="trapcam-bench-train-"))
     data_cfg = DataConfig(
         kind="synthetic", image_size=args.size, synthetic=SyntheticData(per_class=args.per_class)
     )
-    dataset = load_dataset(data_cfg, work, seed=0)
-    levels = dataset.levels
-    started = time.perf_counter()
-    images = load_images(dataset.samples, args.size)
-    decode_ips = len(images) / (time.perf_counter() - started)
-    targets = output_targets(dataset, dataset.samples)
-    num_classes = {level: len(dataset.labels[level]) for level in levels}
-    weights = sample_weights(targets, num_classes, "balanced")
+    data = load_for_training(data_cfg, work, seed=0)
+    dataset, images, targets, weights = data.dataset, data.images, data.targets, data.weights
+    levels, num_classes, decode_ips = dataset.levels, data.num_classes, data.decode_ips
 
     pipelines = {}
     for kind in ("tf.data", "python"):

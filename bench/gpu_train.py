@@ -162,21 +162,14 @@ def train_yaml(args: argparse.Namespace, run_dir: Path) -> str:
 def pipeline_images_per_s(cfg: Any, epochs: int = 2) -> tuple[float, float]:
     """(decode + resize, batches from memory) images/s of the Python loader on the run's images:
     what JAX trains from. Decoding runs once per run (data.cache: memory), batching every epoch."""
-    from bench.bench_train import images_per_s
-    from train.dataset import load_dataset
-    from train.inputs import load_images, make_batches, output_targets, sample_weights
+    from bench.bench_train import images_per_s, load_for_training
+    from train.inputs import make_batches
 
-    dataset = load_dataset(cfg.data, cfg.run_dir, cfg.seed)
-    started = time.perf_counter()
-    images = load_images(dataset.samples, cfg.data.image_size)
-    decode = len(images) / (time.perf_counter() - started)
-    targets = output_targets(dataset, dataset.samples)
-    num_classes = {level: len(dataset.labels[level]) for level in dataset.levels}
-    weights = sample_weights(targets, num_classes, "balanced")
+    data = load_for_training(cfg.data, cfg.run_dir, cfg.seed)
     batches = make_batches(
-        images, targets, weights, cfg.data.batch_size, shuffle=True, seed=0, pipeline="python"
+        data.images, data.targets, data.weights, cfg.data.batch_size, shuffle=True, seed=0, pipeline="python"
     )
-    return decode, images_per_s(batches, epochs)
+    return data.decode_ips, images_per_s(batches, epochs)
 
 
 def stage_rates(run_dir: Path) -> dict[str, float | None]:
