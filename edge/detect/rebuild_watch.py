@@ -58,5 +58,6 @@ class RebuildWatch:
             return len(self._times)
 
     def flags(self) -> list[str]:
+        """The health flag while raised (a list, as the view monitor's, for the sample's flags)."""
         with self._lock:
             return [FLAG] if self._raised else []
