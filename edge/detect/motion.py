@@ -128,12 +128,7 @@ class MotionDetector:
         frame_range = self._range(small)
 
         if self.background is None:
-            self._warmup.append(small)
-            if len(self._warmup) < self.cfg.warmup_frame_count:
-                return []
-            first = np.median(np.stack(self._warmup), axis=0) if len(self._warmup) > 1 else small
-            self._start(first.astype(np.float32))
-            self._warmup = []
+            self._warm_up(small)
             self._prev_range = frame_range
             return []
         assert self.flicker is not None and self.held is not None
@@ -157,13 +152,11 @@ class MotionDetector:
                     self._changed_run,
                     self.reinits,
                 )
-                # Rebuilt like the first background: the median of the next warm-up frames, not
-                # this one frame, in which a pollinator would stay as a ghost once it moved on.
+                # Rebuilt like the first background: the median of warm-up frames from this one
+                # on, not this frame alone, in which a pollinator would stay as a ghost once it moved on.
                 self.background = None
-                self._warmup = [small]
                 self._changed_run = 0
-                if self.cfg.warmup_frame_count <= 1:
-                    self._start(small.astype(np.float32))
+                self._warm_up(small)
             self._prev_range = frame_range
             return []
         self._changed_run = 0
@@ -182,6 +175,15 @@ class MotionDetector:
         return detections
 
     # ------------------------------------------------------------ model
+
+    def _warm_up(self, small: np.ndarray) -> None:
+        """Add a frame to the warm-up; with `warmup_frames` of them, start from their per-pixel median."""
+        self._warmup.append(small)
+        if len(self._warmup) < self.cfg.warmup_frame_count:
+            return
+        first = np.median(np.stack(self._warmup), axis=0) if len(self._warmup) > 1 else small
+        self._start(first.astype(np.float32))
+        self._warmup = []
 
     def _start(self, background: np.ndarray) -> None:
         """A new background (float32 BGR); flicker is learned from scratch over the next frames."""

@@ -26,8 +26,7 @@ class RebuildWatch:
     def __init__(self, limit: int = REBUILD_LIMIT, window_s: float = REBUILD_WINDOW_S) -> None:
         self.limit = limit
         self.window_s = window_s
-        self.total = 0  # rebuilds seen over the run
-        self._seen = 0  # the detector's own counter at the last observation
+        self.total = 0  # rebuilds over the run: the detector's own counter at the last observation
         self._times: deque[datetime] = deque()
         self._raised = False
         self._lock = threading.Lock()
@@ -39,10 +38,8 @@ class RebuildWatch:
         the caller logs each change once).
         """
         with self._lock:
-            for _ in range(max(0, rebuilds - self._seen)):
-                self._times.append(moment)
-            self.total += max(0, rebuilds - self._seen)
-            self._seen = rebuilds
+            self._times.extend([moment] * max(0, rebuilds - self.total))  # the counter only grows
+            self.total = max(self.total, rebuilds)
             while self._times and (moment - self._times[0]).total_seconds() > self.window_s:
                 self._times.popleft()
             raised = len(self._times) >= self.limit
