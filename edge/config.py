@@ -344,7 +344,8 @@ class DetectorConfig(Section):
         le=1,
         description="foreground covering more of the frame than this means the scene changed "
         "(light moved, camera bumped): the background is rebuilt (motion: also foreground in "
-        "nearly every part of the frame, what a bumped camera over a textured scene leaves)",
+        "nearly every part of the frame, what a bumped camera over a textured scene leaves, or "
+        "the whole view shifted further than sway_px)",
     )
     reinit_after_frames: int = Field(
         2, ge=1, description="consecutive such frames before rebuilding (a single flash is skipped)"
