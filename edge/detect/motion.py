@@ -50,7 +50,7 @@ from edge.config import DetectorConfig
 from edge.detect.base import Box, Detection
 from edge.detect.crop import check_frame
 from edge.detect.mask import DetectionMask
-from edge.detect.static_screen import blobs, clean_mask, downscale, extract_detections
+from edge.detect.static_screen import blobs, clean_mask, downscale, extract_detections, view_shift
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ _REINIT_MIN_SHARE = 0.02  # ... with at least this much of the frame foreground 
 # Where part of the view cannot show a shift (sky, a wall, a flat sheet), the spread stays low: a
 # 3 x 5 px or 18 x 30 px bump of that meadow with sky in its top 40% left foreground in 75% of the
 # cells, no rebuild, and one "insect" across the meadow half for hold_frames frames. So the frame is
-# also compared with the background by phase correlation: the peak's response was 0.87 to 1.27 for
-# those scenes shifted (the shift found within 0.2 px) and 0.73 to 0.98 for the real flower-pi frames
-# (shift under 0.1 px), against 0.01 to 0.03 for unrelated scenes or noise, whose "shift" is random.
-_VIEW_SHIFT_RESPONSE = 0.3
+# also compared with the background by phase correlation (static_screen.view_shift): it found those
+# shifts within 0.2 px (peak response 0.73 to 1.2), and under 0.1 px on the real flower-pi frames.
+# The whole frame's shift, not static_screen's quadrant vote: sky or a plain wall in a quadrant reads
+# as "not moved" (a drawn sky in the top 40% voted 0 px with response 0.91) and outvoted the meadow.
 _LIGHT_TOLERANCE = 0.08  # pixels whose frame/background ratio is further than this from the rough
 # light field (insects, sway) are left out of the final estimate
 
@@ -198,8 +198,9 @@ class MotionDetector:
                 f"{100.0 * share:.0f}% of the frame, in {100.0 * spread:.0f}% of its cells, "
                 "differs from the background"
             )
-        dx, dy, response = view_shift(self._background8(), small)
-        if response >= _VIEW_SHIFT_RESPONSE and max(abs(dx), abs(dy)) > self.cfg.sway_px * scale:
+        dx, dy = view_shift(self._background8(), small)
+        # Beyond the sway range each pixel is compared with, the shift shows as foreground.
+        if max(abs(dx), abs(dy)) > self.cfg.sway_px * scale:
             moved = f"{dx / scale:+.0f}, {dy / scale:+.0f} px"
             return f"the whole view moved by {moved} (further than sway_px {self.cfg.sway_px:g})"
         return None
@@ -390,17 +391,6 @@ def foreground_share(mask: np.ndarray) -> tuple[float, float]:
     cells = cv2.resize(mask, (_SPREAD_COLS, rows), interpolation=cv2.INTER_AREA)  # mean 0..255 per cell
     share = cv2.countNonZero(mask) / mask.size
     return share, float((cells > 255 * _SPREAD_CELL_SHARE).mean())
-
-
-def view_shift(background8: np.ndarray, frame8: np.ndarray) -> tuple[float, float, float]:
-    """(dx, dy, response): how far the whole view moved from the background to the frame (both BGR
-    uint8 of one size; pixels of that size), by phase correlation of their grey levels under a
-    Hann window. The response is the correlation peak's height: near 1 for the same scene
-    shifted, near 0 for an unrelated one, whose shift means nothing."""
-    grey = [cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32) for image in (background8, frame8)]
-    window = cv2.createHanningWindow((grey[0].shape[1], grey[0].shape[0]), cv2.CV_32F)
-    (dx, dy), response = cv2.phaseCorrelate(grey[0], grey[1], window)
-    return float(dx), float(dy), float(response)
 
 
 def merge_close(detections: list[Detection], gap: int) -> list[Detection]:

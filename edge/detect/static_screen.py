@@ -83,6 +83,19 @@ _MAX_LIGHT_SPREAD = 1.15  # cell gains further apart than this (brightest / dark
 SCREEN_TEXTURE_MAX = 20.0
 _MAX_CARRIED_SHIFT = 1.0  # detection px: a carried-over background further off is not used
 _MIN_SHIFT_RESPONSE = 0.05  # a phase-correlation peak weaker than this is no evidence of a shift
+# A camera knocked mid-night (someone checking the trap, wind on the stand) moves the whole view: with
+# polarity "both" every mark on the sheet becomes two detections (where it is and where it was), held
+# all night. Measured on the real AMI sequential frames at 1280 px with every frame shifted from the
+# fourth on: 24 to 27 detections a frame before, 40 to 52 after a 6 x 10 px knock, 57 to 81 after
+# 30 x 50 px, and no rebuild (under reinit_fraction). So when the foreground jumps, the view's shift
+# against the background is measured and the background moved with it: the unmoved real sets read
+# 0.53 px at most (sequential, panama), a 6 x 10 px knock 3.8 px (at detection size).
+# Measured only when something new appeared (one FFT of the detection-size frame, ~12 ms at 1280 px
+# against ~70 ms for the frame's detection): foreground more than 2 px from the last frame's ...
+_SHIFT_CHECK_MIN = 0.001  # ... on more than this share of the frame
+_NEAR_LAST = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+_MIN_VIEW_SHIFT = 1.5  # detection px: a view moved further than this takes the background with it
+_AGREE_PX = 1.0  # a quadrant shows the whole frame's shift within this many pixels
 
 
 def downscale(image: np.ndarray, detect_width: int) -> tuple[np.ndarray, float]:
@@ -103,16 +116,48 @@ def scene_texture(small: np.ndarray) -> float:
     return float(np.median(np.sqrt(np.maximum(var, 0.0))))
 
 
-def view_shift(reference: np.ndarray, frame: np.ndarray) -> float:
-    """How far (pixels) `frame` is shifted against `reference`: phase correlation of the grey images.
+def view_shift(reference: np.ndarray, frame: np.ndarray) -> tuple[float, float]:
+    """(dx, dy) pixels by which `frame` shows the scene of `reference` moved (same-size BGR images):
+    phase correlation of the grey images under a Hann window.
 
     Insects add or remove small patches and barely move the peak; a knocked camera or a sheet
-    hung again moves everything. A featureless pair (no peak) reads as 0: nothing to misalign.
+    hung again moves everything. A featureless or unrelated pair (no peak) reads as (0, 0):
+    nothing to misalign.
     """
+    dx, dy, response = _phase_shift(reference, frame)
+    return (0.0, 0.0) if response < _MIN_SHIFT_RESPONSE else (dx, dy)
+
+
+def whole_view_shift(reference: np.ndarray, frame: np.ndarray) -> tuple[float, float]:
+    """`view_shift`, if most quadrants of the frame that show any shift show that one, else (0, 0).
+
+    A knocked camera moves every part of the view; an insect that moved moves one or two quadrants.
+    Where the background still holds an insect (a painted-out miss) on a plain sheet, the insect is
+    the strongest feature: a drawn walking moth read as a 70 px move of the whole view (response
+    0.94) that 2 of 4 quadrants showed, the other two reading 0 px (response 0.995); the real knocks
+    of the AMI sequential frames (6 x 10 and 30 x 50 px) showed in all four within 0.8 px. A
+    quadrant with no peak (a dark corner beyond the sheet) has no say.
+    """
+    dx, dy = view_shift(reference, frame)
+    if (dx, dy) == (0.0, 0.0):
+        return 0.0, 0.0
+    h, w = reference.shape[:2]
+    agree = say = 0
+    for rows in (slice(0, h // 2), slice(h // 2, h)):
+        for cols in (slice(0, w // 2), slice(w // 2, w)):
+            qx, qy, response = _phase_shift(reference[rows, cols], frame[rows, cols])
+            if response >= _MIN_SHIFT_RESPONSE:
+                say += 1
+                agree += math.hypot(qx - dx, qy - dy) <= _AGREE_PX
+    return (dx, dy) if agree > say / 2 else (0.0, 0.0)
+
+
+def _phase_shift(reference: np.ndarray, frame: np.ndarray) -> tuple[float, float, float]:
+    """(dx, dy, peak response) of the phase correlation of two same-size BGR images' grey levels."""
     grey = [cv2.cvtColor(np.asarray(im, np.float32), cv2.COLOR_BGR2GRAY) for im in (reference, frame)]
     window = cv2.createHanningWindow(grey[0].shape[::-1], cv2.CV_32F)
     (dx, dy), response = cv2.phaseCorrelate(grey[0], grey[1], window)
-    return 0.0 if response < _MIN_SHIFT_RESPONSE else math.hypot(dx, dy)
+    return float(dx), float(dy), float(response)
 
 
 def colour_distance(frame: np.ndarray, background: np.ndarray, polarity: str) -> np.ndarray:
@@ -407,7 +452,8 @@ class StaticScreenDetector:
 
     `foreground_mask` is the last frame's cleaned foreground at detection resolution (0/255
     uint8), `background` the current reference (float32 BGR at detection resolution), and
-    `reinits` how many times the background was rebuilt after a sudden change.
+    `reinits` how many times the background was rebuilt after a sudden change, `view_moves` how
+    many times it was moved with a knocked camera.
     `background_version` grows whenever the background is built, rebuilt or repaired (not by the
     slow drift blend), so a caller that keeps a copy for the next run knows when it is stale.
     """
@@ -417,6 +463,7 @@ class StaticScreenDetector:
         self.cfg = cfg
         self.exclude = DetectionMask(cfg.mask)
         self.reinits = 0
+        self.view_moves = 0
         self.skipped_frames = 0
         self.background_version = 0
         self.texture: float | None = None  # scene_texture of the first frame (see SCREEN_TEXTURE_MAX)
@@ -454,7 +501,7 @@ class StaticScreenDetector:
                 f"it is {background.shape[1]}x{background.shape[0]} at detection size and this camera's "
                 f"frames give {small.shape[1]}x{small.shape[0]}"
             )
-        shift = view_shift(background, small)
+        shift = math.hypot(*view_shift(background, small))
         if shift > _MAX_CARRIED_SHIFT:
             return f"the view moved by {shift:.1f} px (at detection size) since it was saved"
         self.reset()
@@ -516,6 +563,8 @@ class StaticScreenDetector:
 
         self._follow_gain(small)
         dist, threshold, mask = self._foreground(small)
+        if self._new_foreground(mask) > _SHIFT_CHECK_MIN and self._follow_view(small):
+            dist, threshold, mask = self._foreground(small)
         if cv2.countNonZero(mask) > self.cfg.reinit_fraction * mask.size:
             self._changed_run += 1
             self.foreground_mask = mask
@@ -547,6 +596,41 @@ class StaticScreenDetector:
         self.foreground_mask = mask
         self._held = held
         return detections
+
+    def _new_foreground(self, mask: np.ndarray) -> float:
+        """Share of the frame that is foreground now and was not near any in the last frame (0 at first)."""
+        last = self.foreground_mask
+        if last is None or last.shape != mask.shape:
+            return 0.0
+        return cv2.countNonZero(cv2.subtract(mask, cv2.dilate(last, _NEAR_LAST))) / mask.size
+
+    def _follow_view(self, small: np.ndarray) -> bool:
+        """Move the background with the view when the camera was knocked; True if it moved.
+
+        Moved rather than rebuilt: the background keeps what it knew (the empty sheet under every
+        sitting insect, the marks of `sheet_reference`), which a rebuild from this frame would
+        lose; only the strip the camera newly sees is filled from its edge and learned later.
+        """
+        assert self.background is not None
+        dx, dy = whole_view_shift(self.background, small)
+        if math.hypot(dx, dy) < _MIN_VIEW_SHIFT:
+            return False
+        h, w = self.background.shape[:2]
+        # Whole pixels: the background's grain copied exactly (a sub-pixel move would blur it and
+        # raise the noise floor); what is left, half a pixel at most, lies within sheet_shift_px.
+        move = np.float32([[1, 0, round(dx)], [0, 1, round(dy)]])
+        self.background = cv2.warpAffine(self.background, move, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        self.background_version += 1
+        self.view_moves += 1
+        full = self._full_size[0] / w if self._full_size is not None else 1.0
+        log.warning(
+            "static_screen: the view moved by %+.0f, %+.0f px (camera knocked or sheet rehung): the "
+            "background moved with it (move #%d)",
+            dx * full,
+            dy * full,
+            self.view_moves,
+        )
+        return True
 
     def _follow_gain(self, small: np.ndarray) -> None:
         """Scale the background to the frame's light, judged on background pixels, cell by cell.
