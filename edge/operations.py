@@ -373,6 +373,7 @@ class FieldOps:
         sample = self.health.sample(now, stats, extra_flags=flags, retention=self._last_report)
         sample.update(self.view.values())
         sample["detector_rebuilds"] = self.rebuilds.total
+        sample["detector_view_moves"] = self.rebuilds.moves
         if self.outbox is not None:
             sample["outbox_pending"] = self.outbox.stats().get("pending")
         store_health(self.db, self.run_id, sample)

@@ -638,17 +638,24 @@ class Pipeline:
 
     def _watch_rebuilds(self, ops: FieldOps, moment: datetime) -> None:
         """Say it, and flag it in health, while the detector keeps rebuilding its background."""
-        changed = ops.rebuilds.observe(getattr(self.detector, "reinits", 0), moment)
+        detector = self.detector
+        changed = ops.rebuilds.observe(
+            getattr(detector, "reinits", 0), moment, moves=getattr(detector, "view_moves", 0)
+        )
         if changed:
             log.error(
-                "detector: the background was rebuilt %d times within %.0f min of frames (a loose or "
-                "swinging camera, or light that keeps jumping): nothing is detected while it rebuilds; "
-                "fix the mount or the light",
+                "detector: the background was rebuilt (or moved with the view) %d times within %.0f min "
+                "of frames (a loose or swinging camera, or light that keeps jumping): nothing is detected "
+                "while it rebuilds; fix the mount or the light",
                 ops.rebuilds.recent,
                 ops.rebuilds.window_s / 60.0,
             )
         elif changed is False:
-            log.warning("detector: the background holds again (%d rebuilds in all)", ops.rebuilds.total)
+            log.warning(
+                "detector: the background holds again (%d rebuilds, %d moves in all)",
+                ops.rebuilds.total,
+                ops.rebuilds.moves,
+            )
 
     def _check_spacing(self, gap_s: float, result: RunResult, ops: FieldOps) -> None:
         """Say it once, and flag it in health, when frames come further apart than the tracker links.

@@ -48,6 +48,16 @@ def test_rebuilds_spread_wider_than_the_window_never_raise_it() -> None:
     assert changes == [None] * 10 and watch.flags() == [] and watch.total == 10
 
 
+def test_view_moves_count_towards_the_limit_and_are_reported_apart() -> None:
+    """A light-trap detector follows a knocked view instead of rebuilding; a camera that keeps moving
+    is a loose mount all the same."""
+    watch = RebuildWatch()
+    assert watch.observe(1, START) is None  # a lamp switched on: one rebuild
+    assert watch.observe(1, START + timedelta(seconds=60), moves=1) is None  # one knock
+    assert watch.observe(1, START + timedelta(seconds=120), moves=2) is True and watch.flags() == [FLAG]
+    assert (watch.total, watch.moves, watch.recent) == (1, 2, REBUILD_LIMIT)
+
+
 def _replay(tmp_path: Path, scenes: list[np.ndarray]) -> tuple[list[str], dict]:
     frames = tmp_path / "frames"
     frames.mkdir()

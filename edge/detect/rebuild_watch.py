@@ -6,7 +6,9 @@ on a stem or a light that keeps jumping makes them rebuild again and again, and 
 (warm-up included) nothing is detected: a trap that runs, logs warnings nobody reads and counts
 zero. So `detector-rebuilding` is raised in health while `REBUILD_LIMIT` or more rebuilds fall
 within `REBUILD_WINDOW_S` of frame time (one bump, or a bump and a lamp, stay below it), and
-said once in the log when it rises and when it clears.
+said once in the log when it rises and when it clears. A light-trap detector that follows a knocked
+view moves its background instead of rebuilding it (counts stay right); such moves count towards
+the limit too, since a camera that keeps moving has a loose mount just the same.
 """
 
 from __future__ import annotations
@@ -27,19 +29,22 @@ class RebuildWatch:
         self.limit = limit
         self.window_s = window_s
         self.total = 0  # rebuilds over the run: the detector's own counter at the last observation
+        self.moves = 0  # the background moved with a knocked view, over the run (ditto)
         self._times: deque[datetime] = deque()
         self._raised = False
         self._lock = threading.Lock()
 
-    def observe(self, rebuilds: int, moment: datetime) -> bool | None:
-        """Take the detector's rebuild counter after a frame at `moment`.
+    def observe(self, rebuilds: int, moment: datetime, moves: int = 0) -> bool | None:
+        """Take the detector's rebuild (and view move) counters after a frame at `moment`.
 
         Returns True when the flag rises with this frame, False when it clears, None otherwise (so
         the caller logs each change once).
         """
         with self._lock:
-            self._times.extend([moment] * max(0, rebuilds - self.total))  # the counter only grows
+            new = max(0, rebuilds - self.total) + max(0, moves - self.moves)  # the counters only grow
+            self._times.extend([moment] * new)
             self.total = max(self.total, rebuilds)
+            self.moves = max(self.moves, moves)
             while self._times and (moment - self._times[0]).total_seconds() > self.window_s:
                 self._times.popleft()
             raised = len(self._times) >= self.limit
@@ -50,7 +55,7 @@ class RebuildWatch:
 
     @property
     def recent(self) -> int:
-        """Rebuilds within the window, as of the last observation."""
+        """Rebuilds and moves within the window, as of the last observation."""
         with self._lock:
             return len(self._times)
 
