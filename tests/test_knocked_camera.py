@@ -46,10 +46,12 @@ def _view(world: np.ndarray, at: tuple[int, int]) -> np.ndarray:
     return world[y : y + H, x : x + W].copy()
 
 
-def _night(tmp_path: Path, knock: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray], list[list[Box]]]:
+def _night(
+    tmp_path: Path, knock: tuple[int, int], knock_at: int = KNOCK_AT
+) -> tuple[np.ndarray, list[np.ndarray], list[list[Box]]]:
     """(the empty sheet as the camera saw it first, the night's frames, the moths' boxes in each frame).
 
-    The moths sit from frame 1 on; from frame KNOCK_AT the camera looks `knock` (dx, dy) px further.
+    The moths sit from frame 1 on; from frame `knock_at` the camera looks `knock` (dx, dy) px further.
     """
     world = _world()
     camera = Camera(tmp_path, seed=4)
@@ -58,7 +60,7 @@ def _night(tmp_path: Path, knock: tuple[int, int]) -> tuple[np.ndarray, list[np.
     boxes_world = [draw_insect(with_moths, x, y, length, angle) for x, y, length, angle in MOTHS]
     frames, truth = [], []
     for n in range(1, 16):
-        at = (MARGIN, MARGIN) if n < KNOCK_AT else (MARGIN + knock[0], MARGIN + knock[1])
+        at = (MARGIN, MARGIN) if n < knock_at else (MARGIN + knock[0], MARGIN + knock[1])
         frames.append(camera.shoot(_view(with_moths, at)))
         dx, dy = at[0], at[1]
         truth.append([Box(b.x0 - dx, b.y0 - dy, b.x1 - dx, b.y1 - dy) for b in boxes_world])
@@ -93,6 +95,19 @@ def test_a_knocked_light_trap_camera_moves_its_background_and_counts_no_mark(
     moved = [r.getMessage() for r in caplog.records if "view moved" in r.getMessage()]
     # The camera looked `knock` px further: the scene moved the other way in the frame.
     assert len(moved) == 1 and f"{-knock[0]:+d}, {-knock[1]:+d} px" in moved[0], moved
+
+
+def test_a_sheet_photo_taken_before_the_camera_was_knocked_is_moved_at_the_first_frame(
+    tmp_path: Path,
+) -> None:
+    """The empty sheet was photographed, then the camera knocked before the night began (or during a
+    stop, with the night's lamp-on frame stored): the first frame against it is checked too."""
+    empty, frames, truth = _night(tmp_path, (-12, 8), knock_at=1)
+    detector = StaticScreenDetector(_cfg(), sheet=empty)
+    found = [detector.detect(frame) for frame in frames]
+    for i, (f, moths) in enumerate(zip(found, truth, strict=True)):
+        assert _moths_only(f, moths), f"frame {i + 1}: {f} against {moths}"
+    assert detector.view_moves == 1
 
 
 def test_without_following_the_view_every_mark_becomes_a_detection(tmp_path: Path) -> None:

@@ -598,10 +598,14 @@ class StaticScreenDetector:
         return detections
 
     def _new_foreground(self, mask: np.ndarray) -> float:
-        """Share of the frame that is foreground now and was not near any in the last frame (0 at first)."""
+        """Share of the frame that is foreground now and was not near any in the last frame.
+
+        All of it on the first frame against a background: a sheet photo taken before the camera
+        was knocked (or a restart's stored lamp-on frame) is checked once before it is trusted.
+        """
         last = self.foreground_mask
         if last is None or last.shape != mask.shape:
-            return 0.0
+            return 1.0
         return cv2.countNonZero(cv2.subtract(mask, cv2.dilate(last, _NEAR_LAST))) / mask.size
 
     def _follow_view(self, small: np.ndarray) -> bool:
