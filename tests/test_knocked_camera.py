@@ -6,8 +6,10 @@ specks and held all night, under `reinit_fraction` so nothing was rebuilt. On th
 sequential frames a 6 x 10 px knock doubled the detections (24-27 a frame to 40-52). The
 detector now measures the view's shift when the foreground jumps and moves the background with
 it: what it knew (the sheet under sitting moths, the marks of the lamp-on frame) is kept.
-Drawn here: a marked sheet seen through a window of a larger world, moths sitting on it, the
-window moved between two frames; JPEG frames with sensor noise.
+The strip the camera sees for the first time is taken from the frame (insects painted out as at
+the start), not copied from the old edge: here the trap's dark frame comes into view when the
+camera tips down. Drawn: a marked sheet seen through a window of a larger world, moths sitting
+on it, the window moved between two frames; JPEG frames with sensor noise.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def _world() -> np.ndarray:
     cv2.circle(sheet, (600, 300), 7, (45, 45, 60), -1)
     cv2.circle(sheet, (90, 250), 5, (60, 60, 70), -1)
     cv2.rectangle(sheet, (260, 190), (286, 202), (80, 70, 75), 3)
+    # just below the first view: the trap's dark frame, first seen when the camera tips down
+    sheet[H + MARGIN + 6 :] = (58, 52, 48)
     return sheet
 
 
