@@ -85,11 +85,11 @@ _MAX_CARRIED_SHIFT = 1.0  # detection px: a carried-over background further off 
 _MIN_SHIFT_RESPONSE = 0.05  # a phase-correlation peak weaker than this is no evidence of a shift
 # A camera knocked mid-night (someone checking the trap, wind on the stand) moves the whole view: with
 # polarity "both" every mark on the sheet becomes two detections (where it is and where it was), held
-# all night. Measured on the real AMI sequential frames at 1280 px with every frame shifted from the
-# fourth on: 24 to 27 detections a frame before, 40 to 52 after a 6 x 10 px knock, 57 to 81 after
-# 30 x 50 px, and no rebuild (under reinit_fraction). So when the foreground jumps, the view's shift
-# against the background is measured and the background moved with it: the unmoved real sets read
-# 0.53 px at most (sequential, panama), a 6 x 10 px knock 3.8 px (at detection size).
+# all night, and no rebuild (under reinit_fraction). `python -m bench.knocked`: the real AMI
+# sequential frames gave 176 detections in the 3 frames after a 10 x 6 px knock and 285 after
+# 50 x 30 px, against 65 still. So when new foreground appears, the view's shift against the
+# background is measured and the background moved with it: the unmoved real sets read 0.53 px at
+# most (sequential, panama), a 10 x 6 px knock 3.8 px (at detection size).
 # Measured only when something new appeared (one FFT of the detection-size frame, ~12 ms at 1280 px
 # against ~70 ms for the frame's detection): foreground more than 2 px from the last frame's ...
 _SHIFT_CHECK_MIN = 0.001  # ... on more than this share of the frame
@@ -613,7 +613,7 @@ class StaticScreenDetector:
 
         Moved rather than rebuilt: the background keeps what it knew (the empty sheet under every
         sitting insect, the marks of `sheet_reference`), which a rebuild from this frame would
-        lose; only the strip the camera newly sees is filled from its edge and learned later.
+        lose; only the strip the camera sees for the first time comes from this frame.
         """
         assert self.background is not None
         dx, dy = whole_view_shift(self.background, small)
@@ -627,8 +627,8 @@ class StaticScreenDetector:
             self.background, move, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0
         )
         # The strip the camera sees for the first time is taken from this frame, insects painted out
-        # as at the start (a 50 x 30 px knock of the real AMI frames: 32 to 43 detections a frame with
-        # that strip copied from the old edge, against 20 to 25 unknocked).
+        # as at the start (a 50 x 30 px knock of the real AMI frames: 112 detections in 3 frames with
+        # that strip copied from the old edge, 66 this way, 65 unknocked).
         unseen = moved[:, :, 0] < 0
         moved[unseen] = self._initial_background(small)[unseen]
         self.background = moved
