@@ -615,7 +615,7 @@ class StaticScreenDetector:
         sitting insect, the marks of `sheet_reference`), which a rebuild from this frame would
         lose; only the strip the camera sees for the first time comes from this frame.
         """
-        assert self.background is not None
+        assert self.background is not None and self._full_size is not None  # set by detect()
         dx, dy = whole_view_shift(self.background, small)
         if math.hypot(dx, dy) < _MIN_VIEW_SHIFT:
             return False
@@ -634,7 +634,7 @@ class StaticScreenDetector:
         self.background = moved
         self.background_version += 1
         self.view_moves += 1
-        full = self._full_size[0] / w if self._full_size is not None else 1.0
+        full = self._full_size[0] / w
         log.warning(
             "static_screen: the view moved by %+.0f, %+.0f px (camera knocked or sheet rehung): the "
             "background moved with it (move #%d)",
