@@ -290,6 +290,19 @@ class FieldOps:
             self._emit_summary(row)
         self._sample_health(datetime.now(timezone.utc), None, queue_depth, dropped, camera_state, frames)
 
+    def leave_room(self) -> None:
+        """At a stop, after the last rows were flushed: a retention check when the disk is full or
+        the reserve was given up, so the trap stops with its reserve whole (old crops make room).
+
+        The full-disk checks come every _FULL_CHECK_S, so a run can end between the writer's
+        release and the check that writes the reserve back (the stop's own rows may fill the disk
+        last of all); the next start would then begin on a full disk without its margin. Deletion
+        marks are queued for the writer, which writes them before it closes.
+        """
+        reserve = self.db.reserve
+        if self.db.disk_full.is_set() or (reserve is not None and reserve.held < reserve.size):
+            self.make_room(datetime.now(timezone.utc))
+
     def close(self) -> None:
         """Stop the publisher (before the database closes) and switch the light off."""
         if self.publisher is not None:

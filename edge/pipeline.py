@@ -412,6 +412,10 @@ class Pipeline:
             # a writer stuck on a full disk gets seconds, not minutes: systemd's stop timeout is 60 s
             stuck = self.db.failing
             self.db.flush(timeout=STUCK_WRITER_WAIT_S if stuck else 30.0)
+            try:
+                ops.leave_room()  # a stop on a full disk leaves the reserve whole for the next start
+            except StorageError as exc:
+                log.error("making room at the stop failed: %s", exc)
             ops.close()  # the publisher sends what the last flush committed, then stops
             result.operations = ops.status() if not self.db.closed else {}
             self.source.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -25,7 +26,10 @@ from pathlib import Path
 import pytest
 from helpers import query, synthetic_config
 
+from edge.frames import Frame
 from edge.pipeline import Pipeline
+from edge.sources.base import FrameSource
+from edge.sources.factory import make_source
 from edge.store.db import Database
 from edge.store.reserve import RESERVE_NAME, Reserve
 from edge.store.schema import RunInfo
@@ -92,6 +96,50 @@ def test_starting_on_a_full_disk_gives_up_the_reserve_deletes_old_crops_and_runs
     deleted = query(db, "SELECT COUNT(*) FROM detections WHERE crop_deleted_utc IS NOT NULL")[0][0]
     assert deleted > 0 and len(list(cfg.crops_path.rglob("*.jpg"))) < crops_before + result.detections
     assert (data / RESERVE_NAME).stat().st_size == 2 * 2**20  # old crops made room for it again
+    assert query(db, "PRAGMA integrity_check")[0][0] == "ok"
+
+
+class _FillsTheDiskAtTheEnd:
+    """The run's own source, which fills the disk as it hands over its last frame: the stop's
+    rows and crops then meet a full disk with no full-disk check to come."""
+
+    def __init__(self, source: FrameSource, disk: Path, frames: int) -> None:
+        self.source, self.disk, self.left = source, disk, frames
+        self.name, self.live = source.name, source.live
+
+    def open(self) -> None:
+        self.source.open()
+
+    def read(self) -> Frame | None:
+        self.left -= 1
+        if self.left == 0:
+            _fill(self.disk)
+        return self.source.read()
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def test_a_run_that_fills_the_disk_at_its_end_stops_with_the_reserve_whole(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the reserve given up by the stop's last writes stayed given up (the full-disk check
+    comes every 5 s), so the next start began on a full disk without its margin."""
+    data = small_disk / "data"
+    settings = (
+        "retention: {min_free_gb: 0.002, check_interval_s: 600}\n"
+        "storage: {flush_interval_s: 0.2, crop_every_s: 0, reserve_mb: 2}\n"
+    )
+    cfg = synthetic_config(data, settings, width=640, height=360, frames=120, insects=12, seed=7)
+    source = _FillsTheDiskAtTheEnd(make_source(cfg.source), small_disk, 120)
+    with caplog.at_level(logging.WARNING, logger="edge.store.reserve"):
+        result = Pipeline(cfg, source=source).run()
+    assert result.exit_reason == "end-of-source" and result.frames == 120
+    assert "released the 2 MB reserve" in caplog.text, "the disk was not full at the stop: nothing tested"
+    assert (data / RESERVE_NAME).stat().st_size == 2 * 2**20  # old crops made room at the stop
+    db = cfg.database_path
+    assert query(db, "SELECT COUNT(*) FROM detections")[0][0] == result.detections  # every row kept
+    assert query(db, "SELECT COUNT(*) FROM detections WHERE crop_deleted_utc IS NOT NULL")[0][0] > 0
     assert query(db, "PRAGMA integrity_check")[0][0] == "ok"
 
 
