@@ -10,6 +10,7 @@ every run the skipped tests are listed at the end with their reasons.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -110,49 +111,148 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pat
 # A shorter night than the demo's default (10 minutes, 8 insect visits): the night does not change
 # the model, and the model is trained at the demo's own default settings.
 DEMO_NIGHT = ["--frames", "120", "--insects", "8"]
+# The demo's own limit: about three minutes alone on two cores, longer beside the other tests.
+DEMO_TIMEOUT_S = 1800.0
+
+
+def _uses_demo(item: pytest.Item) -> bool:
+    return "demo_run" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """The tests of the demo's output run last, each file's in its own order: the demo then trains
+    in the background (`_demo_in_background`) beside the rest of the suite, which keeps one of two
+    cores busy most of the time, instead of the suite waiting three minutes for it."""
+    items[:] = [i for i in items if not _uses_demo(i)] + [i for i in items if _uses_demo(i)]
+
+
+class DemoNight:
+    """`trapcam demo` in a process of its own, as a newcomer runs it, with a broker and a subscriber.
+
+    Started by the session's first test; `result()` waits for it. Its output goes to files, not
+    pipes: nobody reads a pipe while the other tests run, and a full pipe would stall the demo.
+    """
+
+    def __init__(self, root: Path) -> None:
+        from mqtt_broker import Broker, Subscriber
+
+        self.root = root
+        self.out = root / "demo"
+        self.broker = Broker(root / "broker")
+        self.subscriber: Subscriber | None = None
+        self.process: Any = None
+        self._result: dict[str, Any] | None = None
+        self.failed_to_start = ""
+        self.started = 0.0
+
+    def start(self) -> DemoNight:
+        import subprocess
+        import sys
+        import time
+
+        from mqtt_broker import Subscriber
+
+        self.broker.start()
+        self.subscriber = Subscriber(self.broker, ["trapcam/demo-trap/#"]).start()
+        address = f"{self.broker.host}:{self.broker.port}"
+        repo = Path(__file__).resolve().parents[1]
+        with open(self.root / "stdout.txt", "wb") as out, open(self.root / "stderr.txt", "wb") as err:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge",
+                    "demo",
+                    "--out",
+                    str(self.out),
+                    "--broker",
+                    address,
+                    *DEMO_NIGHT,
+                ],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                cwd=repo,
+            )
+        self.started = time.monotonic()
+        return self
+
+    def result(self) -> dict[str, Any]:
+        """What the demo printed and wrote, once it has ended (fails the test when it failed)."""
+        import subprocess
+        import time
+
+        from helpers import query
+        from mqtt_broker import wait_until
+
+        if self._result is not None:
+            return self._result
+        if self.failed_to_start:
+            pytest.fail(f"trapcam demo could not be started: {self.failed_to_start}")
+        assert self.process is not None and self.subscriber is not None
+        try:
+            code = self.process.wait(timeout=max(1.0, self.started + DEMO_TIMEOUT_S - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"trapcam demo did not end within {DEMO_TIMEOUT_S:.0f} s")
+        stdout = (self.root / "stdout.txt").read_text(encoding="utf-8", errors="replace")
+        stderr = (self.root / "stderr.txt").read_text(encoding="utf-8", errors="replace")
+        if code != 0:
+            pytest.fail(f"trapcam demo exited {code}; its output ended:\n{stdout[-4000:]}\n{stderr[-3000:]}")
+        db = self.out / "trap" / "trapcam.db"
+        ended = {r[0] for r in query(db, "SELECT track_id FROM tracks WHERE status = 'ended'")}
+        sub = self.subscriber
+        wait_until(lambda: {m.payload["track_id"] for m in sub.snapshot("trapcam/demo-trap/track")} >= ended)
+        published = [m.payload for m in sub.snapshot("trapcam/demo-trap/track")]
+        self._result = {
+            "code": code,
+            "out": self.out,
+            "stdout": stdout,
+            "stderr": stderr,
+            "db": db,
+            "published": published,
+        }
+        return self._result
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.subscriber is not None:
+            self.subscriber.stop()
+        with contextlib.suppress(Exception):  # a broker that never started
+            self.broker.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _demo_in_background(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DemoNight | None]:
+    """The demo, started with the session's first test when any selected test reads its output."""
+    if not any(_uses_demo(item) for item in request.session.items):
+        yield None
+        return
+    demo = DemoNight(tmp_path_factory.mktemp("demo"))
+    try:
+        demo.start()
+    except Exception as exc:  # fails the demo's tests, not every test of the session
+        demo.failed_to_start = f"{type(exc).__name__}: {exc}"
+    try:
+        yield demo
+    finally:
+        demo.close()
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`trapcam demo` once per session, in a process of its own as a newcomer runs it, with a broker.
+def demo_run(_demo_in_background: DemoNight | None) -> dict[str, Any]:
+    """`trapcam demo` once per session (started in the background by the session's first test).
 
-    About three minutes on two cores, nearly all of it the demo's training. tests/test_demo.py judges
-    what it printed and wrote; tests/test_convert.py converts its trained run again with every variant
-    (the demo's model holds convert's default bar, so the convert tests are held to it too), so the
-    suite trains this model once instead of training a second one of its own.
+    About three minutes alone on two cores, nearly all of it the demo's training. tests/test_demo.py
+    judges what it printed and wrote; tests/test_convert.py converts its trained run again with every
+    variant (the demo's model holds convert's default bar, so the convert tests are held to it too),
+    so the suite trains this model once instead of training a second one of its own.
     """
-    import subprocess
-    import sys
-
-    from helpers import query
-    from mqtt_broker import Broker, Subscriber, wait_until
-
-    root = tmp_path_factory.mktemp("demo")
-    out = root / "demo"
-    repo = Path(__file__).resolve().parents[1]
-    with Broker(root / "broker") as broker, Subscriber(broker, ["trapcam/demo-trap/#"]) as sub:
-        address = f"{broker.host}:{broker.port}"
-        done = subprocess.run(
-            [sys.executable, "-m", "edge", "demo", "--out", str(out), "--broker", address, *DEMO_NIGHT],
-            capture_output=True,
-            text=True,
-            cwd=repo,
-            timeout=1400,
-        )
-        if done.returncode != 0:
-            pytest.fail(
-                f"trapcam demo exited {done.returncode}; its output ended:\n"
-                f"{done.stdout[-4000:]}\n{done.stderr[-3000:]}"
-            )
-        db = out / "trap" / "trapcam.db"
-        ended = {r[0] for r in query(db, "SELECT track_id FROM tracks WHERE status = 'ended'")}
-        wait_until(lambda: {m.payload["track_id"] for m in sub.snapshot("trapcam/demo-trap/track")} >= ended)
-        published = [m.payload for m in sub.snapshot("trapcam/demo-trap/track")]
-    return {
-        "code": done.returncode,
-        "out": out,
-        "stdout": done.stdout,
-        "stderr": done.stderr,
-        "db": db,
-        "published": published,
-    }
+    assert _demo_in_background is not None, "no selected test was seen to use demo_run"
+    return _demo_in_background.result()

@@ -92,7 +92,10 @@ def test_starting_on_a_full_disk_gives_up_the_reserve_deletes_old_crops_and_runs
     assert result.exit_reason == "end-of-source" and result.frames == 150
     assert len(result.finished_tracks) >= 6
     db = cfg.database_path
-    assert query(db, "SELECT COUNT(*) FROM detections WHERE run_id = 2")[0][0] == result.detections
+    # no row lost: where this run's own crops filled the disk again (they do on some machines), the
+    # rows of sitting insects thinned while it was full are counted, as in the mid-run test below
+    stored = query(db, "SELECT COUNT(*) FROM detections WHERE run_id = 2")[0][0]
+    assert stored + result.operations["counters"]["rows_thinned"] == result.detections
     deleted = query(db, "SELECT COUNT(*) FROM detections WHERE crop_deleted_utc IS NOT NULL")[0][0]
     assert deleted > 0 and len(list(cfg.crops_path.rglob("*.jpg"))) < crops_before + result.detections
     assert (data / RESERVE_NAME).stat().st_size == 2 * 2**20  # old crops made room for it again
