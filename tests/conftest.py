@@ -11,7 +11,9 @@ every run the skipped tests are listed at the end with their reasons.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         return
     reason = _skip_reason(report)
     allowed = _may_skip(item)
-    item.config.stash.setdefault(_SKIPS, []).append((item.nodeid, reason, allowed))
+    report.user_properties.append(("skipped", (reason, allowed)))  # for the list at the end (xdist too)
     if strict_skips() and not allowed:
         report.outcome = "failed"
         report.longrepr = (
@@ -66,17 +68,25 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
         report.longrepr = f"module skipped under CI: {reason} (a missing package is a broken install)"
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collects the skips for the list at the end; runs where the terminal is (xdist's controller)."""
+    skipped = dict(report.user_properties).get("skipped")
+    if skipped is not None:
+        reason, allowed = skipped
+        _SKIPPED.append((report.nodeid, str(reason), bool(allowed)))
+
+
+_SKIPPED: list[tuple[str, str, bool]] = []
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    skips = config.stash.get(_SKIPS, [])
+    skips = _SKIPPED
     if not skips:
         return
     terminalreporter.section(f"skipped: {len(skips)} test(s)")
     for nodeid, reason, allowed in skips:
         kind = "boundary" if allowed else ("FAILED under CI" if strict_skips() else "NOT a boundary")
         terminalreporter.write_line(f"{nodeid}: {reason} [{kind}]")
-
-
-_SKIPS = pytest.StashKey[list[tuple[str, str, bool]]]()
 
 
 # ---------------------------------------------------------------- models trained once per session
@@ -119,104 +129,123 @@ def _uses_demo(item: pytest.Item) -> bool:
     return "demo_run" in getattr(item, "fixturenames", ())
 
 
+def _xdist_worker() -> bool:
+    """True in a pytest-xdist worker (the README's test command runs the suite on every core)."""
+    return bool(os.environ.get("PYTEST_XDIST_WORKER"))
+
+
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    """The tests of the demo's output run last, each file's in its own order: the demo then trains
-    in the background (`_demo_in_background`) beside the rest of the suite, which keeps one of two
-    cores busy most of the time, instead of the suite waiting three minutes for it."""
-    items[:] = [i for i in items if not _uses_demo(i)] + [i for i in items if _uses_demo(i)]
+    """Order the session around the demo, the one test input that takes minutes.
+
+    The demo starts with the session's first test and trains in the background
+    (`_demo_in_background`); the tests of its output come as late as they can, so they seldom wait.
+    Alone: they run last, each file's in its own order. Under xdist (`--dist loadfile`: a file is
+    one worker's unit, so its module fixtures are built once) each file keeps its place, its
+    demo tests last within it, and a file of demo tests only goes last.
+    """
+    late = [i for i in items if _uses_demo(i)]
+    if not late:
+        return
+    if not _xdist_worker():
+        items[:] = [i for i in items if not _uses_demo(i)] + late
+        return
+    files: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+    ordered = sorted(files.values(), key=lambda group: all(_uses_demo(i) for i in group))
+    items[:] = [
+        i
+        for group in ordered
+        for i in [*filter(lambda i: not _uses_demo(i), group), *filter(_uses_demo, group)]
+    ]
 
 
 class DemoNight:
     """`trapcam demo` in a process of its own, as a newcomer runs it, with a broker and a subscriber.
 
-    Started by the session's first test; `result()` waits for it. Its output goes to files, not
-    pipes: nobody reads a pipe while the other tests run, and a full pipe would stall the demo.
+    One process of the session starts it (under xdist, the first worker to begin); a thread there
+    waits for it and writes what it printed and published to `result.json` (or why it failed to
+    `failed.txt`) in a folder every worker sees, where `demo_run` reads it. Its output goes to files,
+    not pipes: nobody reads a pipe while the other tests run, and a full pipe would stall the demo.
     """
 
     def __init__(self, root: Path) -> None:
-        from mqtt_broker import Broker, Subscriber
+        from mqtt_broker import Broker
 
         self.root = root
         self.out = root / "demo"
         self.broker = Broker(root / "broker")
-        self.subscriber: Subscriber | None = None
+        self.subscriber: Any = None
         self.process: Any = None
-        self._result: dict[str, Any] | None = None
-        self.failed_to_start = ""
-        self.started = 0.0
+        self.thread: threading.Thread | None = None
 
-    def start(self) -> DemoNight:
+    def start(self) -> None:
+        """Start the broker, the subscriber, the demo and the thread that waits for it; on any
+        failure `failed.txt` says why (the demo's tests fail, not every test of the session)."""
         import subprocess
         import sys
-        import time
 
         from mqtt_broker import Subscriber
 
-        self.broker.start()
-        self.subscriber = Subscriber(self.broker, ["trapcam/demo-trap/#"]).start()
-        address = f"{self.broker.host}:{self.broker.port}"
-        repo = Path(__file__).resolve().parents[1]
-        with open(self.root / "stdout.txt", "wb") as out, open(self.root / "stderr.txt", "wb") as err:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "edge",
-                    "demo",
-                    "--out",
-                    str(self.out),
-                    "--broker",
-                    address,
-                    *DEMO_NIGHT,
-                ],
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                cwd=repo,
-            )
-        self.started = time.monotonic()
-        return self
+        try:
+            self.broker.start()
+            self.subscriber = Subscriber(self.broker, ["trapcam/demo-trap/#"]).start()
+            address = f"{self.broker.host}:{self.broker.port}"
+            repo = Path(__file__).resolve().parents[1]
+            command = [sys.executable, "-m", "edge", "demo", "--out", str(self.out), "--broker", address]
+            with open(self.root / "stdout.txt", "wb") as out, open(self.root / "stderr.txt", "wb") as err:
+                self.process = subprocess.Popen(
+                    [*command, *DEMO_NIGHT], stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=repo
+                )
+        except Exception as exc:
+            self._failed(f"trapcam demo could not be started: {type(exc).__name__}: {exc}")
+            return
+        self.thread = threading.Thread(target=self._wait, name="demo", daemon=True)
+        self.thread.start()
 
-    def result(self) -> dict[str, Any]:
-        """What the demo printed and wrote, once it has ended (fails the test when it failed)."""
+    def _failed(self, why: str) -> None:
+        (self.root / "failed.txt").write_text(why, encoding="utf-8")
+
+    def _wait(self) -> None:
         import subprocess
-        import time
 
         from helpers import query
         from mqtt_broker import wait_until
 
-        if self._result is not None:
-            return self._result
-        if self.failed_to_start:
-            pytest.fail(f"trapcam demo could not be started: {self.failed_to_start}")
-        assert self.process is not None and self.subscriber is not None
         try:
-            code = self.process.wait(timeout=max(1.0, self.started + DEMO_TIMEOUT_S - time.monotonic()))
+            code = self.process.wait(timeout=DEMO_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            pytest.fail(f"trapcam demo did not end within {DEMO_TIMEOUT_S:.0f} s")
+            self._failed(f"trapcam demo did not end within {DEMO_TIMEOUT_S:.0f} s")
+            return
         stdout = (self.root / "stdout.txt").read_text(encoding="utf-8", errors="replace")
         stderr = (self.root / "stderr.txt").read_text(encoding="utf-8", errors="replace")
         if code != 0:
-            pytest.fail(f"trapcam demo exited {code}; its output ended:\n{stdout[-4000:]}\n{stderr[-3000:]}")
-        db = self.out / "trap" / "trapcam.db"
-        ended = {r[0] for r in query(db, "SELECT track_id FROM tracks WHERE status = 'ended'")}
-        sub = self.subscriber
-        wait_until(lambda: {m.payload["track_id"] for m in sub.snapshot("trapcam/demo-trap/track")} >= ended)
-        published = [m.payload for m in sub.snapshot("trapcam/demo-trap/track")]
-        self._result = {
-            "code": code,
-            "out": self.out,
-            "stdout": stdout,
-            "stderr": stderr,
-            "db": db,
-            "published": published,
-        }
-        return self._result
+            self._failed(f"trapcam demo exited {code}; its output ended:\n{stdout[-4000:]}\n{stderr[-3000:]}")
+            return
+        try:
+            db = self.out / "trap" / "trapcam.db"
+            ended = {r[0] for r in query(db, "SELECT track_id FROM tracks WHERE status = 'ended'")}
+            sub = self.subscriber
+            wait_until(
+                lambda: {m.payload["track_id"] for m in sub.snapshot("trapcam/demo-trap/track")} >= ended
+            )
+            published = [m.payload for m in sub.snapshot("trapcam/demo-trap/track")]
+        except Exception as exc:
+            self._failed(f"the demo's tracks did not all reach the broker: {type(exc).__name__}: {exc}")
+            return
+        result = {"code": code, "out": str(self.out), "stdout": stdout, "stderr": stderr, "db": str(db)}
+        written = self.root / "result.json.part"
+        written.write_text(json.dumps({**result, "published": published}), encoding="utf-8")
+        written.replace(self.root / "result.json")
 
     def close(self) -> None:
+        """At the end of the starting process's session: the demo is waited for (other workers may
+        still need it), then the broker goes."""
+        if self.thread is not None:
+            self.thread.join(DEMO_TIMEOUT_S)
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -226,33 +255,74 @@ class DemoNight:
             self.broker.stop()
 
 
+def _demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's folder, one for the session: beside the workers' own under xdist."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if _xdist_worker() else base) / "trapcam-demo"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _demo_in_background(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DemoNight | None]:
-    """The demo, started with the session's first test when any selected test reads its output."""
+) -> Iterator[None]:
+    """The demo, started with the session's first test when any collected test reads its output;
+    under xdist by the first worker to begin (a lock and a marker file decide)."""
     if not any(_uses_demo(item) for item in request.session.items):
-        yield None
+        yield
         return
-    demo = DemoNight(tmp_path_factory.mktemp("demo"))
+    import fcntl
+
+    root = _demo_folder(tmp_path_factory)
+    with open(root / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        starter = not (root / "started").exists()
+        if starter:
+            (root / "started").touch()
+    if not starter:
+        yield
+        return
+    demo = DemoNight(root)
+    demo.start()
     try:
-        demo.start()
-    except Exception as exc:  # fails the demo's tests, not every test of the session
-        demo.failed_to_start = f"{type(exc).__name__}: {exc}"
-    try:
-        yield demo
+        yield
     finally:
         demo.close()
 
 
 @pytest.fixture(scope="session")
-def demo_run(_demo_in_background: DemoNight | None) -> dict[str, Any]:
-    """`trapcam demo` once per session (started in the background by the session's first test).
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`trapcam demo` once per session, as started by `_demo_in_background`: waits for its end.
 
     About three minutes alone on two cores, nearly all of it the demo's training. tests/test_demo.py
     judges what it printed and wrote; tests/test_convert.py converts its trained run again with every
     variant (the demo's model holds convert's default bar, so the convert tests are held to it too),
     so the suite trains this model once instead of training a second one of its own.
     """
-    assert _demo_in_background is not None, "no selected test was seen to use demo_run"
-    return _demo_in_background.result()
+    import time
+
+    root = _demo_folder(tmp_path_factory)
+    deadline = time.monotonic() + DEMO_TIMEOUT_S + 120
+    while time.monotonic() < deadline:
+        if (root / "failed.txt").exists():
+            pytest.fail((root / "failed.txt").read_text(encoding="utf-8"))
+        if (root / "result.json").exists():
+            result = json.loads((root / "result.json").read_text(encoding="utf-8"))
+            return {**result, "out": Path(result["out"]), "db": Path(result["db"])}
+        if not (root / "started").exists():
+            pytest.fail(f"nobody started the demo ({root}): was demo_run used outside a test?")
+        time.sleep(0.5)
+    pytest.fail(f"the demo gave no result within {DEMO_TIMEOUT_S + 120:.0f} s ({root})")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After a passing session the demo's folder goes, like the folders of passed tests (its trap
+    holds a reserve file); after a failure it stays for a look. Under xdist the controller does it,
+    once every worker is done with it."""
+    import shutil
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if _xdist_worker() or exitstatus != 0 or factory is None:
+        return
+    shutil.rmtree(factory.getbasetemp() / "trapcam-demo", ignore_errors=True)
