@@ -208,10 +208,17 @@ def test_discovery_and_status_are_retained_on_the_broker_and_match_what_is_publi
     try:
         publisher.start()
         assert wait_until(lambda: publisher.state == "connected")
-        retained = read_retained(broker, "homeassistant/#", expect=len(expected))
-        assert sorted(m.topic for m in retained) == sorted(
-            m.topic for m in expected
-        )  # the legacy one is gone
+        # the publisher sends the new config and clears the legacy one after it connects: read the
+        # retained configs again until they are the new ones only (a busy machine showed the legacy
+        # one still there on a first read); the legacy one never going fails here
+        wanted = sorted(m.topic for m in expected)
+        retained: list[Any] = []
+
+        def only_the_new_configs() -> bool:
+            retained[:] = read_retained(broker, "homeassistant/#", expect=len(expected))
+            return sorted(m.topic for m in retained) == wanted
+
+        assert wait_until(only_the_new_configs, timeout=15), [m.topic for m in retained]
         got = {m.topic: m.payload for m in retained}
         for m in expected:  # the same config, to the byte
             assert got[m.topic] == m.payload
